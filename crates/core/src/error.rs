@@ -1,0 +1,56 @@
+//! Errors of the domain and of its ports. Each is mapped once, at the edge, to an HTTP answer
+//! or a Lambda error.
+
+use thiserror::Error;
+
+/// Input a caller sent that the fleet will not accept. The message is safe to show the caller
+/// and never echoes the input itself.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValidationError {
+    #[error("the task id is not a task id this service issued")]
+    InvalidTaskId,
+    #[error("the client id must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', '.'")]
+    InvalidClientId,
+    #[error("unknown status; expected one of RECEIVED, IN_PROGRESS, DONE, FAILED")]
+    UnknownStatus,
+    #[error("the request body is empty; a JSON object is required")]
+    EmptyBody,
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body does not match the schema: {0}")]
+    Schema(String),
+    #[error("`{field}` is larger than the {limit} bytes allowed")]
+    TooLarge { field: &'static str, limit: usize },
+}
+
+/// Storage failed or holds something unexpected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    #[error("a task with this id already exists")]
+    AlreadyExists,
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored item could not be read: {0}")]
+    Corrupt(String),
+}
+
+/// Publishing a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("publishing failed: {0}")]
+pub struct PublishError(pub String);
+
+/// Pushing metrics failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("pushing metrics failed: {0}")]
+pub struct MetricsError(pub String);
+
+/// The external service did not accept a job.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExternalError {
+    #[error("the external service answered {status}")]
+    Rejected { status: u16, retry_after_seconds: Option<u64> },
+    #[error("the external service did not answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("the external service could not be reached: {0}")]
+    Unreachable(String),
+}

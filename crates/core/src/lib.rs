@@ -1,0 +1,24 @@
+//! The taskfleet domain.
+//!
+//! A task is a small state machine (`RECEIVED → IN_PROGRESS → DONE | FAILED`) with a TTL.
+//! This crate holds the rules and nothing that talks to AWS: adapters implement the
+//! [`ports`] traits, and the Lambda functions call the use cases in [`service`].
+
+pub mod auth;
+pub mod dispatch;
+pub mod error;
+pub mod lifecycle;
+pub mod memory;
+pub mod metrics;
+pub mod ports;
+pub mod service;
+pub mod task;
+pub mod time;
+pub mod ttl;
+pub mod validation;
+
+pub use error::{ExternalError, PublishError, StoreError, ValidationError};
+pub use lifecycle::{IllegalTransition, Transition};
+pub use task::{ClientId, Task, TaskId, TaskStatus};
+pub use time::Timestamp;
+pub use ttl::TtlPolicy;

@@ -1,0 +1,221 @@
+//! The task model: identifiers, status, and the task itself.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::error::ValidationError;
+use crate::time::Timestamp;
+
+/// A task's identifier: a random (v4) UUID in its hyphenated lower-case form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(String);
+
+impl TaskId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Accepts only the canonical form the fleet hands out, so an id is a safe key and log field.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let canonical = raw.len() == 36
+            && uuid::Uuid::parse_str(raw).is_ok()
+            && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
+        if canonical {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValidationError::InvalidTaskId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The client (tenant) a task belongs to: 1–64 of `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValidationError::InvalidClientId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a task is in its life. Stored and shown as exactly these upper-case strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskStatus {
+    Received,
+    InProgress,
+    Done,
+    Failed,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 4] = [Self::Received, Self::InProgress, Self::Done, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "RECEIVED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// DONE and FAILED are final: nothing moves a task out of them.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = ValidationError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == raw)
+            .ok_or(ValidationError::UnknownStatus)
+    }
+}
+
+/// A task as the domain sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub task_id: TaskId,
+    pub client_id: ClientId,
+    pub status: TaskStatus,
+    /// The client's JSON object, handed to the external service untouched.
+    pub payload: Value,
+    /// The external service's result, once DONE.
+    pub result: Option<Value>,
+    /// Why the task FAILED.
+    pub error: Option<String>,
+    /// How many times the task was handed to the external service.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// When storage may delete the task (epoch seconds; the DynamoDB TTL attribute).
+    pub expires_at: i64,
+}
+
+impl Task {
+    /// A task freshly received from a client.
+    pub fn received(client_id: ClientId, payload: Value, now: Timestamp, expires_at: i64) -> Self {
+        Self {
+            task_id: TaskId::generate(),
+            client_id,
+            status: TaskStatus::Received,
+            payload,
+            result: None,
+            error: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+        }
+    }
+
+    /// Storage deletes expired items late (DynamoDB: within days; the emulator: never),
+    /// so readers treat a task past its `expires_at` as gone.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at <= now.as_epoch_seconds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_stored_as_their_exact_names() {
+        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["RECEIVED", "IN_PROGRESS", "DONE", "FAILED"]);
+        for status in TaskStatus::ALL {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+        assert!("CANCELLED".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn only_done_and_failed_are_terminal() {
+        assert!(!TaskStatus::Received.is_terminal());
+        assert!(!TaskStatus::InProgress.is_terminal());
+        assert!(TaskStatus::Done.is_terminal());
+        assert!(TaskStatus::Failed.is_terminal());
+    }
+
+    #[test]
+    fn generated_task_ids_parse_back() {
+        let id = TaskId::generate();
+        assert_eq!(TaskId::parse(id.as_str()), Ok(id));
+    }
+
+    #[test]
+    fn task_ids_must_be_canonical_uuids() {
+        for raw in [
+            "",
+            "not-a-uuid",
+            "6F9619FF-8B86-D011-B42D-00C04FC964FF",
+            "6f9619ff8b86d011b42d00c04fc964ff",
+            "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
+            "../../etc/passwd",
+        ] {
+            assert_eq!(TaskId::parse(raw), Err(ValidationError::InvalidTaskId), "{raw}");
+        }
+        assert!(TaskId::parse("6f9619ff-8b86-d011-b42d-00c04fc964ff").is_ok());
+    }
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        assert!(ClientId::parse("acme-corp_1.eu").is_ok());
+        assert!(ClientId::parse("").is_err());
+        assert!(ClientId::parse("a b").is_err());
+        assert!(ClientId::parse("a:b").is_err());
+        assert!(ClientId::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_task_is_expired_from_its_expiry_second_on() {
+        let now = Timestamp::from_millis(10_000);
+        let mut task = Task::received(ClientId::parse("c").unwrap(), serde_json::json!({}), now, 11);
+        assert!(!task.is_expired(now));
+        task.expires_at = 10;
+        assert!(task.is_expired(now));
+    }
+}
