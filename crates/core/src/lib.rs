@@ -17,7 +17,7 @@ pub mod time;
 pub mod ttl;
 pub mod validation;
 
-pub use error::{ExternalError, PublishError, StoreError, ValidationError};
+pub use error::{ExternalError, MetricsError, PublishError, StoreError, ValidationError};
 pub use lifecycle::{IllegalTransition, Transition};
 pub use task::{ClientId, Task, TaskId, TaskStatus};
 pub use time::Timestamp;

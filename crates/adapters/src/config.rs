@@ -1,0 +1,102 @@
+//! Configuration from the environment, read once per cold start. Every variable the fleet reads
+//! is named here (and in the README's configuration table).
+
+use std::time::Duration;
+
+use taskfleet_core::TtlPolicy;
+use taskfleet_core::auth::ApiKeys;
+use thiserror::Error;
+
+/// DynamoDB table holding the tasks.
+pub const TASKS_TABLE: &str = "TASKS_TABLE";
+/// SNS topic the dispatcher publishes to.
+pub const DISPATCH_TOPIC_ARN: &str = "DISPATCH_TOPIC_ARN";
+/// Where the caller POSTs jobs.
+pub const EXTERNAL_SERVICE_URL: &str = "EXTERNAL_SERVICE_URL";
+/// Milliseconds the caller waits for the external service to accept a job.
+pub const EXTERNAL_TIMEOUT_MS: &str = "EXTERNAL_TIMEOUT_MS";
+/// Public base URL of the webhook (callback URLs are `{base}/callbacks/{task_id}`).
+pub const CALLBACK_BASE_URL: &str = "CALLBACK_BASE_URL";
+/// Client keys: `client_id:key,client_id:key`.
+pub const API_KEYS: &str = "TASKFLEET_API_KEYS";
+/// CloudWatch namespace of the cron's gauges.
+pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+/// Trailing window (seconds) over which the cron counts finished tasks.
+pub const METRICS_WINDOW_SECONDS: &str = "METRICS_WINDOW_SECONDS";
+/// Seconds an unfinished task lives.
+pub const TASK_TTL_SECONDS: &str = "TASK_TTL_SECONDS";
+/// Seconds a finished task and its result are kept.
+pub const RESULT_RETENTION_SECONDS: &str = "RESULT_RETENTION_SECONDS";
+
+pub const DEFAULT_METRICS_NAMESPACE: &str = "TaskFleet";
+pub const DEFAULT_METRICS_WINDOW_SECONDS: u64 = 60;
+pub const DEFAULT_EXTERNAL_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A variable that must be set and non-empty.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .ok_or(ConfigError::Missing(name))
+}
+
+/// A variable with a default.
+pub fn or_default(name: &'static str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// A whole number with a default; zero is refused.
+pub fn positive(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(value) if value > 0 => Ok(value),
+            _ => Err(ConfigError::Invalid { name, reason: "expected a positive whole number".into() }),
+        },
+    }
+}
+
+/// An absolute http(s) URL without a trailing slash.
+pub fn url(name: &'static str) -> Result<String, ConfigError> {
+    let raw = required(name)?;
+    let parsed = reqwest::Url::parse(raw.trim())
+        .map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError::Invalid { name, reason: "expected an http or https URL".into() });
+    }
+    Ok(raw.trim().trim_end_matches('/').to_owned())
+}
+
+pub fn ttl_policy() -> Result<TtlPolicy, ConfigError> {
+    Ok(TtlPolicy::new(
+        positive(TASK_TTL_SECONDS, TtlPolicy::DEFAULT_TASK_TTL_SECONDS)?,
+        positive(RESULT_RETENTION_SECONDS, TtlPolicy::DEFAULT_RESULT_RETENTION_SECONDS)?,
+    ))
+}
+
+pub fn api_keys() -> Result<ApiKeys, ConfigError> {
+    let keys = ApiKeys::parse(&required(API_KEYS)?)
+        .map_err(|e| ConfigError::Invalid { name: API_KEYS, reason: e.to_string() })?;
+    if keys.is_empty() {
+        return Err(ConfigError::Invalid { name: API_KEYS, reason: "no keys".into() });
+    }
+    Ok(keys)
+}
+
+pub fn external_timeout() -> Result<Duration, ConfigError> {
+    positive(EXTERNAL_TIMEOUT_MS, DEFAULT_EXTERNAL_TIMEOUT_MS).map(Duration::from_millis)
+}
+
+/// The shared SDK configuration: region, credentials and endpoint from the environment
+/// (`AWS_ENDPOINT_URL` included). Load once per cold start and build every client from it.
+pub async fn aws() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

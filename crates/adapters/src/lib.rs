@@ -1,0 +1,17 @@
+//! Adapters: the AWS and HTTP implementations of taskfleet's ports, plus the configuration every
+//! function reads at cold start. Each SDK client is built once per cold start from one shared
+//! [`aws_config::SdkConfig`]; `AWS_ENDPOINT_URL` points them all at a local emulator.
+
+pub mod cloudwatch;
+pub mod config;
+pub mod dynamo;
+pub mod external;
+pub mod record;
+pub mod sns;
+pub mod table;
+
+pub use cloudwatch::CloudWatchSink;
+pub use config::ConfigError;
+pub use dynamo::DynamoStore;
+pub use external::HttpExternalService;
+pub use sns::SnsPublisher;

@@ -1,0 +1,162 @@
+//! How a task is stored: one item per task. Payload and result are kept as JSON text so they
+//! round-trip exactly (number formats, key order, nesting deeper than DynamoDB maps allow).
+
+use serde::{Deserialize, Serialize};
+use taskfleet_core::dispatch::Snapshot;
+use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
+
+use crate::table;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub pk: String,
+    pub task_id: String,
+    pub client_id: String,
+    pub status: String,
+    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch.
+    pub updated_at: i64,
+    /// Seconds since the epoch (the TTL attribute).
+    pub expires_at: i64,
+}
+
+impl From<&Task> for TaskRecord {
+    fn from(task: &Task) -> Self {
+        Self {
+            pk: table::task_key(task.task_id.as_str()),
+            task_id: task.task_id.to_string(),
+            client_id: task.client_id.to_string(),
+            status: task.status.as_str().to_owned(),
+            payload: task.payload.to_string(),
+            result: task.result.as_ref().map(ToString::to_string),
+            error: task.error.clone(),
+            attempts: task.attempts,
+            created_at: task.created_at.as_millis(),
+            updated_at: task.updated_at.as_millis(),
+            expires_at: task.expires_at,
+        }
+    }
+}
+
+impl TryFrom<TaskRecord> for Task {
+    type Error = StoreError;
+
+    fn try_from(record: TaskRecord) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("task item {}: {what}", record.pk));
+        Ok(Task {
+            task_id: TaskId::parse(&record.task_id).map_err(|_| corrupt("bad task_id"))?,
+            client_id: ClientId::parse(&record.client_id).map_err(|_| corrupt("bad client_id"))?,
+            status: record.status.parse::<TaskStatus>().map_err(|_| corrupt("bad status"))?,
+            payload: serde_json::from_str(&record.payload).map_err(|_| corrupt("bad payload"))?,
+            result: match &record.result {
+                Some(text) => Some(serde_json::from_str(text).map_err(|_| corrupt("bad result"))?),
+                None => None,
+            },
+            error: record.error.clone(),
+            attempts: record.attempts,
+            created_at: Timestamp::from_millis(record.created_at),
+            updated_at: Timestamp::from_millis(record.updated_at),
+            expires_at: record.expires_at,
+        })
+    }
+}
+
+/// Reads a task from an item (a GetItem answer, an UpdateItem's returned attributes).
+pub fn task_from_item<I>(item: I) -> Result<Task, StoreError>
+where
+    I: Into<serde_dynamo::Item>,
+{
+    let record: TaskRecord =
+        serde_dynamo::from_item(item.into()).map_err(|e| StoreError::Corrupt(format!("task item: {e}")))?;
+    Task::try_from(record)
+}
+
+#[derive(Deserialize)]
+struct SnapshotFields {
+    pk: String,
+    status: Option<String>,
+    attempts: Option<u32>,
+}
+
+/// The task id and snapshot of a stream image. `Ok(None)` when the image is empty or is not a
+/// task item; an error when it claims to be a task but cannot be read.
+pub fn snapshot_from_image(image: &serde_dynamo::Item) -> Result<Option<(TaskId, Snapshot)>, StoreError> {
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let fields: SnapshotFields =
+        serde_dynamo::from_item(image.clone()).map_err(|e| StoreError::Corrupt(format!("stream image: {e}")))?;
+    let Some(task_id) = table::task_id_of(&fields.pk) else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("stream image of {}: {what}", fields.pk));
+    let task_id = TaskId::parse(task_id).map_err(|_| corrupt("bad task id"))?;
+    let status = fields
+        .status
+        .as_deref()
+        .ok_or_else(|| corrupt("no status"))?
+        .parse::<TaskStatus>()
+        .map_err(|_| corrupt("bad status"))?;
+    let attempts = fields.attempts.ok_or_else(|| corrupt("no attempts"))?;
+    Ok(Some((task_id, Snapshot { status, attempts })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task() -> Task {
+        let mut task = Task::received(ClientId::parse("alpha").unwrap(), json!({"b": 1.50, "a": [1, {"x": null}]}), Timestamp::from_millis(1_234), 99);
+        task.result = Some(json!({"ok": true}));
+        task
+    }
+
+    #[test]
+    fn a_task_round_trips_through_its_item() {
+        let task = task();
+        let item: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
+        assert_eq!(task_from_item(item).unwrap(), task);
+    }
+
+    #[test]
+    fn the_item_keeps_status_as_text_and_expiry_as_a_number() {
+        let item: std::collections::HashMap<String, serde_dynamo::AttributeValue> =
+            serde_dynamo::to_item(TaskRecord::from(&task())).unwrap();
+        assert_eq!(item["status"], serde_dynamo::AttributeValue::S("RECEIVED".into()));
+        assert_eq!(item["expires_at"], serde_dynamo::AttributeValue::N("99".into()));
+        assert_eq!(item["updated_at"], serde_dynamo::AttributeValue::N("1234".into()));
+        assert!(!item.contains_key("error"), "absent fields are not stored");
+    }
+
+    #[test]
+    fn a_corrupt_item_is_an_error_not_a_panic() {
+        let mut record = TaskRecord::from(&task());
+        record.status = "PAUSED".into();
+        let item: serde_dynamo::Item = serde_dynamo::to_item(record).unwrap();
+        assert!(matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("bad status")));
+    }
+
+    #[test]
+    fn a_stream_image_gives_the_snapshot_of_a_task_and_nothing_for_other_items() {
+        let task = task();
+        let image: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
+        let (id, snapshot) = snapshot_from_image(&image).unwrap().unwrap();
+        assert_eq!(id, task.task_id);
+        assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0 });
+
+        let other: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();
+        assert_eq!(snapshot_from_image(&other).unwrap(), None);
+        assert_eq!(snapshot_from_image(&serde_dynamo::Item::from(std::collections::HashMap::<String, serde_dynamo::AttributeValue>::new())).unwrap(), None);
+
+        let broken: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": table::task_key(task.task_id.as_str()), "status": "??", "attempts": 0})).unwrap();
+        assert!(snapshot_from_image(&broken).is_err());
+    }
+}
