@@ -8,6 +8,8 @@ use taskfleet_core::error::MetricsError;
 use taskfleet_core::metrics::{self, Gauge, Unit};
 use taskfleet_core::ports::MetricsSink;
 
+use crate::config;
+
 #[derive(Debug, Clone)]
 pub struct CloudWatchSink {
     client: Client,
@@ -16,7 +18,18 @@ pub struct CloudWatchSink {
 
 impl CloudWatchSink {
     pub fn new(client: Client, namespace: impl Into<String>) -> Self {
-        Self { client, namespace: namespace.into() }
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    /// The sink writing to `METRICS_NAMESPACE` (default `TaskFleet`).
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(
+            Client::new(sdk),
+            config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
+        )
     }
 }
 
@@ -26,7 +39,12 @@ fn datum(gauge: &Gauge, timestamp: DateTime) -> MetricDatum {
         Unit::Seconds => StandardUnit::Seconds,
     };
     let dimensions = gauge.status.map(|status| {
-        vec![Dimension::builder().name(metrics::STATUS_DIMENSION).value(status.as_str()).build()]
+        vec![
+            Dimension::builder()
+                .name(metrics::STATUS_DIMENSION)
+                .value(status.as_str())
+                .build(),
+        ]
     });
     MetricDatum::builder()
         .metric_name(gauge.name)

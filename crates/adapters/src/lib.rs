@@ -10,6 +10,7 @@ pub mod record;
 pub mod sns;
 pub mod table;
 
+pub use aws_config::SdkConfig;
 pub use cloudwatch::CloudWatchSink;
 pub use config::ConfigError;
 pub use dynamo::DynamoStore;

@@ -23,6 +23,71 @@ pub fn task_id_of(pk: &str) -> Option<&str> {
     pk.strip_prefix(TASK_PREFIX)
 }
 
+/// Creates the tasks table as serverless.yml declares it in AWS: on-demand, `pk` hash key,
+/// stream with new and old images, the status index, TTL on `expires_at`. For the local fleet
+/// and tests (the emulator creates it active at once); in AWS, CloudFormation owns the table.
+pub async fn create(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), aws_sdk_dynamodb::Error> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+        TimeToLiveSpecification,
+    };
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let status_index = GlobalSecondaryIndex::builder()
+        .index_name(STATUS_INDEX)
+        .key_schema(key(STATUS, KeyType::Hash)?)
+        .key_schema(key(UPDATED_AT, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()?;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(STATUS, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(UPDATED_AT, ScalarAttributeType::N)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .global_secondary_indexes(status_index)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()?,
+        )
+        .send()
+        .await?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(EXPIRES_AT)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,9 @@ impl MemoryStore {
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Task>> {
-        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -59,6 +61,11 @@ impl TaskStore for MemoryStore {
     }
 
     async fn oldest_update(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.updated_at).min())
+        Ok(self
+            .tasks()
+            .values()
+            .filter(|t| t.status == status)
+            .map(|t| t.updated_at)
+            .min())
     }
 }

@@ -28,16 +28,29 @@ pub trait TaskStore: Send + Sync {
     fn insert(&self, task: &Task) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The task with this id, if it is stored (expired or not).
-    fn get(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+    fn get(
+        &self,
+        task_id: &TaskId,
+    ) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
 
     /// Applies a transition as one conditional write.
-    fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    fn apply(
+        &self,
+        transition: &Transition,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// How many tasks are in `status`, counting only those updated at or after `since` if given.
-    fn count(&self, status: TaskStatus, since: Option<Timestamp>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn count(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// When the task that has been in `status` the longest got there.
-    fn oldest_update(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+    fn oldest_update(
+        &self,
+        status: TaskStatus,
+    ) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 }
 
 /// Where dispatch messages go (in AWS: an SNS topic).

@@ -21,7 +21,9 @@ impl TaskId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let canonical = raw.len() == 36
             && uuid::Uuid::parse_str(raw).is_ok()
-            && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
+            && raw
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
         if canonical {
             Ok(Self(raw.to_owned()))
         } else {
@@ -50,7 +52,9 @@ impl ClientId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let valid = !raw.is_empty()
             && raw.len() <= Self::MAX_LEN
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -196,7 +200,11 @@ mod tests {
             "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
             "../../etc/passwd",
         ] {
-            assert_eq!(TaskId::parse(raw), Err(ValidationError::InvalidTaskId), "{raw}");
+            assert_eq!(
+                TaskId::parse(raw),
+                Err(ValidationError::InvalidTaskId),
+                "{raw}"
+            );
         }
         assert!(TaskId::parse("6f9619ff-8b86-d011-b42d-00c04fc964ff").is_ok());
     }
@@ -213,7 +221,12 @@ mod tests {
     #[test]
     fn a_task_is_expired_from_its_expiry_second_on() {
         let now = Timestamp::from_millis(10_000);
-        let mut task = Task::received(ClientId::parse("c").unwrap(), serde_json::json!({}), now, 11);
+        let mut task = Task::received(
+            ClientId::parse("c").unwrap(),
+            serde_json::json!({}),
+            now,
+            11,
+        );
         assert!(!task.is_expired(now));
         task.expires_at = 10;
         assert!(task.is_expired(now));

@@ -26,7 +26,9 @@ impl Timestamp {
     }
 
     pub fn plus_seconds(self, seconds: u64) -> Self {
-        let millis = i64::try_from(seconds).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+        let millis = i64::try_from(seconds)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
         Self(self.0.saturating_add(millis))
     }
 
@@ -51,7 +53,10 @@ mod tests {
 
     #[test]
     fn formats_rfc3339_with_millis_and_z() {
-        assert_eq!(Timestamp::from_millis(1_764_201_387_123).to_rfc3339(), "2025-11-26T23:56:27.123Z");
+        assert_eq!(
+            Timestamp::from_millis(1_764_201_387_123).to_rfc3339(),
+            "2025-11-26T23:56:27.123Z"
+        );
     }
 
     #[test]
@@ -62,8 +67,19 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates_instead_of_overflowing() {
-        assert_eq!(Timestamp::from_millis(i64::MAX).plus_seconds(10).as_millis(), i64::MAX);
-        assert_eq!(Timestamp::from_millis(5).millis_since(Timestamp::from_millis(10)), 0);
-        assert_eq!(Timestamp::from_millis(10).millis_since(Timestamp::from_millis(4)), 6);
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX)
+                .plus_seconds(10)
+                .as_millis(),
+            i64::MAX
+        );
+        assert_eq!(
+            Timestamp::from_millis(5).millis_since(Timestamp::from_millis(10)),
+            0
+        );
+        assert_eq!(
+            Timestamp::from_millis(10).millis_since(Timestamp::from_millis(4)),
+            6
+        );
     }
 }

@@ -1,0 +1,142 @@
+//! The one mapping from failures to HTTP answers: `{"error":{"code":"…","message":"…"}}`.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Response};
+use serde_json::json;
+use taskfleet_core::{StoreError, ValidationError};
+use thiserror::Error;
+
+use crate::response::json;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("a valid x-api-key header is required")]
+    Unauthorized,
+    #[error("no such task")]
+    NotFound,
+    #[error("no such route")]
+    NoRoute,
+    #[error("the body must be sent as application/json")]
+    UnsupportedMediaType,
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the task store is unavailable; retry later")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Store(StoreError::Corrupt(_) | StoreError::AlreadyExists) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::NoRoute => "no_route",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Invalid(ValidationError::InvalidTaskId) => "invalid_task_id",
+            Self::Invalid(ValidationError::TooLarge { .. }) => "too_large",
+            Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => {
+                "malformed_json"
+            }
+            Self::Invalid(_) => "invalid_request",
+            Self::Conflict(_) => "conflict",
+            Self::Store(StoreError::Unavailable(_)) => "unavailable",
+            Self::Store(_) => "internal",
+        }
+    }
+
+    /// The answer the caller gets. Server-side failures are logged here, once, without the
+    /// request's content; the caller gets a generic message.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let message = match &self {
+            Self::Store(StoreError::Unavailable(_)) => self.to_string(),
+            Self::Store(_) => "internal error".to_owned(),
+            _ => self.to_string(),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, code = self.code(), "request failed");
+        } else {
+            tracing::info!(
+                code = self.code(),
+                status = status.as_u16(),
+                "request refused"
+            );
+        }
+        json(
+            status,
+            &json!({"error": {"code": self.code(), "message": message}}),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: ApiError) -> (u16, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        (status, body)
+    }
+
+    #[test]
+    fn every_error_answers_json_with_code_and_message() {
+        let (status, body) = answer(ApiError::Unauthorized);
+        assert_eq!(status, 401);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "unauthorized", "message": "a valid x-api-key header is required"}})
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_kind_of_failure() {
+        assert_eq!(answer(ApiError::NotFound).0, 404);
+        assert_eq!(answer(ApiError::UnsupportedMediaType).0, 415);
+        assert_eq!(answer(ApiError::Invalid(ValidationError::EmptyBody)).0, 400);
+        assert_eq!(
+            answer(ApiError::Invalid(ValidationError::TooLarge {
+                field: "payload",
+                limit: 1
+            }))
+            .0,
+            413
+        );
+        assert_eq!(answer(ApiError::Conflict("x".into())).0, 409);
+        assert_eq!(
+            answer(ApiError::Store(StoreError::Unavailable("down".into()))).0,
+            503
+        );
+    }
+
+    #[test]
+    fn internal_details_are_not_shown_to_the_caller() {
+        let (status, body) = answer(ApiError::Store(StoreError::Corrupt(
+            "task item TASK#x: bad payload".into(),
+        )));
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["message"], "internal error");
+        let (_, body) = answer(ApiError::Store(StoreError::Unavailable(
+            "dynamodb at 10.0.0.1 said no".into(),
+        )));
+        assert!(!body.to_string().contains("10.0.0.1"));
+    }
+}

@@ -1,0 +1,126 @@
+//! Reading requests: the caller's client, path parameters, JSON bodies.
+
+use lambda_http::http::header::CONTENT_TYPE;
+use lambda_http::{Body, Request, RequestExt};
+use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::{ClientId, TaskId};
+
+use crate::error::ApiError;
+
+/// The header carrying a client's API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The client whose key the request carries.
+pub fn client(request: &Request, keys: &ApiKeys) -> Result<ClientId, ApiError> {
+    request
+        .headers()
+        .get(API_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|key| keys.client_for(key))
+        .cloned()
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The `{task_id}` path parameter.
+pub fn task_id(request: &Request) -> Result<TaskId, ApiError> {
+    let parameters = request.path_parameters();
+    let raw = parameters.first("task_id").ok_or(ApiError::NoRoute)?;
+    Ok(TaskId::parse(raw)?)
+}
+
+/// The body of a JSON request. Anything but `application/json` (parameters allowed) is refused.
+pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use lambda_http::http::Request as HttpRequest;
+
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef-key";
+
+    fn request(headers: &[(&str, &str)], body: Body) -> Request {
+        let mut builder = HttpRequest::builder().method("POST").uri("/tasks");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(body).unwrap()
+    }
+
+    #[test]
+    fn the_api_key_names_the_client() {
+        let keys = ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
+        let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).unwrap();
+        assert_eq!(found.as_str(), "alpha");
+        assert!(matches!(
+            client(&request(&[], Body::Empty), &keys),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            client(&request(&[("x-api-key", "nope")], Body::Empty), &keys),
+            Err(ApiError::Unauthorized)
+        ));
+    }
+
+    #[test]
+    fn only_json_bodies_are_read() {
+        let ok = request(
+            &[("content-type", "application/json; charset=utf-8")],
+            Body::Text("{}".into()),
+        );
+        assert_eq!(json_body(&ok).unwrap(), b"{}");
+        let upper = request(
+            &[("content-type", "Application/JSON")],
+            Body::Binary(b"{}".to_vec()),
+        );
+        assert_eq!(json_body(&upper).unwrap(), b"{}");
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            let wrong = request(&[("content-type", content_type)], Body::Text("{}".into()));
+            assert!(
+                matches!(json_body(&wrong), Err(ApiError::UnsupportedMediaType)),
+                "{content_type}"
+            );
+        }
+        assert!(matches!(
+            json_body(&request(&[], Body::Text("{}".into()))),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+    }
+
+    #[test]
+    fn the_task_id_comes_from_the_path_parameters() {
+        let id = TaskId::generate();
+        let with = |value: &str| {
+            request(&[], Body::Empty)
+                .with_path_parameters(HashMap::from([("task_id".to_owned(), value.to_owned())]))
+        };
+        assert_eq!(task_id(&with(id.as_str())).unwrap(), id);
+        assert!(matches!(task_id(&with("nope")), Err(ApiError::Invalid(_))));
+        assert!(matches!(
+            task_id(&request(&[], Body::Empty)),
+            Err(ApiError::NoRoute)
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! What clients see of a task.
+
+use serde::Serialize;
+use serde_json::Value;
+use taskfleet_core::Task;
+
+/// `GET /tasks/{task_id}`: status, outcome, attempts and timestamps (RFC 3339, UTC). The
+/// payload is not echoed back.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+}
+
+impl From<&Task> for TaskView {
+    fn from(task: &Task) -> Self {
+        Self {
+            task_id: task.task_id.to_string(),
+            status: task.status.as_str(),
+            result: task.result.clone(),
+            error: task.error.clone(),
+            attempts: task.attempts,
+            created_at: task.created_at.to_rfc3339(),
+            updated_at: task.updated_at.to_rfc3339(),
+            expires_at: taskfleet_core::Timestamp::from_millis(
+                task.expires_at.saturating_mul(1000),
+            )
+            .to_rfc3339(),
+        }
+    }
+}
+
+/// `POST /tasks` answers this (202).
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub task_id: String,
+    pub status: &'static str,
+    pub created_at: String,
+}
+
+impl From<&Task> for Accepted {
+    fn from(task: &Task) -> Self {
+        Self {
+            task_id: task.task_id.to_string(),
+            status: task.status.as_str(),
+            created_at: task.created_at.to_rfc3339(),
+        }
+    }
+}

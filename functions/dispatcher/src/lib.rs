@@ -1,0 +1,89 @@
+//! On the tasks table's DynamoDB stream: every record that puts a task into RECEIVED becomes a
+//! dispatch message on SNS (PublishBatch, ten per call). REMOVE records (TTL deletions) and
+//! items that are not tasks are skipped. The answer lists batch item failures, so one bad record
+//! neither blocks nor replays the whole batch: Lambda retries from the first failed record,
+//! and a record that keeps failing ends in the on-failure destination.
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::LambdaEvent;
+use taskfleet_adapters::record::snapshot_from_image;
+use taskfleet_adapters::{ConfigError, SdkConfig, SnsPublisher};
+use taskfleet_core::StoreError;
+use taskfleet_core::dispatch::{DispatchMessage, dispatch_for};
+use taskfleet_core::ports::Publisher;
+
+/// Everything the function needs, built once per cold start.
+pub struct App<P> {
+    pub publisher: P,
+}
+
+impl App<SnsPublisher> {
+    pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            publisher: SnsPublisher::from_env(sdk)?,
+        })
+    }
+}
+
+/// What one stream record calls for.
+fn dispatch_of(record: &EventRecord) -> Result<Option<DispatchMessage>, StoreError> {
+    if record.event_name == "REMOVE" {
+        return Ok(None);
+    }
+    let new = snapshot_from_image(&record.change.new_image)?;
+    let old = snapshot_from_image(&record.change.old_image)?;
+    Ok(new.and_then(|(task_id, new)| dispatch_for(&task_id, old.map(|(_, old)| old), Some(new))))
+}
+
+pub async fn handle<P: Publisher>(
+    app: &App<P>,
+    event: LambdaEvent<Event>,
+) -> DynamoDbEventResponse {
+    let mut failures = Vec::new();
+    let mut messages = Vec::new();
+    let mut sources = Vec::new();
+    for record in &event.payload.records {
+        let sequence = record
+            .change
+            .sequence_number
+            .clone()
+            .unwrap_or_else(|| record.event_id.clone());
+        match dispatch_of(record) {
+            Ok(Some(message)) => {
+                messages.push(message);
+                sources.push(sequence);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(event_id = %record.event_id, %error, "unreadable stream record");
+                failures.push(sequence);
+            }
+        }
+    }
+    let outcomes = app.publisher.publish(&messages).await;
+    for ((message, sequence), outcome) in messages.iter().zip(sources).zip(outcomes) {
+        match outcome {
+            Ok(()) => {
+                tracing::info!(task_id = %message.task_id, attempt = message.attempt, "task dispatched")
+            }
+            Err(error) => {
+                tracing::warn!(task_id = %message.task_id, %error, "dispatch not published; the record will be retried");
+                failures.push(sequence);
+            }
+        }
+    }
+    let mut answer = DynamoDbEventResponse::default();
+    answer.batch_item_failures = failures
+        .into_iter()
+        .map(|sequence| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence);
+            failure
+        })
+        .collect();
+    answer
+}
+
+#[cfg(test)]
+mod tests;
