@@ -17,25 +17,18 @@ pub struct HttpExternalService {
 
 impl HttpExternalService {
     /// Builds the client once (connection pool, TLS roots); reuse it for every invocation.
-    pub fn new(url: impl Into<String>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .build()?;
-        Ok(Self {
-            client,
-            url: url.into(),
-            timeout,
-        })
+            .build()
+            .map_err(|e| ConfigError::Invalid { name: config::EXTERNAL_SERVICE_URL, reason: e.to_string() })?;
+        Ok(Self { client, url: url.into(), timeout })
     }
 
     /// The client of `EXTERNAL_SERVICE_URL` with `EXTERNAL_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let url = config::url(config::EXTERNAL_SERVICE_URL)?;
-        Self::new(url, config::external_timeout()?).map_err(|e| ConfigError::Invalid {
-            name: config::EXTERNAL_SERVICE_URL,
-            reason: e.to_string(),
-        })
+        Self::new(config::url(config::EXTERNAL_SERVICE_URL)?, config::external_timeout()?)
     }
 }
 
@@ -44,9 +37,7 @@ impl ExternalService for HttpExternalService {
         let answer = self.client.post(&self.url).json(job).send().await;
         let response = answer.map_err(|e| {
             if e.is_timeout() {
-                ExternalError::Timeout {
-                    timeout_ms: self.timeout.as_millis() as u64,
-                }
+                ExternalError::Timeout { timeout_ms: self.timeout.as_millis() as u64 }
             } else {
                 // Without the URL: it may carry credentials.
                 ExternalError::Unreachable(e.without_url().to_string())
@@ -61,9 +52,6 @@ impl ExternalService for HttpExternalService {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        Err(ExternalError::Rejected {
-            status: status.as_u16(),
-            retry_after_seconds,
-        })
+        Err(ExternalError::Rejected { status: status.as_u16(), retry_after_seconds })
     }
 }

@@ -1,0 +1,36 @@
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+fn number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .init();
+    let port = number("EXAMPLE_SERVICE_PORT", 3001);
+    let settings =
+        taskfleet_example_service::Settings { delay: Duration::from_millis(number("EXAMPLE_DELAY_MS", 300)) };
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("example-service: cannot listen on 127.0.0.1:{port}: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("example external service on http://127.0.0.1:{port}/jobs (callback after {:?})", settings.delay);
+    tokio::select! {
+        served = taskfleet_example_service::serve(listener, settings) => {
+            if let Err(error) = served {
+                eprintln!("example-service: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,152 @@
+//! The six functions, built once like six cold starts, and invoked the way Lambda invokes them:
+//! event JSON in, `aws_lambda_events` deserialization, the function's own handler, JSON out.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Service, service_fn};
+use lambda_runtime::{Context, LambdaEvent};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, SdkConfig, SnsPublisher};
+use taskfleet_core::TtlPolicy;
+use taskfleet_core::auth::ApiKeys;
+
+/// What the local fleet is configured with (the deployed functions read the same from their
+/// environment).
+#[derive(Debug, Clone)]
+pub struct FunctionSettings {
+    pub table: String,
+    pub topic_arn: String,
+    pub api_keys: ApiKeys,
+    pub external_service_url: String,
+    pub external_timeout: Duration,
+    pub callback_base_url: String,
+    pub ttl: TtlPolicy,
+    pub metrics_namespace: String,
+    pub metrics_window_seconds: u64,
+}
+
+pub struct Functions {
+    pub ingest: taskfleet_ingest::App<DynamoStore>,
+    pub status: taskfleet_status::App<DynamoStore>,
+    pub webhook: taskfleet_webhook::App<DynamoStore>,
+    pub dispatcher: taskfleet_dispatcher::App<SnsPublisher>,
+    pub caller: taskfleet_caller::App<DynamoStore, HttpExternalService>,
+    pub metrics: taskfleet_metrics::App<DynamoStore, CloudWatchSink>,
+}
+
+/// An invocation that did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the event does not deserialize as the function's event type: {0}")]
+    Event(serde_json::Error),
+    #[error("the function's answer does not serialize: {0}")]
+    Answer(serde_json::Error),
+    #[error("the function failed: {0}")]
+    Function(String),
+}
+
+impl Functions {
+    pub fn new(sdk: &SdkConfig, settings: &FunctionSettings) -> Result<Self, ConfigError> {
+        let store = || DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
+        Ok(Self {
+            ingest: taskfleet_ingest::App { store: store(), keys: settings.api_keys.clone(), ttl: settings.ttl },
+            status: taskfleet_status::App { store: store(), keys: settings.api_keys.clone() },
+            webhook: taskfleet_webhook::App { store: store(), ttl: settings.ttl },
+            dispatcher: taskfleet_dispatcher::App {
+                publisher: SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn),
+            },
+            caller: taskfleet_caller::App {
+                store: store(),
+                service: HttpExternalService::new(&settings.external_service_url, settings.external_timeout)?,
+                callback_base: settings.callback_base_url.clone(),
+                ttl: settings.ttl,
+            },
+            metrics: taskfleet_metrics::App {
+                store: store(),
+                sink: CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(sdk), &settings.metrics_namespace),
+                window_seconds: settings.metrics_window_seconds,
+            },
+        })
+    }
+}
+
+/// The HTTP functions, by the route that leads to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFunction {
+    Ingest,
+    Status,
+    Webhook,
+}
+
+fn context(request_id: &str) -> Context {
+    let mut context = Context::default();
+    context.request_id = request_id.to_owned();
+    context
+}
+
+fn decode<T: DeserializeOwned>(event: Value) -> Result<T, InvokeError> {
+    serde_json::from_value(event).map_err(InvokeError::Event)
+}
+
+fn encode<T: Serialize>(answer: &T) -> Result<Value, InvokeError> {
+    serde_json::to_value(answer).map_err(InvokeError::Answer)
+}
+
+impl Functions {
+    /// Invokes an HTTP function with an API Gateway v2 event; answers what API Gateway reads.
+    pub async fn invoke_http(
+        &self,
+        function: HttpFunction,
+        event: Value,
+        request_id: &str,
+    ) -> Result<ApiGatewayV2httpResponse, InvokeError> {
+        let request: LambdaRequest = decode(event)?;
+        let invocation = LambdaEvent::new(request, context(request_id));
+        let answer = match function {
+            HttpFunction::Ingest => call(|r| taskfleet_ingest::handle(&self.ingest, r), invocation).await,
+            HttpFunction::Status => call(|r| taskfleet_status::handle(&self.status, r), invocation).await,
+            HttpFunction::Webhook => call(|r| taskfleet_webhook::handle(&self.webhook, r), invocation).await,
+        };
+        decode(answer?)
+    }
+
+    /// Invokes the dispatcher with a stream batch; answers its batch item failures.
+    pub async fn invoke_dispatcher(&self, event: Value) -> Result<Value, InvokeError> {
+        let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
+        encode(&taskfleet_dispatcher::handle(&self.dispatcher, invocation).await)
+    }
+
+    /// Invokes the caller with an SNS event.
+    pub async fn invoke_caller(&self, event: Value) -> Result<(), InvokeError> {
+        let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
+        taskfleet_caller::handle(&self.caller, invocation).await.map_err(|e| InvokeError::Function(e.to_string()))
+    }
+
+    /// Invokes the metrics cron with a scheduled event.
+    pub async fn invoke_metrics(&self, event: Value) -> Result<(), InvokeError> {
+        let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
+        taskfleet_metrics::handle(&self.metrics, invocation).await.map_err(|e| InvokeError::Function(e.to_string()))
+    }
+}
+
+/// Runs an HTTP handler through lambda_http's own adapter, as `lambda_http::run` does, and
+/// answers the serialized response.
+async fn call<'a, F, Fut>(handler: F, invocation: LambdaEvent<LambdaRequest>) -> Result<Value, InvokeError>
+where
+    F: Fn(lambda_http::Request) -> Fut,
+    Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send + 'a,
+{
+    let service = service_fn(move |request| {
+        let answer = handler(request);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let mut adapter = Adapter::from(service);
+    let Ok(answer) = adapter.call(invocation).await;
+    encode(&answer)
+}

@@ -1,0 +1,140 @@
+//! The local fleet: the six functions wired as AWS wires them, against the AWS emulator.
+//!
+//! | AWS                                   | here                                  |
+//! |---------------------------------------|---------------------------------------|
+//! | API Gateway HTTP API                  | [`front`]: axum, API Gateway v2 events |
+//! | DynamoDB stream → Lambda (dispatcher) | [`stream`]: GetRecords poller          |
+//! | SNS → Lambda (caller)                 | [`queue`]: SNS → SQS → poller          |
+//! | EventBridge schedule → Lambda         | [`schedule`]: an interval              |
+//!
+//! Every function gets its event as the JSON AWS would send ([`events`]) and runs the same
+//! handler and adapters as the deployed binary ([`functions`]).
+
+pub mod events;
+pub mod front;
+pub mod functions;
+pub mod queue;
+pub mod resources;
+pub mod schedule;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use taskfleet_adapters::{ConfigError, SdkConfig};
+use taskfleet_core::TtlPolicy;
+use taskfleet_core::auth::ApiKeys;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use functions::{FunctionSettings, Functions};
+pub use resources::{Names, Resources};
+
+/// Stream records set aside after their retries (the on-failure destination, locally).
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetters(Arc<Mutex<Vec<serde_json::Value>>>);
+
+impl DeadLetters {
+    pub fn push(&self, record: serde_json::Value) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(record);
+    }
+
+    pub fn snapshot(&self) -> Vec<serde_json::Value> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// How to run a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub names: Names,
+    pub api_keys: ApiKeys,
+    pub external_service_url: String,
+    pub external_timeout: Duration,
+    /// Public base of callback URLs; defaults to the front's own address.
+    pub callback_base_url: Option<String>,
+    pub ttl: TtlPolicy,
+    pub metrics_namespace: String,
+    pub metrics_window_seconds: u64,
+    pub metrics_interval: Duration,
+    /// Concurrent readers of the caller queue (each handles up to ten messages at once).
+    pub caller_pollers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Provision(#[from] resources::ProvisionError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot serve HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running fleet; dropping it stops everything it started.
+pub struct Fleet {
+    pub addr: SocketAddr,
+    pub resources: Resources,
+    pub callback_base_url: String,
+    pub dead_letters: DeadLetters,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Creates the emulator resources and starts the front (on `listener`), the stream poller,
+    /// the caller queue pollers and the metrics schedule.
+    pub async fn start(sdk: &SdkConfig, settings: FleetSettings, listener: TcpListener) -> Result<Self, FleetError> {
+        let addr = listener.local_addr()?;
+        let resources = resources::ensure(sdk, &settings.names).await?;
+        let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let functions = Arc::new(Functions::new(
+            sdk,
+            &FunctionSettings {
+                table: resources.table.clone(),
+                topic_arn: resources.topic_arn.clone(),
+                api_keys: settings.api_keys.clone(),
+                external_service_url: settings.external_service_url.clone(),
+                external_timeout: settings.external_timeout,
+                callback_base_url: callback_base_url.clone(),
+                ttl: settings.ttl,
+                metrics_namespace: settings.metrics_namespace.clone(),
+                metrics_window_seconds: settings.metrics_window_seconds,
+            },
+        )?);
+        let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        let dead_letters = DeadLetters::default();
+        let mut tasks = Vec::new();
+
+        let app = front::router(functions.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "HTTP front stopped");
+            }
+        }));
+        let stream_source = stream::StreamSource {
+            client: aws_sdk_dynamodbstreams::Client::new(sdk),
+            stream_arn: resources.stream_arn.clone(),
+            region: region.clone(),
+        };
+        tasks.push(tokio::spawn(stream::run(stream_source, functions.clone(), dead_letters.clone())));
+        let queue_source = Arc::new(queue::QueueSource {
+            client: aws_sdk_sqs::Client::new(sdk),
+            queue_url: resources.queue_url.clone(),
+            subscription_arn: resources.subscription_arn.clone(),
+        });
+        for _ in 0..settings.caller_pollers.max(1) {
+            tasks.push(tokio::spawn(queue::run(queue_source.clone(), functions.clone())));
+        }
+        tasks.push(tokio::spawn(schedule::run(functions, settings.metrics_interval, region)));
+        Ok(Self { addr, resources, callback_base_url, dead_letters, tasks })
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

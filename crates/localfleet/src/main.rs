@@ -1,0 +1,81 @@
+//! `taskfleet-local`: runs the fleet against the AWS emulator at `AWS_ENDPOINT_URL`.
+//! `make dev` starts the emulator and the example external service, then this.
+
+use std::time::Duration;
+
+use taskfleet_adapters::config;
+use taskfleet_localfleet::{Fleet, FleetSettings, Names};
+use tracing_subscriber::EnvFilter;
+
+/// Port of the HTTP front.
+const PORT: &str = "PORT";
+/// Prefix of the emulator resources' names.
+const PREFIX: &str = "TASKFLEET_PREFIX";
+/// Seconds between metrics runs.
+const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Fleet(#[from] taskfleet_localfleet::FleetError),
+    #[error("cannot listen on 127.0.0.1:{port}: {error}")]
+    Listen { port: u64, error: std::io::Error },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("taskfleet-local: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), StartError> {
+    let port = config::positive(PORT, 3000)?;
+    let settings = FleetSettings {
+        names: Names::with_prefix(&config::or_default(PREFIX, "taskfleet-dev")),
+        api_keys: config::api_keys()?,
+        external_service_url: config::url(config::EXTERNAL_SERVICE_URL)?,
+        external_timeout: config::external_timeout()?,
+        callback_base_url: std::env::var(config::CALLBACK_BASE_URL)
+            .ok()
+            .map(|_| config::url(config::CALLBACK_BASE_URL))
+            .transpose()?,
+        ttl: config::ttl_policy()?,
+        metrics_namespace: config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
+        metrics_window_seconds: config::positive(
+            config::METRICS_WINDOW_SECONDS,
+            config::DEFAULT_METRICS_WINDOW_SECONDS,
+        )?,
+        metrics_interval: Duration::from_secs(config::positive(METRICS_INTERVAL_SECONDS, 10)?),
+        caller_pollers: 4,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
+        .await
+        .map_err(|error| StartError::Listen { port, error })?;
+    let sdk = config::aws().await;
+    let fleet = Fleet::start(&sdk, settings.clone(), listener).await?;
+    println!("taskfleet local fleet is up");
+    println!("  API (API Gateway stand-in)   http://{}", fleet.addr);
+    println!("  callbacks go to              {}/callbacks/{{task_id}}", fleet.callback_base_url);
+    println!("  external service             {}", settings.external_service_url);
+    println!("  table / stream               {} / {}", fleet.resources.table, fleet.resources.stream_arn);
+    println!("  dispatch topic → caller      {} → {}", fleet.resources.topic_arn, fleet.resources.queue_url);
+    println!(
+        "  metrics every                {:?} → CloudWatch namespace {}",
+        settings.metrics_interval, settings.metrics_namespace
+    );
+    tokio::signal::ctrl_c().await.ok();
+    println!("taskfleet-local: stopping");
+    drop(fleet);
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Creates what serverless.yml creates in AWS, in the emulator: the tasks table (with stream,
+//! TTL and status index), the dispatch topic, and — standing in for SNS's Lambda subscription —
+//! an SQS queue subscribed to the topic, with a dead-letter queue after three receives.
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+
+/// Names of the emulator resources; one set per fleet, so tests can run fleets side by side.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub table: String,
+    pub topic: String,
+    pub queue: String,
+}
+
+impl Names {
+    /// Resource names derived from one prefix (e.g. `taskfleet-dev`).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            table: format!("{prefix}-tasks"),
+            topic: format!("{prefix}-dispatch"),
+            queue: format!("{prefix}-caller"),
+        }
+    }
+}
+
+/// What exists once [`ensure`] returns.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub table: String,
+    pub stream_arn: String,
+    pub topic_arn: String,
+    pub subscription_arn: String,
+    pub queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not create {what}: {reason}")]
+pub struct ProvisionError {
+    what: &'static str,
+    reason: String,
+}
+
+fn failed(what: &'static str) -> impl FnOnce(String) -> ProvisionError {
+    move |reason| ProvisionError { what, reason }
+}
+
+/// Creates whatever is missing; safe to run against resources a previous run created.
+pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, ProvisionError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    match taskfleet_adapters::table::create(&dynamodb, &names.table).await {
+        Ok(()) => {}
+        Err(e) if e.code() == Some("ResourceInUseException") => {}
+        Err(e) => return Err(failed("the tasks table")(DisplayErrorContext(&e).to_string())),
+    }
+    let described = dynamodb
+        .describe_table()
+        .table_name(&names.table)
+        .send()
+        .await
+        .map_err(|e| failed("the tasks table")(DisplayErrorContext(&e).to_string()))?;
+    let stream_arn = described
+        .table
+        .and_then(|t| t.latest_stream_arn)
+        .ok_or_else(|| failed("the tasks table")("it has no stream".into()))?;
+
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let topic_arn = sns
+        .create_topic()
+        .name(&names.topic)
+        .send()
+        .await
+        .map_err(|e| failed("the dispatch topic")(DisplayErrorContext(&e).to_string()))?
+        .topic_arn
+        .ok_or_else(|| failed("the dispatch topic")("no ARN returned".into()))?;
+
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dead_letter_queue_url = create_queue(&sqs, &format!("{}-dlq", names.queue), None).await?;
+    let dead_letter_arn = queue_arn(&sqs, &dead_letter_queue_url).await?;
+    let redrive = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "3"}).to_string();
+    let queue_url = create_queue(&sqs, &names.queue, Some(redrive)).await?;
+    let queue_arn = queue_arn(&sqs, &queue_url).await?;
+    let subscription_arn = sns
+        .subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .map_err(|e| failed("the caller subscription")(DisplayErrorContext(&e).to_string()))?
+        .subscription_arn
+        .unwrap_or_default();
+
+    Ok(Resources {
+        table: names.table.clone(),
+        stream_arn,
+        topic_arn,
+        subscription_arn,
+        queue_url,
+        dead_letter_queue_url,
+    })
+}
+
+/// Seconds a received message stays invisible before it is delivered again (a failed caller
+/// invocation is retried after this, like Lambda's async retries).
+pub const VISIBILITY_TIMEOUT_SECONDS: i32 = 5;
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    redrive: Option<String>,
+) -> Result<String, ProvisionError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut request = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, VISIBILITY_TIMEOUT_SECONDS.to_string());
+    if let Some(policy) = redrive {
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy);
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| failed("a queue")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?
+        .queue_url
+        .ok_or_else(|| failed("a queue")("no URL returned".into()))
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, ProvisionError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| failed("a queue")(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+    answer
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| failed("a queue")("no ARN returned".into()))
+}
