@@ -18,18 +18,12 @@ pub struct CloudWatchSink {
 
 impl CloudWatchSink {
     pub fn new(client: Client, namespace: impl Into<String>) -> Self {
-        Self {
-            client,
-            namespace: namespace.into(),
-        }
+        Self { client, namespace: namespace.into() }
     }
 
     /// The sink writing to `METRICS_NAMESPACE` (default `TaskFleet`).
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Self {
-        Self::new(
-            Client::new(sdk),
-            config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
-        )
+        Self::new(Client::new(sdk), config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE))
     }
 }
 
@@ -38,14 +32,9 @@ fn datum(gauge: &Gauge, timestamp: DateTime) -> MetricDatum {
         Unit::Count => StandardUnit::Count,
         Unit::Seconds => StandardUnit::Seconds,
     };
-    let dimensions = gauge.status.map(|status| {
-        vec![
-            Dimension::builder()
-                .name(metrics::STATUS_DIMENSION)
-                .value(status.as_str())
-                .build(),
-        ]
-    });
+    let dimensions = gauge
+        .status
+        .map(|status| vec![Dimension::builder().name(metrics::STATUS_DIMENSION).value(status.as_str()).build()]);
     MetricDatum::builder()
         .metric_name(gauge.name)
         .set_dimensions(dimensions)

@@ -42,18 +42,12 @@ pub enum ConfigError {
 
 /// A variable that must be set and non-empty.
 pub fn required(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
-        .ok_or(ConfigError::Missing(name))
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty()).ok_or(ConfigError::Missing(name))
 }
 
 /// A variable with a default.
 pub fn or_default(name: &'static str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
 /// A whole number with a default; zero is refused.
@@ -62,10 +56,7 @@ pub fn positive(name: &'static str, default: u64) -> Result<u64, ConfigError> {
         None => Ok(default),
         Some(raw) => match raw.trim().parse::<u64>() {
             Ok(value) if value > 0 => Ok(value),
-            _ => Err(ConfigError::Invalid {
-                name,
-                reason: "expected a positive whole number".into(),
-            }),
+            _ => Err(ConfigError::Invalid { name, reason: "expected a positive whole number".into() }),
         },
     }
 }
@@ -73,15 +64,9 @@ pub fn positive(name: &'static str, default: u64) -> Result<u64, ConfigError> {
 /// An absolute http(s) URL without a trailing slash.
 pub fn url(name: &'static str) -> Result<String, ConfigError> {
     let raw = required(name)?;
-    let parsed = reqwest::Url::parse(raw.trim()).map_err(|e| ConfigError::Invalid {
-        name,
-        reason: e.to_string(),
-    })?;
+    let parsed = reqwest::Url::parse(raw.trim()).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ConfigError::Invalid {
-            name,
-            reason: "expected an http or https URL".into(),
-        });
+        return Err(ConfigError::Invalid { name, reason: "expected an http or https URL".into() });
     }
     Ok(raw.trim().trim_end_matches('/').to_owned())
 }
@@ -89,23 +74,15 @@ pub fn url(name: &'static str) -> Result<String, ConfigError> {
 pub fn ttl_policy() -> Result<TtlPolicy, ConfigError> {
     Ok(TtlPolicy::new(
         positive(TASK_TTL_SECONDS, TtlPolicy::DEFAULT_TASK_TTL_SECONDS)?,
-        positive(
-            RESULT_RETENTION_SECONDS,
-            TtlPolicy::DEFAULT_RESULT_RETENTION_SECONDS,
-        )?,
+        positive(RESULT_RETENTION_SECONDS, TtlPolicy::DEFAULT_RESULT_RETENTION_SECONDS)?,
     ))
 }
 
 pub fn api_keys() -> Result<ApiKeys, ConfigError> {
-    let keys = ApiKeys::parse(&required(API_KEYS)?).map_err(|e| ConfigError::Invalid {
-        name: API_KEYS,
-        reason: e.to_string(),
-    })?;
+    let keys = ApiKeys::parse(&required(API_KEYS)?)
+        .map_err(|e| ConfigError::Invalid { name: API_KEYS, reason: e.to_string() })?;
     if keys.is_empty() {
-        return Err(ConfigError::Invalid {
-            name: API_KEYS,
-            reason: "no keys".into(),
-        });
+        return Err(ConfigError::Invalid { name: API_KEYS, reason: "no keys".into() });
     }
     Ok(keys)
 }

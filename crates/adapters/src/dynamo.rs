@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select};
 use taskfleet_core::lifecycle::Transition;
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
 use taskfleet_core::{StoreError, Task, TaskId, TaskStatus, Timestamp};
@@ -25,18 +23,12 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     /// The store of the table named by `TASKS_TABLE`.
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self::new(
-            Client::new(sdk),
-            config::required(config::TASKS_TABLE)?,
-        ))
+        Ok(Self::new(Client::new(sdk), config::required(config::TASKS_TABLE)?))
     }
 
     pub fn client(&self) -> &Client {
@@ -48,10 +40,7 @@ impl DynamoStore {
     }
 
     fn key(task_id: &TaskId) -> HashMap<String, AttributeValue> {
-        HashMap::from([(
-            table::PK.to_owned(),
-            AttributeValue::S(table::task_key(task_id.as_str())),
-        )])
+        HashMap::from([(table::PK.to_owned(), AttributeValue::S(table::task_key(task_id.as_str())))])
     }
 }
 
@@ -85,58 +74,36 @@ impl Update {
                 ("#updated_at".to_owned(), table::UPDATED_AT.to_owned()),
             ]),
             values: HashMap::from([
-                (
-                    ":to".to_owned(),
-                    AttributeValue::S(transition.to.as_str().to_owned()),
-                ),
-                (
-                    ":from".to_owned(),
-                    AttributeValue::S(transition.from.as_str().to_owned()),
-                ),
+                (":to".to_owned(), AttributeValue::S(transition.to.as_str().to_owned())),
+                (":from".to_owned(), AttributeValue::S(transition.from.as_str().to_owned())),
                 (":at".to_owned(), number(transition.at.as_millis())),
             ]),
         };
         if transition.attempts.is_some() || transition.expected_attempts.is_some() {
-            update
-                .names
-                .insert("#attempts".to_owned(), "attempts".to_owned());
+            update.names.insert("#attempts".to_owned(), "attempts".to_owned());
         }
         if let Some(attempts) = transition.attempts {
             update.set.push("#attempts = :attempts");
-            update
-                .values
-                .insert(":attempts".to_owned(), number(attempts));
+            update.values.insert(":attempts".to_owned(), number(attempts));
         }
         if let Some(expected) = transition.expected_attempts {
             update.condition.push_str(" AND #attempts = :expected");
-            update
-                .values
-                .insert(":expected".to_owned(), number(expected));
+            update.values.insert(":expected".to_owned(), number(expected));
         }
         if let Some(result) = &transition.result {
             update.set.push("#result = :result");
-            update
-                .names
-                .insert("#result".to_owned(), "result".to_owned());
-            update
-                .values
-                .insert(":result".to_owned(), AttributeValue::S(result.to_string()));
+            update.names.insert("#result".to_owned(), "result".to_owned());
+            update.values.insert(":result".to_owned(), AttributeValue::S(result.to_string()));
         }
         if let Some(error) = &transition.error {
             update.set.push("#error = :error");
             update.names.insert("#error".to_owned(), "error".to_owned());
-            update
-                .values
-                .insert(":error".to_owned(), AttributeValue::S(error.clone()));
+            update.values.insert(":error".to_owned(), AttributeValue::S(error.clone()));
         }
         if let Some(expires_at) = transition.expires_at {
             update.set.push("#expires_at = :expires_at");
-            update
-                .names
-                .insert("#expires_at".to_owned(), table::EXPIRES_AT.to_owned());
-            update
-                .values
-                .insert(":expires_at".to_owned(), number(expires_at));
+            update.names.insert("#expires_at".to_owned(), table::EXPIRES_AT.to_owned());
+            update.values.insert(":expires_at".to_owned(), number(expires_at));
         }
         update
     }
@@ -193,9 +160,7 @@ impl TaskStore for DynamoStore {
             .send()
             .await;
         match written {
-            Ok(answer) => Ok(WriteOutcome::Applied(task_from_item(
-                answer.attributes.unwrap_or_default(),
-            )?)),
+            Ok(answer) => Ok(WriteOutcome::Applied(task_from_item(answer.attributes.unwrap_or_default())?)),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 let current = match e.into_err() {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
@@ -217,10 +182,7 @@ impl TaskStore for DynamoStore {
 
     async fn count(&self, status: TaskStatus, since: Option<Timestamp>) -> Result<u64, StoreError> {
         let mut condition = "#status = :status".to_owned();
-        let mut values = HashMap::from([(
-            ":status".to_owned(),
-            AttributeValue::S(status.as_str().to_owned()),
-        )]);
+        let mut values = HashMap::from([(":status".to_owned(), AttributeValue::S(status.as_str().to_owned()))]);
         let mut names = HashMap::from([("#status".to_owned(), table::STATUS.to_owned())]);
         if let Some(since) = since {
             condition.push_str(" AND #updated_at >= :since");

@@ -53,10 +53,7 @@ impl TryFrom<TaskRecord> for Task {
         Ok(Task {
             task_id: TaskId::parse(&record.task_id).map_err(|_| corrupt("bad task_id"))?,
             client_id: ClientId::parse(&record.client_id).map_err(|_| corrupt("bad client_id"))?,
-            status: record
-                .status
-                .parse::<TaskStatus>()
-                .map_err(|_| corrupt("bad status"))?,
+            status: record.status.parse::<TaskStatus>().map_err(|_| corrupt("bad status"))?,
             payload: serde_json::from_str(&record.payload).map_err(|_| corrupt("bad payload"))?,
             result: match &record.result {
                 Some(text) => Some(serde_json::from_str(text).map_err(|_| corrupt("bad result"))?),
@@ -76,8 +73,8 @@ pub fn task_from_item<I>(item: I) -> Result<Task, StoreError>
 where
     I: Into<serde_dynamo::Item>,
 {
-    let record: TaskRecord = serde_dynamo::from_item(item.into())
-        .map_err(|e| StoreError::Corrupt(format!("task item: {e}")))?;
+    let record: TaskRecord =
+        serde_dynamo::from_item(item.into()).map_err(|e| StoreError::Corrupt(format!("task item: {e}")))?;
     Task::try_from(record)
 }
 
@@ -90,19 +87,16 @@ struct SnapshotFields {
 
 /// The task id and snapshot of a stream image. `Ok(None)` when the image is empty or is not a
 /// task item; an error when it claims to be a task but cannot be read.
-pub fn snapshot_from_image(
-    image: &serde_dynamo::Item,
-) -> Result<Option<(TaskId, Snapshot)>, StoreError> {
+pub fn snapshot_from_image(image: &serde_dynamo::Item) -> Result<Option<(TaskId, Snapshot)>, StoreError> {
     if image.is_empty() {
         return Ok(None);
     }
-    let fields: SnapshotFields = serde_dynamo::from_item(image.clone())
-        .map_err(|e| StoreError::Corrupt(format!("stream image: {e}")))?;
+    let fields: SnapshotFields =
+        serde_dynamo::from_item(image.clone()).map_err(|e| StoreError::Corrupt(format!("stream image: {e}")))?;
     let Some(task_id) = table::task_id_of(&fields.pk) else {
         return Ok(None);
     };
-    let corrupt =
-        |what: &str| StoreError::Corrupt(format!("stream image of {}: {what}", fields.pk));
+    let corrupt = |what: &str| StoreError::Corrupt(format!("stream image of {}: {what}", fields.pk));
     let task_id = TaskId::parse(task_id).map_err(|_| corrupt("bad task id"))?;
     let status = fields
         .status
@@ -141,18 +135,9 @@ mod tests {
     fn the_item_keeps_status_as_text_and_expiry_as_a_number() {
         let item: std::collections::HashMap<String, serde_dynamo::AttributeValue> =
             serde_dynamo::to_item(TaskRecord::from(&task())).unwrap();
-        assert_eq!(
-            item["status"],
-            serde_dynamo::AttributeValue::S("RECEIVED".into())
-        );
-        assert_eq!(
-            item["expires_at"],
-            serde_dynamo::AttributeValue::N("99".into())
-        );
-        assert_eq!(
-            item["updated_at"],
-            serde_dynamo::AttributeValue::N("1234".into())
-        );
+        assert_eq!(item["status"], serde_dynamo::AttributeValue::S("RECEIVED".into()));
+        assert_eq!(item["expires_at"], serde_dynamo::AttributeValue::N("99".into()));
+        assert_eq!(item["updated_at"], serde_dynamo::AttributeValue::N("1234".into()));
         assert!(!item.contains_key("error"), "absent fields are not stored");
     }
 
@@ -161,9 +146,7 @@ mod tests {
         let mut record = TaskRecord::from(&task());
         record.status = "PAUSED".into();
         let item: serde_dynamo::Item = serde_dynamo::to_item(record).unwrap();
-        assert!(
-            matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("bad status"))
-        );
+        assert!(matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("bad status")));
     }
 
     #[test]
@@ -172,16 +155,9 @@ mod tests {
         let image: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
         let (id, snapshot) = snapshot_from_image(&image).unwrap().unwrap();
         assert_eq!(id, task.task_id);
-        assert_eq!(
-            snapshot,
-            Snapshot {
-                status: TaskStatus::Received,
-                attempts: 0
-            }
-        );
+        assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0 });
 
-        let other: serde_dynamo::Item =
-            serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();
+        let other: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();
         assert_eq!(snapshot_from_image(&other).unwrap(), None);
         assert_eq!(
             snapshot_from_image(&serde_dynamo::Item::from(std::collections::HashMap::<
@@ -192,10 +168,9 @@ mod tests {
             None
         );
 
-        let broken: serde_dynamo::Item = serde_dynamo::to_item(
-            json!({"pk": table::task_key(task.task_id.as_str()), "status": "??", "attempts": 0}),
-        )
-        .unwrap();
+        let broken: serde_dynamo::Item =
+            serde_dynamo::to_item(json!({"pk": table::task_key(task.task_id.as_str()), "status": "??", "attempts": 0}))
+                .unwrap();
         assert!(snapshot_from_image(&broken).is_err());
     }
 }

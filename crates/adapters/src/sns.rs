@@ -20,18 +20,12 @@ pub struct SnsPublisher {
 
 impl SnsPublisher {
     pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
-        Self {
-            client,
-            topic_arn: topic_arn.into(),
-        }
+        Self { client, topic_arn: topic_arn.into() }
     }
 
     /// The publisher to the topic named by `DISPATCH_TOPIC_ARN`.
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self::new(
-            Client::new(sdk),
-            config::required(config::DISPATCH_TOPIC_ARN)?,
-        ))
+        Ok(Self::new(Client::new(sdk), config::required(config::DISPATCH_TOPIC_ARN)?))
     }
 
     async fn publish_chunk(&self, chunk: &[DispatchMessage]) -> Vec<Result<(), PublishError>> {
@@ -40,17 +34,10 @@ impl SnsPublisher {
             let body = match serde_json::to_string(message) {
                 Ok(body) => body,
                 Err(e) => {
-                    return vec![
-                        Err(PublishError(format!("cannot encode message: {e}")));
-                        chunk.len()
-                    ];
+                    return vec![Err(PublishError(format!("cannot encode message: {e}"))); chunk.len()];
                 }
             };
-            match PublishBatchRequestEntry::builder()
-                .id(index.to_string())
-                .message(body)
-                .build()
-            {
+            match PublishBatchRequestEntry::builder().id(index.to_string()).message(body).build() {
                 Ok(entry) => entries.push(entry),
                 Err(e) => return vec![Err(PublishError(e.to_string())); chunk.len()],
             }
@@ -71,21 +58,12 @@ impl SnsPublisher {
         // An entry is published only if SNS lists it as successful.
         let mut outcomes = vec![Err(PublishError("not acknowledged by SNS".into())); chunk.len()];
         for ok in answer.successful.unwrap_or_default() {
-            if let Some(slot) = ok
-                .id
-                .and_then(|id| id.parse::<usize>().ok())
-                .and_then(|i| outcomes.get_mut(i))
-            {
+            if let Some(slot) = ok.id.and_then(|id| id.parse::<usize>().ok()).and_then(|i| outcomes.get_mut(i)) {
                 *slot = Ok(());
             }
         }
         for failed in answer.failed.unwrap_or_default() {
-            if let Some(slot) = failed
-                .id
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| outcomes.get_mut(i))
-            {
+            if let Some(slot) = failed.id.parse::<usize>().ok().and_then(|i| outcomes.get_mut(i)) {
                 let reason = failed.message.unwrap_or(failed.code);
                 *slot = Err(PublishError(reason));
             }

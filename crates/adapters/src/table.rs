@@ -26,36 +26,20 @@ pub fn task_id_of(pk: &str) -> Option<&str> {
 /// Creates the tasks table as serverless.yml declares it in AWS: on-demand, `pk` hash key,
 /// stream with new and old images, the status index, TTL on `expires_at`. For the local fleet
 /// and tests (the emulator creates it active at once); in AWS, CloudFormation owns the table.
-pub async fn create(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-) -> Result<(), aws_sdk_dynamodb::Error> {
+pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), aws_sdk_dynamodb::Error> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-        Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
-        TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
     };
     let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
+        AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build()
     };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-    };
+    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
     let status_index = GlobalSecondaryIndex::builder()
         .index_name(STATUS_INDEX)
         .key_schema(key(STATUS, KeyType::Hash)?)
         .key_schema(key(UPDATED_AT, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()?;
     client
         .create_table()
@@ -78,10 +62,7 @@ pub async fn create(
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(EXPIRES_AT)
-                .build()?,
+            TimeToLiveSpecification::builder().enabled(true).attribute_name(EXPIRES_AT).build()?,
         )
         .send()
         .await?;

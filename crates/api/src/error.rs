@@ -35,9 +35,7 @@ impl ApiError {
             Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Store(StoreError::Corrupt(_) | StoreError::AlreadyExists) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Store(StoreError::Corrupt(_) | StoreError::AlreadyExists) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -51,9 +49,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Invalid(ValidationError::InvalidTaskId) => "invalid_task_id",
             Self::Invalid(ValidationError::TooLarge { .. }) => "too_large",
-            Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => {
-                "malformed_json"
-            }
+            Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => "malformed_json",
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
@@ -73,16 +69,9 @@ impl ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, code = self.code(), "request failed");
         } else {
-            tracing::info!(
-                code = self.code(),
-                status = status.as_u16(),
-                "request refused"
-            );
+            tracing::info!(code = self.code(), status = status.as_u16(), "request refused");
         }
-        json(
-            status,
-            &json!({"error": {"code": self.code(), "message": message}}),
-        )
+        json(status, &json!({"error": {"code": self.code(), "message": message}}))
     }
 }
 
@@ -101,10 +90,7 @@ mod tests {
     fn every_error_answers_json_with_code_and_message() {
         let (status, body) = answer(ApiError::Unauthorized);
         assert_eq!(status, 401);
-        assert_eq!(
-            body,
-            json!({"error": {"code": "unauthorized", "message": "a valid x-api-key header is required"}})
-        );
+        assert_eq!(body, json!({"error": {"code": "unauthorized", "message": "a valid x-api-key header is required"}}));
     }
 
     #[test]
@@ -112,31 +98,17 @@ mod tests {
         assert_eq!(answer(ApiError::NotFound).0, 404);
         assert_eq!(answer(ApiError::UnsupportedMediaType).0, 415);
         assert_eq!(answer(ApiError::Invalid(ValidationError::EmptyBody)).0, 400);
-        assert_eq!(
-            answer(ApiError::Invalid(ValidationError::TooLarge {
-                field: "payload",
-                limit: 1
-            }))
-            .0,
-            413
-        );
+        assert_eq!(answer(ApiError::Invalid(ValidationError::TooLarge { field: "payload", limit: 1 })).0, 413);
         assert_eq!(answer(ApiError::Conflict("x".into())).0, 409);
-        assert_eq!(
-            answer(ApiError::Store(StoreError::Unavailable("down".into()))).0,
-            503
-        );
+        assert_eq!(answer(ApiError::Store(StoreError::Unavailable("down".into()))).0, 503);
     }
 
     #[test]
     fn internal_details_are_not_shown_to_the_caller() {
-        let (status, body) = answer(ApiError::Store(StoreError::Corrupt(
-            "task item TASK#x: bad payload".into(),
-        )));
+        let (status, body) = answer(ApiError::Store(StoreError::Corrupt("task item TASK#x: bad payload".into())));
         assert_eq!(status, 500);
         assert_eq!(body["error"]["message"], "internal error");
-        let (_, body) = answer(ApiError::Store(StoreError::Unavailable(
-            "dynamodb at 10.0.0.1 said no".into(),
-        )));
+        let (_, body) = answer(ApiError::Store(StoreError::Unavailable("dynamodb at 10.0.0.1 said no".into())));
         assert!(!body.to_string().contains("10.0.0.1"));
     }
 }

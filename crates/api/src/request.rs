@@ -30,11 +30,7 @@ pub fn task_id(request: &Request) -> Result<TaskId, ApiError> {
 
 /// The body of a JSON request. Anything but `application/json` (parameters allowed) is refused.
 pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
@@ -70,57 +66,31 @@ mod tests {
         let keys = ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
         let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).unwrap();
         assert_eq!(found.as_str(), "alpha");
-        assert!(matches!(
-            client(&request(&[], Body::Empty), &keys),
-            Err(ApiError::Unauthorized)
-        ));
-        assert!(matches!(
-            client(&request(&[("x-api-key", "nope")], Body::Empty), &keys),
-            Err(ApiError::Unauthorized)
-        ));
+        assert!(matches!(client(&request(&[], Body::Empty), &keys), Err(ApiError::Unauthorized)));
+        assert!(matches!(client(&request(&[("x-api-key", "nope")], Body::Empty), &keys), Err(ApiError::Unauthorized)));
     }
 
     #[test]
     fn only_json_bodies_are_read() {
-        let ok = request(
-            &[("content-type", "application/json; charset=utf-8")],
-            Body::Text("{}".into()),
-        );
+        let ok = request(&[("content-type", "application/json; charset=utf-8")], Body::Text("{}".into()));
         assert_eq!(json_body(&ok).unwrap(), b"{}");
-        let upper = request(
-            &[("content-type", "Application/JSON")],
-            Body::Binary(b"{}".to_vec()),
-        );
+        let upper = request(&[("content-type", "Application/JSON")], Body::Binary(b"{}".to_vec()));
         assert_eq!(json_body(&upper).unwrap(), b"{}");
-        for content_type in [
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "application/jsonx",
-        ] {
+        for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
             let wrong = request(&[("content-type", content_type)], Body::Text("{}".into()));
-            assert!(
-                matches!(json_body(&wrong), Err(ApiError::UnsupportedMediaType)),
-                "{content_type}"
-            );
+            assert!(matches!(json_body(&wrong), Err(ApiError::UnsupportedMediaType)), "{content_type}");
         }
-        assert!(matches!(
-            json_body(&request(&[], Body::Text("{}".into()))),
-            Err(ApiError::UnsupportedMediaType)
-        ));
+        assert!(matches!(json_body(&request(&[], Body::Text("{}".into()))), Err(ApiError::UnsupportedMediaType)));
     }
 
     #[test]
     fn the_task_id_comes_from_the_path_parameters() {
         let id = TaskId::generate();
         let with = |value: &str| {
-            request(&[], Body::Empty)
-                .with_path_parameters(HashMap::from([("task_id".to_owned(), value.to_owned())]))
+            request(&[], Body::Empty).with_path_parameters(HashMap::from([("task_id".to_owned(), value.to_owned())]))
         };
         assert_eq!(task_id(&with(id.as_str())).unwrap(), id);
         assert!(matches!(task_id(&with("nope")), Err(ApiError::Invalid(_))));
-        assert!(matches!(
-            task_id(&request(&[], Body::Empty)),
-            Err(ApiError::NoRoute)
-        ));
+        assert!(matches!(task_id(&request(&[], Body::Empty)), Err(ApiError::NoRoute)));
     }
 }

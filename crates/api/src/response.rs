@@ -7,13 +7,10 @@ use serde::Serialize;
 
 /// A JSON answer with `status`.
 pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| {
-        r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned()
-    });
+    let text = serde_json::to_string(body)
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned());
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

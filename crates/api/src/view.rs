@@ -30,10 +30,7 @@ impl From<&Task> for TaskView {
             attempts: task.attempts,
             created_at: task.created_at.to_rfc3339(),
             updated_at: task.updated_at.to_rfc3339(),
-            expires_at: taskfleet_core::Timestamp::from_millis(
-                task.expires_at.saturating_mul(1000),
-            )
-            .to_rfc3339(),
+            expires_at: taskfleet_core::Timestamp::from_millis(task.expires_at.saturating_mul(1000)).to_rfc3339(),
         }
     }
 }

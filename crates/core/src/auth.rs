@@ -30,9 +30,7 @@ pub struct ApiKeys {
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeys")
-            .field("keys", &self.by_digest.len())
-            .finish()
+        f.debug_struct("ApiKeys").field("keys", &self.by_digest.len()).finish()
     }
 }
 
@@ -42,18 +40,10 @@ impl ApiKeys {
     /// Parses `client_id:key,client_id:key` (whitespace around entries is ignored).
     pub fn parse(spec: &str) -> Result<Self, KeyConfigError> {
         let mut by_digest = HashMap::new();
-        for (index, entry) in spec
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .enumerate()
-        {
+        for (index, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
             let position = index + 1;
-            let (client, key) = entry
-                .split_once(':')
-                .ok_or(KeyConfigError::Malformed(position))?;
-            let client = ClientId::parse(client.trim())
-                .map_err(|_| KeyConfigError::InvalidClient(position))?;
+            let (client, key) = entry.split_once(':').ok_or(KeyConfigError::Malformed(position))?;
+            let client = ClientId::parse(client.trim()).map_err(|_| KeyConfigError::InvalidClient(position))?;
             let key = key.trim();
             if key.len() < Self::MIN_KEY_LEN {
                 return Err(KeyConfigError::KeyTooShort(position));
@@ -103,22 +93,13 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_refused_with_the_entry_position() {
-        assert_eq!(
-            ApiKeys::parse("alpha").unwrap_err(),
-            KeyConfigError::Malformed(1)
-        );
+        assert_eq!(ApiKeys::parse("alpha").unwrap_err(), KeyConfigError::Malformed(1));
         assert_eq!(
             ApiKeys::parse(&format!("a:{KEY_A},bad client:{KEY_B}")).unwrap_err(),
             KeyConfigError::InvalidClient(2)
         );
-        assert_eq!(
-            ApiKeys::parse("alpha:short").unwrap_err(),
-            KeyConfigError::KeyTooShort(1)
-        );
-        assert_eq!(
-            ApiKeys::parse(&format!("a:{KEY_A},b:{KEY_A}")).unwrap_err(),
-            KeyConfigError::DuplicateKey(2)
-        );
+        assert_eq!(ApiKeys::parse("alpha:short").unwrap_err(), KeyConfigError::KeyTooShort(1));
+        assert_eq!(ApiKeys::parse(&format!("a:{KEY_A},b:{KEY_A}")).unwrap_err(), KeyConfigError::DuplicateKey(2));
     }
 
     #[test]

@@ -37,19 +37,12 @@ impl DispatchMessage {
 /// A record whose old image is already RECEIVED on the same attempt count is a no-op write
 /// (the emulator emits those; DynamoDB does not) or a replay, and dispatches nothing. Removals
 /// (TTL deletions) have no new image and dispatch nothing.
-pub fn dispatch_for(
-    task_id: &TaskId,
-    old: Option<Snapshot>,
-    new: Option<Snapshot>,
-) -> Option<DispatchMessage> {
+pub fn dispatch_for(task_id: &TaskId, old: Option<Snapshot>, new: Option<Snapshot>) -> Option<DispatchMessage> {
     let new = new.filter(|new| new.status == TaskStatus::Received)?;
     if old == Some(new) {
         return None;
     }
-    Some(DispatchMessage {
-        task_id: task_id.as_str().to_owned(),
-        attempt: new.attempts.saturating_add(1),
-    })
+    Some(DispatchMessage { task_id: task_id.as_str().to_owned(), attempt: new.attempts.saturating_add(1) })
 }
 
 #[cfg(test)]
@@ -66,75 +59,47 @@ mod tests {
         let id = TaskId::generate();
         assert_eq!(
             dispatch_for(&id, None, snap(Received, 0)),
-            Some(DispatchMessage {
-                task_id: id.to_string(),
-                attempt: 1
-            })
+            Some(DispatchMessage { task_id: id.to_string(), attempt: 1 })
         );
     }
 
     #[test]
     fn a_no_op_write_on_a_received_task_dispatches_nothing() {
-        assert_eq!(
-            dispatch_for(&TaskId::generate(), snap(Received, 0), snap(Received, 0)),
-            None
-        );
+        assert_eq!(dispatch_for(&TaskId::generate(), snap(Received, 0), snap(Received, 0)), None);
     }
 
     #[test]
     fn changes_that_do_not_end_in_received_dispatch_nothing() {
         let id = TaskId::generate();
-        assert_eq!(
-            dispatch_for(&id, snap(Received, 0), snap(InProgress, 1)),
-            None
-        );
+        assert_eq!(dispatch_for(&id, snap(Received, 0), snap(InProgress, 1)), None);
         assert_eq!(dispatch_for(&id, snap(InProgress, 1), snap(Done, 1)), None);
-        assert_eq!(
-            dispatch_for(&id, snap(InProgress, 1), snap(Failed, 1)),
-            None
-        );
+        assert_eq!(dispatch_for(&id, snap(InProgress, 1), snap(Failed, 1)), None);
     }
 
     #[test]
     fn a_removal_dispatches_nothing() {
-        assert_eq!(
-            dispatch_for(&TaskId::generate(), snap(Received, 0), None),
-            None
-        );
+        assert_eq!(dispatch_for(&TaskId::generate(), snap(Received, 0), None), None);
     }
 
     #[test]
     fn returning_to_received_dispatches_the_next_attempt() {
         let id = TaskId::generate();
-        assert_eq!(
-            dispatch_for(&id, snap(InProgress, 2), snap(Received, 2)).map(|m| m.attempt),
-            Some(3)
-        );
+        assert_eq!(dispatch_for(&id, snap(InProgress, 2), snap(Received, 2)).map(|m| m.attempt), Some(3));
     }
 
     #[test]
     fn the_message_is_plain_json() {
-        let message = DispatchMessage {
-            task_id: "t".into(),
-            attempt: 2,
-        };
+        let message = DispatchMessage { task_id: "t".into(), attempt: 2 };
         let json = serde_json::to_string(&message).unwrap();
         assert_eq!(json, r#"{"task_id":"t","attempt":2}"#);
-        assert_eq!(
-            serde_json::from_str::<DispatchMessage>(&json).unwrap(),
-            message
-        );
+        assert_eq!(serde_json::from_str::<DispatchMessage>(&json).unwrap(), message);
         assert!(serde_json::from_str::<DispatchMessage>(r#"{"task_id":"t"}"#).is_err());
     }
 
     #[test]
     fn a_message_parses_back_to_task_and_attempt() {
         let id = TaskId::generate();
-        let body = serde_json::to_string(&DispatchMessage {
-            task_id: id.to_string(),
-            attempt: 4,
-        })
-        .unwrap();
+        let body = serde_json::to_string(&DispatchMessage { task_id: id.to_string(), attempt: 4 }).unwrap();
         assert_eq!(DispatchMessage::parse(&body), Ok((id, 4)));
     }
 

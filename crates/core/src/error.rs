@@ -48,10 +48,7 @@ pub struct MetricsError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ExternalError {
     #[error("the external service answered {status}")]
-    Rejected {
-        status: u16,
-        retry_after_seconds: Option<u64>,
-    },
+    Rejected { status: u16, retry_after_seconds: Option<u64> },
     #[error("the external service did not answer within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
     #[error("the external service could not be reached: {0}")]

@@ -29,9 +29,7 @@ pub struct IllegalTransition {
 pub fn check(from: TaskStatus, to: TaskStatus) -> Result<(), IllegalTransition> {
     use TaskStatus::*;
     match (from, to) {
-        (Received, InProgress) | (Received, Failed) | (InProgress, Done) | (InProgress, Failed) => {
-            Ok(())
-        }
+        (Received, InProgress) | (Received, Failed) | (InProgress, Done) | (InProgress, Failed) => Ok(()),
         _ => Err(IllegalTransition { from, to }),
     }
 }
@@ -71,12 +69,7 @@ pub struct Transition {
 }
 
 impl Transition {
-    fn new(
-        task_id: &TaskId,
-        from: TaskStatus,
-        to: TaskStatus,
-        at: Timestamp,
-    ) -> Result<Self, IllegalTransition> {
+    fn new(task_id: &TaskId, from: TaskStatus, to: TaskStatus, at: Timestamp) -> Result<Self, IllegalTransition> {
         check(from, to)?;
         Ok(Self {
             task_id: task_id.clone(),
@@ -133,9 +126,7 @@ impl Transition {
     pub fn matches(&self, task: &Task) -> bool {
         task.task_id == self.task_id
             && task.status == self.from
-            && self
-                .expected_attempts
-                .is_none_or(|expected| task.attempts == expected)
+            && self.expected_attempts.is_none_or(|expected| task.attempts == expected)
     }
 
     /// The task after this transition (what storage holds once the write applied).
@@ -202,10 +193,7 @@ mod tests {
     fn a_finished_task_never_changes_again() {
         for to in TaskStatus::ALL {
             assert_eq!(check(Done, to), Err(IllegalTransition { from: Done, to }));
-            assert_eq!(
-                check(Failed, to),
-                Err(IllegalTransition { from: Failed, to })
-            );
+            assert_eq!(check(Failed, to), Err(IllegalTransition { from: Failed, to }));
         }
     }
 
@@ -223,15 +211,7 @@ mod tests {
             .flat_map(|from| TaskStatus::ALL.into_iter().map(move |to| (from, to)))
             .filter(|&(from, to)| check(from, to).is_ok())
             .collect();
-        assert_eq!(
-            legal,
-            [
-                (Received, InProgress),
-                (Received, Failed),
-                (InProgress, Done),
-                (InProgress, Failed)
-            ]
-        );
+        assert_eq!(legal, [(Received, InProgress), (Received, Failed), (InProgress, Done), (InProgress, Failed)]);
     }
 
     #[test]
@@ -247,27 +227,14 @@ mod tests {
     fn finishing_records_the_outcome_and_resets_the_ttl_to_result_retention() {
         let ttl = TtlPolicy::new(3_600, 86_400);
         let at = Timestamp::from_millis(1_000_000);
-        let done = Transition::finish(
-            &task_id(),
-            Outcome::Succeeded {
-                result: serde_json::json!({"ok": 1}),
-            },
-            at,
-            &ttl,
-        );
+        let done =
+            Transition::finish(&task_id(), Outcome::Succeeded { result: serde_json::json!({"ok": 1}) }, at, &ttl);
         assert_eq!((done.from, done.to), (InProgress, Done));
         assert_eq!(done.result, Some(serde_json::json!({"ok": 1})));
         assert_eq!(done.error, None);
         assert_eq!(done.expires_at, Some(1_000 + 86_400));
 
-        let failed = Transition::finish(
-            &task_id(),
-            Outcome::Failed {
-                error: "boom".into(),
-            },
-            at,
-            &ttl,
-        );
+        let failed = Transition::finish(&task_id(), Outcome::Failed { error: "boom".into() }, at, &ttl);
         assert_eq!((failed.from, failed.to), (InProgress, Failed));
         assert_eq!(failed.error.as_deref(), Some("boom"));
         assert_eq!(failed.result, None);
@@ -282,10 +249,7 @@ mod tests {
         assert!(Transition::fail(&task_id(), InProgress, "x", at, &ttl).is_ok());
         assert_eq!(
             Transition::fail(&task_id(), Done, "x", at, &ttl),
-            Err(IllegalTransition {
-                from: Done,
-                to: Failed
-            })
+            Err(IllegalTransition { from: Done, to: Failed })
         );
         assert!(Transition::fail(&task_id(), Failed, "x", at, &ttl).is_err());
     }
@@ -293,9 +257,7 @@ mod tests {
     #[test]
     fn a_transition_can_be_scoped_to_one_attempt() {
         let ttl = TtlPolicy::new(3_600, 86_400);
-        let t = Transition::fail(&task_id(), InProgress, "x", Timestamp::from_millis(0), &ttl)
-            .unwrap()
-            .for_attempt(2);
+        let t = Transition::fail(&task_id(), InProgress, "x", Timestamp::from_millis(0), &ttl).unwrap().for_attempt(2);
         assert_eq!(t.expected_attempts, Some(2));
         assert_eq!(t.attempts, None);
     }

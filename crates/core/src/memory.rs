@@ -21,9 +21,7 @@ impl MemoryStore {
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Task>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -54,18 +52,11 @@ impl TaskStore for MemoryStore {
 
     async fn count(&self, status: TaskStatus, since: Option<Timestamp>) -> Result<u64, StoreError> {
         let tasks = self.tasks();
-        let matching = tasks
-            .values()
-            .filter(|t| t.status == status && since.is_none_or(|since| t.updated_at >= since));
+        let matching = tasks.values().filter(|t| t.status == status && since.is_none_or(|since| t.updated_at >= since));
         Ok(matching.count() as u64)
     }
 
     async fn oldest_update(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self
-            .tasks()
-            .values()
-            .filter(|t| t.status == status)
-            .map(|t| t.updated_at)
-            .min())
+        Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.updated_at).min())
     }
 }

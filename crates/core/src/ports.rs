@@ -28,16 +28,10 @@ pub trait TaskStore: Send + Sync {
     fn insert(&self, task: &Task) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The task with this id, if it is stored (expired or not).
-    fn get(
-        &self,
-        task_id: &TaskId,
-    ) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+    fn get(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
 
     /// Applies a transition as one conditional write.
-    fn apply(
-        &self,
-        transition: &Transition,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// How many tasks are in `status`, counting only those updated at or after `since` if given.
     fn count(
@@ -47,19 +41,13 @@ pub trait TaskStore: Send + Sync {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// When the task that has been in `status` the longest got there.
-    fn oldest_update(
-        &self,
-        status: TaskStatus,
-    ) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+    fn oldest_update(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 }
 
 /// Where dispatch messages go (in AWS: an SNS topic).
 pub trait Publisher: Send + Sync {
     /// Publishes each message; the result at index i is the fate of message i.
-    fn publish(
-        &self,
-        messages: &[DispatchMessage],
-    ) -> impl Future<Output = Vec<Result<(), PublishError>>> + Send;
+    fn publish(&self, messages: &[DispatchMessage]) -> impl Future<Output = Vec<Result<(), PublishError>>> + Send;
 }
 
 /// Where the cron's gauges go (in AWS: CloudWatch PutMetricData).

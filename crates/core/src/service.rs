@@ -32,10 +32,7 @@ pub async fn task_for_client(
     task_id: &TaskId,
     now: Timestamp,
 ) -> Result<Option<Task>, StoreError> {
-    Ok(store
-        .get(task_id)
-        .await?
-        .filter(|task| &task.client_id == client && !task.is_expired(now)))
+    Ok(store.get(task_id).await?.filter(|task| &task.client_id == client && !task.is_expired(now)))
 }
 
 /// What became of one dispatch message.
@@ -62,34 +59,20 @@ pub async fn hand_over(
     now: Timestamp,
     ttl: &TtlPolicy,
 ) -> Result<HandOver, StoreError> {
-    let task = match store
-        .apply(&Transition::start(task_id, attempt, now))
-        .await?
-    {
+    let task = match store.apply(&Transition::start(task_id, attempt, now)).await? {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
     };
     let callback_url = callback_url(callback_base, task_id);
-    let job = Job {
-        task_id: task_id.as_str(),
-        payload: &task.payload,
-        callback_url: &callback_url,
-        attempt,
-    };
+    let job = Job { task_id: task_id.as_str(), payload: &task.payload, callback_url: &callback_url, attempt };
     match service.submit(&job).await {
         Ok(()) => Ok(HandOver::Accepted { attempt }),
         Err(error) => {
             let reason = format!("external service refused attempt {attempt}: {error}");
-            let fail = Transition::fail(
-                task_id,
-                TaskStatus::InProgress,
-                reason,
-                Timestamp::now().max(now),
-                ttl,
-            )
-            .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
-            .for_attempt(attempt);
+            let fail = Transition::fail(task_id, TaskStatus::InProgress, reason, Timestamp::now().max(now), ttl)
+                .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
+                .for_attempt(attempt);
             store.apply(&fail).await?;
             Ok(HandOver::Refused { error })
         }
@@ -138,26 +121,16 @@ pub async fn record_outcome(
 
 fn already_recorded(task: &Task, outcome: &Outcome) -> bool {
     match outcome {
-        Outcome::Succeeded { result } => {
-            task.status == TaskStatus::Done && task.result.as_ref() == Some(result)
-        }
-        Outcome::Failed { error } => {
-            task.status == TaskStatus::Failed && task.error.as_deref() == Some(error)
-        }
+        Outcome::Succeeded { result } => task.status == TaskStatus::Done && task.result.as_ref() == Some(result),
+        Outcome::Failed { error } => task.status == TaskStatus::Failed && task.error.as_deref() == Some(error),
     }
 }
 
 /// Metrics cron: the fleet's gauges. Reads only active tasks and tasks finished within the
 /// trailing `window_seconds`, so its cost does not grow with the number of stored tasks.
-pub async fn gauges(
-    store: &impl TaskStore,
-    now: Timestamp,
-    window_seconds: u64,
-) -> Result<Vec<Gauge>, StoreError> {
-    let window_start = Timestamp::from_millis(
-        now.as_millis()
-            .saturating_sub(window_seconds.saturating_mul(1000) as i64),
-    );
+pub async fn gauges(store: &impl TaskStore, now: Timestamp, window_seconds: u64) -> Result<Vec<Gauge>, StoreError> {
+    let window_start =
+        Timestamp::from_millis(now.as_millis().saturating_sub(window_seconds.saturating_mul(1000) as i64));
     let mut gauges = Vec::with_capacity(5);
     for status in [TaskStatus::Received, TaskStatus::InProgress] {
         let count = store.count(status, None).await?;
@@ -179,12 +152,7 @@ pub async fn gauges(
     }
     let oldest = store.oldest_update(TaskStatus::Received).await?;
     let age_seconds = oldest.map_or(0.0, |since| now.millis_since(since) as f64 / 1000.0);
-    gauges.push(Gauge {
-        name: metrics::OLDEST_RECEIVED_AGE,
-        status: None,
-        value: age_seconds,
-        unit: Unit::Seconds,
-    });
+    gauges.push(Gauge { name: metrics::OLDEST_RECEIVED_AGE, status: None, value: age_seconds, unit: Unit::Seconds });
     Ok(gauges)
 }
 

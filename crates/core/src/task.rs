@@ -21,14 +21,8 @@ impl TaskId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let canonical = raw.len() == 36
             && uuid::Uuid::parse_str(raw).is_ok()
-            && raw
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
-        if canonical {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(ValidationError::InvalidTaskId)
-        }
+            && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
+        if canonical { Ok(Self(raw.to_owned())) } else { Err(ValidationError::InvalidTaskId) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -52,14 +46,8 @@ impl ClientId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let valid = !raw.is_empty()
             && raw.len() <= Self::MAX_LEN
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(ValidationError::InvalidClientId)
-        }
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if valid { Ok(Self(raw.to_owned())) } else { Err(ValidationError::InvalidClientId) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -110,10 +98,7 @@ impl FromStr for TaskStatus {
     type Err = ValidationError;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == raw)
-            .ok_or(ValidationError::UnknownStatus)
+        Self::ALL.into_iter().find(|status| status.as_str() == raw).ok_or(ValidationError::UnknownStatus)
     }
 }
 
@@ -200,11 +185,7 @@ mod tests {
             "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
             "../../etc/passwd",
         ] {
-            assert_eq!(
-                TaskId::parse(raw),
-                Err(ValidationError::InvalidTaskId),
-                "{raw}"
-            );
+            assert_eq!(TaskId::parse(raw), Err(ValidationError::InvalidTaskId), "{raw}");
         }
         assert!(TaskId::parse("6f9619ff-8b86-d011-b42d-00c04fc964ff").is_ok());
     }
@@ -221,12 +202,7 @@ mod tests {
     #[test]
     fn a_task_is_expired_from_its_expiry_second_on() {
         let now = Timestamp::from_millis(10_000);
-        let mut task = Task::received(
-            ClientId::parse("c").unwrap(),
-            serde_json::json!({}),
-            now,
-            11,
-        );
+        let mut task = Task::received(ClientId::parse("c").unwrap(), serde_json::json!({}), now, 11);
         assert!(!task.is_expired(now));
         task.expires_at = 10;
         assert!(task.is_expired(now));

@@ -26,9 +26,7 @@ impl Timestamp {
     }
 
     pub fn plus_seconds(self, seconds: u64) -> Self {
-        let millis = i64::try_from(seconds)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
+        let millis = i64::try_from(seconds).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
         Self(self.0.saturating_add(millis))
     }
 
@@ -39,10 +37,7 @@ impl Timestamp {
 
     /// RFC 3339 with milliseconds and a `Z`, e.g. `2026-11-26T23:56:27.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let datetime: DateTime<Utc> = Utc
-            .timestamp_millis_opt(self.0)
-            .single()
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let datetime: DateTime<Utc> = Utc.timestamp_millis_opt(self.0).single().unwrap_or(DateTime::<Utc>::MIN_UTC);
         datetime.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 }
@@ -53,10 +48,7 @@ mod tests {
 
     #[test]
     fn formats_rfc3339_with_millis_and_z() {
-        assert_eq!(
-            Timestamp::from_millis(1_764_201_387_123).to_rfc3339(),
-            "2025-11-26T23:56:27.123Z"
-        );
+        assert_eq!(Timestamp::from_millis(1_764_201_387_123).to_rfc3339(), "2025-11-26T23:56:27.123Z");
     }
 
     #[test]
@@ -67,19 +59,8 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates_instead_of_overflowing() {
-        assert_eq!(
-            Timestamp::from_millis(i64::MAX)
-                .plus_seconds(10)
-                .as_millis(),
-            i64::MAX
-        );
-        assert_eq!(
-            Timestamp::from_millis(5).millis_since(Timestamp::from_millis(10)),
-            0
-        );
-        assert_eq!(
-            Timestamp::from_millis(10).millis_since(Timestamp::from_millis(4)),
-            6
-        );
+        assert_eq!(Timestamp::from_millis(i64::MAX).plus_seconds(10).as_millis(), i64::MAX);
+        assert_eq!(Timestamp::from_millis(5).millis_since(Timestamp::from_millis(10)), 0);
+        assert_eq!(Timestamp::from_millis(10).millis_since(Timestamp::from_millis(4)), 6);
     }
 }

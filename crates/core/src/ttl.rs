@@ -16,10 +16,7 @@ impl TtlPolicy {
     pub const DEFAULT_RESULT_RETENTION_SECONDS: u64 = 7 * 24 * 3_600;
 
     pub fn new(task_ttl_seconds: u64, result_retention_seconds: u64) -> Self {
-        Self {
-            task_ttl_seconds,
-            result_retention_seconds,
-        }
+        Self { task_ttl_seconds, result_retention_seconds }
     }
 
     /// `expires_at` of a task created at `now`.
@@ -29,17 +26,13 @@ impl TtlPolicy {
 
     /// `expires_at` of a task that finished (DONE or FAILED) at `now`.
     pub fn finished_expiry(&self, now: Timestamp) -> i64 {
-        now.plus_seconds(self.result_retention_seconds)
-            .as_epoch_seconds()
+        now.plus_seconds(self.result_retention_seconds).as_epoch_seconds()
     }
 }
 
 impl Default for TtlPolicy {
     fn default() -> Self {
-        Self::new(
-            Self::DEFAULT_TASK_TTL_SECONDS,
-            Self::DEFAULT_RESULT_RETENTION_SECONDS,
-        )
+        Self::new(Self::DEFAULT_TASK_TTL_SECONDS, Self::DEFAULT_RESULT_RETENTION_SECONDS)
     }
 }
 

@@ -26,9 +26,7 @@ struct Submission {
 pub fn parse_submission(body: &[u8]) -> Result<Value, ValidationError> {
     let submission: Submission = parse_json(body)?;
     if !submission.payload.is_object() {
-        return Err(ValidationError::Schema(
-            "`payload` must be a JSON object".into(),
-        ));
+        return Err(ValidationError::Schema("`payload` must be a JSON object".into()));
     }
     ensure_size("payload", &submission.payload, MAX_PAYLOAD_BYTES)?;
     Ok(submission.payload)
@@ -53,10 +51,7 @@ pub fn parse_callback(body: &[u8]) -> Result<Outcome, ValidationError> {
                 return Err(ValidationError::Schema("`error` must not be empty".into()));
             }
             if error.len() > MAX_ERROR_BYTES {
-                return Err(ValidationError::TooLarge {
-                    field: "error",
-                    limit: MAX_ERROR_BYTES,
-                });
+                return Err(ValidationError::TooLarge { field: "error", limit: MAX_ERROR_BYTES });
             }
             Ok(Outcome::Failed { error })
         }
@@ -68,10 +63,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Validation
         return Err(ValidationError::EmptyBody);
     }
     if body.len() > MAX_BODY_BYTES {
-        return Err(ValidationError::TooLarge {
-            field: "body",
-            limit: MAX_BODY_BYTES,
-        });
+        return Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES });
     }
     serde_json::from_slice(body).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ValidationError::Schema(describe(&error)),
@@ -86,14 +78,8 @@ fn describe(error: &serde_json::Error) -> String {
 }
 
 fn ensure_size(field: &'static str, value: &Value, limit: usize) -> Result<(), ValidationError> {
-    let size = serde_json::to_vec(value)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
-    if size > limit {
-        Err(ValidationError::TooLarge { field, limit })
-    } else {
-        Ok(())
-    }
+    let size = serde_json::to_vec(value).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > limit { Err(ValidationError::TooLarge { field, limit }) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -103,10 +89,7 @@ mod tests {
 
     #[test]
     fn a_submission_is_an_object_payload() {
-        assert_eq!(
-            parse_submission(br#"{"payload":{"n":1}}"#),
-            Ok(json!({"n": 1}))
-        );
+        assert_eq!(parse_submission(br#"{"payload":{"n":1}}"#), Ok(json!({"n": 1})));
         assert_eq!(parse_submission(br#" {"payload":{}} "#), Ok(json!({})));
     }
 
@@ -114,46 +97,24 @@ mod tests {
     fn a_submission_must_be_json() {
         assert_eq!(parse_submission(b""), Err(ValidationError::EmptyBody));
         assert_eq!(parse_submission(b"  \n"), Err(ValidationError::EmptyBody));
-        assert!(matches!(
-            parse_submission(b"{"),
-            Err(ValidationError::MalformedJson(_))
-        ));
-        assert!(matches!(
-            parse_submission(b"payload=1"),
-            Err(ValidationError::MalformedJson(_))
-        ));
+        assert!(matches!(parse_submission(b"{"), Err(ValidationError::MalformedJson(_))));
+        assert!(matches!(parse_submission(b"payload=1"), Err(ValidationError::MalformedJson(_))));
     }
 
     #[test]
     fn a_submission_payload_must_be_an_object() {
-        for body in [
-            r#"{"payload":[1]}"#,
-            r#"{"payload":"x"}"#,
-            r#"{"payload":null}"#,
-            r#"{"payload":3}"#,
-        ] {
-            assert!(
-                matches!(
-                    parse_submission(body.as_bytes()),
-                    Err(ValidationError::Schema(_))
-                ),
-                "{body}"
-            );
+        for body in [r#"{"payload":[1]}"#, r#"{"payload":"x"}"#, r#"{"payload":null}"#, r#"{"payload":3}"#] {
+            assert!(matches!(parse_submission(body.as_bytes()), Err(ValidationError::Schema(_))), "{body}");
         }
     }
 
     #[test]
     fn a_submission_has_exactly_the_payload_field() {
-        assert!(
-            matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload"))
-        );
+        assert!(matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload")));
         assert!(
             matches!(parse_submission(br#"{"payload":{},"x":1}"#), Err(ValidationError::Schema(m)) if m.contains("x"))
         );
-        assert!(matches!(
-            parse_submission(br#"[]"#),
-            Err(ValidationError::Schema(_))
-        ));
+        assert!(matches!(parse_submission(br#"[]"#), Err(ValidationError::Schema(_))));
     }
 
     #[test]
@@ -162,10 +123,7 @@ mod tests {
         let body = serde_json::to_vec(&json!({"payload": {"s": big}})).unwrap();
         assert_eq!(
             parse_submission(&body),
-            Err(ValidationError::TooLarge {
-                field: "payload",
-                limit: MAX_PAYLOAD_BYTES
-            })
+            Err(ValidationError::TooLarge { field: "payload", limit: MAX_PAYLOAD_BYTES })
         );
         let fits = "a".repeat(MAX_PAYLOAD_BYTES - 10);
         let body = serde_json::to_vec(&json!({"payload": {"s": fits}})).unwrap();
@@ -177,87 +135,40 @@ mod tests {
         let body = vec![b' '; MAX_BODY_BYTES + 1];
         let mut body = body;
         body[0] = b'{';
-        assert_eq!(
-            parse_submission(&body),
-            Err(ValidationError::TooLarge {
-                field: "body",
-                limit: MAX_BODY_BYTES
-            })
-        );
+        assert_eq!(parse_submission(&body), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
     }
 
     #[test]
     fn a_success_callback_carries_a_result() {
         assert_eq!(
             parse_callback(br#"{"status":"succeeded","result":{"v":2}}"#),
-            Ok(Outcome::Succeeded {
-                result: json!({"v": 2})
-            })
+            Ok(Outcome::Succeeded { result: json!({"v": 2}) })
         );
-        assert!(matches!(
-            parse_callback(br#"{"status":"succeeded"}"#),
-            Err(ValidationError::Schema(_))
-        ));
+        assert!(matches!(parse_callback(br#"{"status":"succeeded"}"#), Err(ValidationError::Schema(_))));
     }
 
     #[test]
     fn a_failure_callback_carries_a_non_empty_error() {
         assert_eq!(
             parse_callback(br#"{"status":"failed","error":"no capacity"}"#),
-            Ok(Outcome::Failed {
-                error: "no capacity".into()
-            })
+            Ok(Outcome::Failed { error: "no capacity".into() })
         );
-        assert!(matches!(
-            parse_callback(br#"{"status":"failed","error":" "}"#),
-            Err(ValidationError::Schema(_))
-        ));
-        assert!(matches!(
-            parse_callback(br#"{"status":"failed","error":7}"#),
-            Err(ValidationError::Schema(_))
-        ));
-        let long = serde_json::to_vec(
-            &json!({"status": "failed", "error": "e".repeat(MAX_ERROR_BYTES + 1)}),
-        )
-        .unwrap();
-        assert_eq!(
-            parse_callback(&long),
-            Err(ValidationError::TooLarge {
-                field: "error",
-                limit: MAX_ERROR_BYTES
-            })
-        );
+        assert!(matches!(parse_callback(br#"{"status":"failed","error":" "}"#), Err(ValidationError::Schema(_))));
+        assert!(matches!(parse_callback(br#"{"status":"failed","error":7}"#), Err(ValidationError::Schema(_))));
+        let long = serde_json::to_vec(&json!({"status": "failed", "error": "e".repeat(MAX_ERROR_BYTES + 1)})).unwrap();
+        assert_eq!(parse_callback(&long), Err(ValidationError::TooLarge { field: "error", limit: MAX_ERROR_BYTES }));
     }
 
     #[test]
     fn a_callback_status_must_be_known() {
-        for body in [
-            r#"{"status":"done","result":{}}"#,
-            r#"{"status":"SUCCEEDED","result":{}}"#,
-            r#"{"result":{}}"#,
-        ] {
-            assert!(
-                matches!(
-                    parse_callback(body.as_bytes()),
-                    Err(ValidationError::Schema(_))
-                ),
-                "{body}"
-            );
+        for body in [r#"{"status":"done","result":{}}"#, r#"{"status":"SUCCEEDED","result":{}}"#, r#"{"result":{}}"#] {
+            assert!(matches!(parse_callback(body.as_bytes()), Err(ValidationError::Schema(_))), "{body}");
         }
     }
 
     #[test]
     fn a_result_over_the_limit_is_refused() {
-        let body = serde_json::to_vec(
-            &json!({"status": "succeeded", "result": "r".repeat(MAX_RESULT_BYTES)}),
-        )
-        .unwrap();
-        assert_eq!(
-            parse_callback(&body),
-            Err(ValidationError::TooLarge {
-                field: "result",
-                limit: MAX_RESULT_BYTES
-            })
-        );
+        let body = serde_json::to_vec(&json!({"status": "succeeded", "result": "r".repeat(MAX_RESULT_BYTES)})).unwrap();
+        assert_eq!(parse_callback(&body), Err(ValidationError::TooLarge { field: "result", limit: MAX_RESULT_BYTES }));
     }
 }

@@ -44,10 +44,7 @@ impl From<CallerError> for Diagnostic {
         let error_type = match error {
             CallerError::Store(_) => "StoreUnavailable",
         };
-        Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: error.to_string(),
-        }
+        Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
 }
 

@@ -20,9 +20,7 @@ pub struct App<P> {
 
 impl App<SnsPublisher> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            publisher: SnsPublisher::from_env(sdk)?,
-        })
+        Ok(Self { publisher: SnsPublisher::from_env(sdk)? })
     }
 }
 
@@ -36,19 +34,12 @@ fn dispatch_of(record: &EventRecord) -> Result<Option<DispatchMessage>, StoreErr
     Ok(new.and_then(|(task_id, new)| dispatch_for(&task_id, old.map(|(_, old)| old), Some(new))))
 }
 
-pub async fn handle<P: Publisher>(
-    app: &App<P>,
-    event: LambdaEvent<Event>,
-) -> DynamoDbEventResponse {
+pub async fn handle<P: Publisher>(app: &App<P>, event: LambdaEvent<Event>) -> DynamoDbEventResponse {
     let mut failures = Vec::new();
     let mut messages = Vec::new();
     let mut sources = Vec::new();
     for record in &event.payload.records {
-        let sequence = record
-            .change
-            .sequence_number
-            .clone()
-            .unwrap_or_else(|| record.event_id.clone());
+        let sequence = record.change.sequence_number.clone().unwrap_or_else(|| record.event_id.clone());
         match dispatch_of(record) {
             Ok(Some(message)) => {
                 messages.push(message);

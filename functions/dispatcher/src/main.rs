@@ -8,8 +8,5 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk)?;
-    lambda_runtime::run(service_fn(move |event| async move {
-        Ok::<_, Infallible>(handle(app, event).await)
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event| async move { Ok::<_, Infallible>(handle(app, event).await) })).await
 }

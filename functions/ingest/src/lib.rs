@@ -19,18 +19,12 @@ pub struct App<S> {
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            store: DynamoStore::from_env(sdk)?,
-            keys: config::api_keys()?,
-            ttl: config::ttl_policy()?,
-        })
+        Ok(Self { store: DynamoStore::from_env(sdk)?, keys: config::api_keys()?, ttl: config::ttl_policy()? })
     }
 }
 
 pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
-    submit(app, &request)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    submit(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
 async fn submit<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -22,10 +22,7 @@ impl App<DynamoStore, CloudWatchSink> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
             sink: CloudWatchSink::from_env(sdk),
-            window_seconds: config::positive(
-                config::METRICS_WINDOW_SECONDS,
-                config::DEFAULT_METRICS_WINDOW_SECONDS,
-            )?,
+            window_seconds: config::positive(config::METRICS_WINDOW_SECONDS, config::DEFAULT_METRICS_WINDOW_SECONDS)?,
         })
     }
 }
@@ -44,10 +41,7 @@ impl From<MetricsRunError> for Diagnostic {
             MetricsRunError::Store(_) => "StoreUnavailable",
             MetricsRunError::Sink(_) => "MetricsUnavailable",
         };
-        Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: error.to_string(),
-        }
+        Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
 }
 

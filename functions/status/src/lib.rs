@@ -17,25 +17,19 @@ pub struct App<S> {
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            store: DynamoStore::from_env(sdk)?,
-            keys: config::api_keys()?,
-        })
+        Ok(Self { store: DynamoStore::from_env(sdk)?, keys: config::api_keys()? })
     }
 }
 
 pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
-    show(app, &request)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    show(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
 async fn show<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys)?;
     let task_id = request::task_id(request)?;
-    let task = service::task_for_client(&app.store, &client, &task_id, Timestamp::now())
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let task =
+        service::task_for_client(&app.store, &client, &task_id, Timestamp::now()).await?.ok_or(ApiError::NotFound)?;
     Ok(response::json(StatusCode::OK, &TaskView::from(&task)))
 }
 

@@ -8,8 +8,5 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk)?;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Infallible>(handle(app, request).await)
-    }))
-    .await
+    lambda_http::run(service_fn(move |request| async move { Ok::<_, Infallible>(handle(app, request).await) })).await
 }

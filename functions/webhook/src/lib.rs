@@ -19,33 +19,21 @@ pub struct App<S> {
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            store: DynamoStore::from_env(sdk)?,
-            ttl: config::ttl_policy()?,
-        })
+        Ok(Self { store: DynamoStore::from_env(sdk)?, ttl: config::ttl_policy()? })
     }
 }
 
 pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
-    callback(app, &request)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    callback(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn callback<S: TaskStore>(
-    app: &App<S>,
-    request: &Request,
-) -> Result<Response<Body>, ApiError> {
+async fn callback<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
     let outcome = validation::parse_callback(request::json_body(request)?)?;
     let answer = |task: &taskfleet_core::Task| {
-        response::json(
-            StatusCode::OK,
-            &json!({"task_id": task.task_id.as_str(), "status": task.status.as_str()}),
-        )
+        response::json(StatusCode::OK, &json!({"task_id": task.task_id.as_str(), "status": task.status.as_str()}))
     };
-    match service::record_outcome(&app.store, &task_id, outcome, Timestamp::now(), &app.ttl).await?
-    {
+    match service::record_outcome(&app.store, &task_id, outcome, Timestamp::now(), &app.ttl).await? {
         CallbackResult::Recorded(task) => {
             tracing::info!(task_id = %task.task_id, status = %task.status, attempts = task.attempts, "task finished");
             Ok(answer(&task))
@@ -54,10 +42,9 @@ async fn callback<S: TaskStore>(
             tracing::info!(task_id = %task.task_id, "repeated callback ignored");
             Ok(answer(&task))
         }
-        CallbackResult::Conflict(task) => Err(ApiError::Conflict(format!(
-            "the task is {} and cannot take this outcome",
-            task.status
-        ))),
+        CallbackResult::Conflict(task) => {
+            Err(ApiError::Conflict(format!("the task is {} and cannot take this outcome", task.status)))
+        }
         CallbackResult::Missing => Err(ApiError::NotFound),
     }
 }

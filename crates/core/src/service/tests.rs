@@ -24,25 +24,13 @@ struct Service {
 
 impl ExternalService for Service {
     async fn submit(&self, job: &Job<'_>) -> Result<(), ExternalError> {
-        self.jobs.lock().unwrap().push((
-            job.task_id.to_owned(),
-            job.attempt,
-            job.callback_url.to_owned(),
-        ));
+        self.jobs.lock().unwrap().push((job.task_id.to_owned(), job.attempt, job.callback_url.to_owned()));
         self.refuse_with.clone().map_or(Ok(()), Err)
     }
 }
 
 async fn submitted(store: &MemoryStore) -> Task {
-    submit(
-        store,
-        &client("alpha"),
-        json!({"n": 1}),
-        at(1_000),
-        &TtlPolicy::new(60, 600),
-    )
-    .await
-    .unwrap()
+    submit(store, &client("alpha"), json!({"n": 1}), at(1_000), &TtlPolicy::new(60, 600)).await.unwrap()
 }
 
 #[tokio::test]
@@ -59,28 +47,11 @@ async fn submitting_stores_a_received_task_with_the_task_ttl() {
 async fn a_client_sees_only_its_own_unexpired_tasks() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
-    let found = task_for_client(&store, &client("alpha"), &task.task_id, at(1_001))
-        .await
-        .unwrap();
+    let found = task_for_client(&store, &client("alpha"), &task.task_id, at(1_001)).await.unwrap();
     assert_eq!(found.map(|t| t.task_id), Some(task.task_id.clone()));
-    assert_eq!(
-        task_for_client(&store, &client("beta"), &task.task_id, at(1_001))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        task_for_client(&store, &client("alpha"), &task.task_id, at(1_060))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        task_for_client(&store, &client("alpha"), &TaskId::generate(), at(1_001))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(task_for_client(&store, &client("beta"), &task.task_id, at(1_001)).await.unwrap(), None);
+    assert_eq!(task_for_client(&store, &client("alpha"), &task.task_id, at(1_060)).await.unwrap(), None);
+    assert_eq!(task_for_client(&store, &client("alpha"), &TaskId::generate(), at(1_001)).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -89,31 +60,22 @@ async fn handing_over_starts_the_attempt_and_sends_the_job_once() {
     let task = submitted(&store).await;
     let service = Service::default();
     let ttl = TtlPolicy::new(60, 600);
-    let first = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl)
-        .await
-        .unwrap();
+    let first = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
     assert_eq!(first, HandOver::Accepted { attempt: 1 });
-    let repeat = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_002), &ttl)
-        .await
-        .unwrap();
+    let repeat = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_002), &ttl).await.unwrap();
     assert_eq!(repeat, HandOver::Skipped);
 
     let jobs = service.jobs.lock().unwrap().clone();
     let url = format!("https://fleet.example/callbacks/{}", task.task_id);
     assert_eq!(jobs, [(task.task_id.to_string(), 1, url)]);
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
-    assert_eq!(
-        (stored.status, stored.attempts),
-        (TaskStatus::InProgress, 1)
-    );
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::InProgress, 1));
 }
 
 #[tokio::test]
 async fn handing_over_a_missing_task_does_nothing() {
     let (store, service, ttl) = (MemoryStore::new(), Service::default(), TtlPolicy::default());
-    let outcome = hand_over(&store, &service, &TaskId::generate(), 1, BASE, at(0), &ttl)
-        .await
-        .unwrap();
+    let outcome = hand_over(&store, &service, &TaskId::generate(), 1, BASE, at(0), &ttl).await.unwrap();
     assert_eq!(outcome, HandOver::Missing);
     assert!(service.jobs.lock().unwrap().is_empty());
 }
@@ -123,32 +85,16 @@ async fn a_refusal_fails_the_task_with_the_reason() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let service = Service {
-        refuse_with: Some(ExternalError::Rejected {
-            status: 503,
-            retry_after_seconds: None,
-        }),
+        refuse_with: Some(ExternalError::Rejected { status: 503, retry_after_seconds: None }),
         ..Service::default()
     };
     let ttl = TtlPolicy::new(60, 600);
-    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl)
-        .await
-        .unwrap();
-    assert!(matches!(
-        outcome,
-        HandOver::Refused {
-            error: ExternalError::Rejected { status: 503, .. }
-        }
-    ));
+    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
+    assert!(matches!(outcome, HandOver::Refused { error: ExternalError::Rejected { status: 503, .. } }));
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
-    assert_eq!(
-        stored.error.as_deref(),
-        Some("external service refused attempt 1: the external service answered 503")
-    );
-    assert!(
-        stored.expires_at >= 1_001 + 600,
-        "a failed task keeps the result retention"
-    );
+    assert_eq!(stored.error.as_deref(), Some("external service refused attempt 1: the external service answered 503"));
+    assert!(stored.expires_at >= 1_001 + 600, "a failed task keeps the result retention");
 }
 
 #[tokio::test]
@@ -156,52 +102,24 @@ async fn a_callback_finishes_the_task_once() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let ttl = TtlPolicy::new(60, 600);
-    hand_over(
-        &store,
-        &Service::default(),
-        &task.task_id,
-        1,
-        BASE,
-        at(1_001),
-        &ttl,
-    )
-    .await
-    .unwrap();
+    hand_over(&store, &Service::default(), &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
 
-    let ok = Outcome::Succeeded {
-        result: json!({"answer": 42}),
-    };
-    let first = record_outcome(&store, &task.task_id, ok.clone(), at(1_010), &ttl)
-        .await
-        .unwrap();
-    let CallbackResult::Recorded(done) = first else {
-        panic!("expected Recorded, got {first:?}")
-    };
+    let ok = Outcome::Succeeded { result: json!({"answer": 42}) };
+    let first = record_outcome(&store, &task.task_id, ok.clone(), at(1_010), &ttl).await.unwrap();
+    let CallbackResult::Recorded(done) = first else { panic!("expected Recorded, got {first:?}") };
     assert_eq!(done.status, TaskStatus::Done);
     assert_eq!(done.result, Some(json!({"answer": 42})));
     assert_eq!(done.expires_at, 1_610);
 
-    let again = record_outcome(&store, &task.task_id, ok, at(1_020), &ttl)
-        .await
-        .unwrap();
+    let again = record_outcome(&store, &task.task_id, ok, at(1_020), &ttl).await.unwrap();
     assert!(matches!(again, CallbackResult::Repeated(t) if t.updated_at == at(1_010)));
 
-    let different = Outcome::Succeeded {
-        result: json!({"answer": 0}),
-    };
-    let conflict = record_outcome(&store, &task.task_id, different, at(1_030), &ttl)
-        .await
-        .unwrap();
-    assert!(
-        matches!(conflict, CallbackResult::Conflict(t) if t.result == Some(json!({"answer": 42})))
-    );
+    let different = Outcome::Succeeded { result: json!({"answer": 0}) };
+    let conflict = record_outcome(&store, &task.task_id, different, at(1_030), &ttl).await.unwrap();
+    assert!(matches!(conflict, CallbackResult::Conflict(t) if t.result == Some(json!({"answer": 42}))));
 
-    let late_failure = Outcome::Failed {
-        error: "late".into(),
-    };
-    let conflict = record_outcome(&store, &task.task_id, late_failure, at(1_040), &ttl)
-        .await
-        .unwrap();
+    let late_failure = Outcome::Failed { error: "late".into() };
+    let conflict = record_outcome(&store, &task.task_id, late_failure, at(1_040), &ttl).await.unwrap();
     assert!(matches!(conflict, CallbackResult::Conflict(t) if t.status == TaskStatus::Done));
 }
 
@@ -210,15 +128,7 @@ async fn a_callback_before_the_task_started_is_a_conflict() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let outcome = Outcome::Failed { error: "x".into() };
-    let result = record_outcome(
-        &store,
-        &task.task_id,
-        outcome,
-        at(1_001),
-        &TtlPolicy::default(),
-    )
-    .await
-    .unwrap();
+    let result = record_outcome(&store, &task.task_id, outcome, at(1_001), &TtlPolicy::default()).await.unwrap();
     assert!(matches!(result, CallbackResult::Conflict(t) if t.status == TaskStatus::Received));
 }
 
@@ -226,9 +136,7 @@ async fn a_callback_before_the_task_started_is_a_conflict() {
 async fn a_callback_for_an_unknown_task_is_missing() {
     let (store, ttl) = (MemoryStore::new(), TtlPolicy::default());
     let outcome = Outcome::Failed { error: "x".into() };
-    let result = record_outcome(&store, &TaskId::generate(), outcome, at(0), &ttl)
-        .await
-        .unwrap();
+    let result = record_outcome(&store, &TaskId::generate(), outcome, at(0), &ttl).await.unwrap();
     assert_eq!(result, CallbackResult::Missing);
 }
 
@@ -236,102 +144,26 @@ async fn a_callback_for_an_unknown_task_is_missing() {
 async fn gauges_count_active_tasks_recent_finishes_and_backlog_age() {
     let store = MemoryStore::new();
     let ttl = TtlPolicy::new(3_600, 3_600);
-    let waiting = submit(&store, &client("a"), json!({}), at(100), &ttl)
-        .await
-        .unwrap();
-    submit(&store, &client("a"), json!({}), at(150), &ttl)
-        .await
-        .unwrap();
-    let started = submit(&store, &client("a"), json!({}), at(100), &ttl)
-        .await
-        .unwrap();
-    hand_over(
-        &store,
-        &Service::default(),
-        &started.task_id,
-        1,
-        BASE,
-        at(110),
-        &ttl,
-    )
-    .await
-    .unwrap();
-    let old_done = submit(&store, &client("a"), json!({}), at(100), &ttl)
-        .await
-        .unwrap();
-    hand_over(
-        &store,
-        &Service::default(),
-        &old_done.task_id,
-        1,
-        BASE,
-        at(101),
-        &ttl,
-    )
-    .await
-    .unwrap();
-    record_outcome(
-        &store,
-        &old_done.task_id,
-        Outcome::Succeeded { result: json!(1) },
-        at(102),
-        &ttl,
-    )
-    .await
-    .unwrap();
-    let new_done = submit(&store, &client("a"), json!({}), at(100), &ttl)
-        .await
-        .unwrap();
-    hand_over(
-        &store,
-        &Service::default(),
-        &new_done.task_id,
-        1,
-        BASE,
-        at(101),
-        &ttl,
-    )
-    .await
-    .unwrap();
-    record_outcome(
-        &store,
-        &new_done.task_id,
-        Outcome::Succeeded { result: json!(1) },
-        at(190),
-        &ttl,
-    )
-    .await
-    .unwrap();
+    let waiting = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
+    submit(&store, &client("a"), json!({}), at(150), &ttl).await.unwrap();
+    let started = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
+    hand_over(&store, &Service::default(), &started.task_id, 1, BASE, at(110), &ttl).await.unwrap();
+    let old_done = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
+    hand_over(&store, &Service::default(), &old_done.task_id, 1, BASE, at(101), &ttl).await.unwrap();
+    record_outcome(&store, &old_done.task_id, Outcome::Succeeded { result: json!(1) }, at(102), &ttl).await.unwrap();
+    let new_done = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
+    hand_over(&store, &Service::default(), &new_done.task_id, 1, BASE, at(101), &ttl).await.unwrap();
+    record_outcome(&store, &new_done.task_id, Outcome::Succeeded { result: json!(1) }, at(190), &ttl).await.unwrap();
 
     let gauges = gauges(&store, at(200), 60).await.unwrap();
     let value = |name: &str, status: Option<TaskStatus>| {
-        gauges
-            .iter()
-            .find(|g| g.name == name && g.status == status)
-            .map(|g| g.value)
+        gauges.iter().find(|g| g.name == name && g.status == status).map(|g| g.value)
     };
-    assert_eq!(
-        value(metrics::TASKS_ACTIVE, Some(TaskStatus::Received)),
-        Some(2.0)
-    );
-    assert_eq!(
-        value(metrics::TASKS_ACTIVE, Some(TaskStatus::InProgress)),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(metrics::TASKS_FINISHED, Some(TaskStatus::Done)),
-        Some(1.0),
-        "only the finish inside the window"
-    );
-    assert_eq!(
-        value(metrics::TASKS_FINISHED, Some(TaskStatus::Failed)),
-        Some(0.0)
-    );
-    assert_eq!(
-        value(metrics::OLDEST_RECEIVED_AGE, None),
-        Some(100.0),
-        "{waiting:?} waits since 100 s"
-    );
+    assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::Received)), Some(2.0));
+    assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::InProgress)), Some(1.0));
+    assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Done)), Some(1.0), "only the finish inside the window");
+    assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Failed)), Some(0.0));
+    assert_eq!(value(metrics::OLDEST_RECEIVED_AGE, None), Some(100.0), "{waiting:?} waits since 100 s");
     assert_eq!(gauges.len(), 5);
 }
 
