@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`: installs what it needs, checks formatting and lints, starts the AWS emulator on a
+# free loopback port, runs every test (unit, adapter, end-to-end), and stops what it started,
+# also when a test fails.
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+
+ensure_rust
+ensure_python_tools
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+trap stop_moto EXIT
+start_moto
+log "cargo test (unit, adapters against the emulator, end-to-end)"
+cargo test --workspace
