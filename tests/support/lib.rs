@@ -33,7 +33,7 @@ impl TestFleet {
         let sdk = taskfleet_testkit::sdk_config().await;
         let service_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let service_addr = service_listener.local_addr().unwrap();
-        let settings = taskfleet_example_service::Settings { delay };
+        let settings = taskfleet_example_service::Settings { delay, ..Default::default() };
         let service = tokio::spawn(async move {
             let _ = taskfleet_example_service::serve(service_listener, settings).await;
         });

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod ports;
+pub mod retry;
 pub mod service;
 pub mod task;
 pub mod time;

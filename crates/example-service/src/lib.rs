@@ -2,8 +2,12 @@
 //! answers 202, and after `delay` POSTs the outcome to `callback_url`:
 //! `{"status":"failed","error":…}` when the payload has a string `"fail"`, otherwise
 //! `{"status":"succeeded","result":{"echo":<payload>,"attempt":n}}`.
+//!
+//! [`Chaos`] makes it misbehave the way real services do — refuse jobs, answer slowly, call back
+//! twice or never — for the fault tests; [`Stats`] counts what it was asked to do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -13,10 +17,49 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// How long a job "runs" before the callback.
     pub delay: Duration,
+    pub chaos: Chaos,
+    pub stats: Arc<Stats>,
+}
+
+/// Ways to misbehave, each a probability in [0, 1].
+#[derive(Debug, Clone, Default)]
+pub struct Chaos {
+    /// Answer 503 instead of accepting the job.
+    pub refuse: f64,
+    /// Wait `slow_by` before answering (either way).
+    pub slow: f64,
+    pub slow_by: Duration,
+    /// Send the callback twice.
+    pub duplicate_callback: f64,
+    /// Accept the job and never call back.
+    pub drop_callback: f64,
+}
+
+/// What the service was asked to do.
+#[derive(Debug, Default)]
+pub struct Stats {
+    accepts: Mutex<HashMap<String, u32>>,
+    requests: Mutex<HashMap<String, u32>>,
+}
+
+impl Stats {
+    /// Job requests per task (accepted or refused).
+    pub fn requests(&self) -> HashMap<String, u32> {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Accepted jobs per task.
+    pub fn accepts(&self) -> HashMap<String, u32> {
+        self.accepts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn count(map: &Mutex<HashMap<String, u32>>, task_id: &str) {
+        *map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(task_id.to_owned()).or_default() += 1;
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,13 +88,29 @@ async fn accept(
         Ok(job) => job,
         Err(rejection) => return (StatusCode::BAD_REQUEST, Json(json!({"error": rejection.body_text()}))),
     };
+    let chaos = &service.settings.chaos;
+    Stats::count(&service.settings.stats.requests, &job.task_id);
+    if fastrand::f64() < chaos.slow {
+        tokio::time::sleep(chaos.slow_by).await;
+    }
+    if fastrand::f64() < chaos.refuse {
+        tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job refused (chaos)");
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "try again later"})));
+    }
+    Stats::count(&service.settings.stats.accepts, &job.task_id);
     tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job accepted");
     let task_id = job.task_id.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(service.settings.delay).await;
-        let outcome = outcome_of(&job);
-        call_back(&service.client, &job.callback_url, &outcome).await;
-    });
+    let (drop_it, twice) = (fastrand::f64() < chaos.drop_callback, fastrand::f64() < chaos.duplicate_callback);
+    if !drop_it {
+        tokio::spawn(async move {
+            tokio::time::sleep(service.settings.delay).await;
+            let outcome = outcome_of(&job);
+            call_back(&service.client, &job.callback_url, &outcome).await;
+            if twice {
+                call_back(&service.client, &job.callback_url, &outcome).await;
+            }
+        });
+    }
     (StatusCode::ACCEPTED, Json(json!({"accepted": task_id})))
 }
 

@@ -13,8 +13,18 @@ async fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
     let port = number("EXAMPLE_SERVICE_PORT", 3001);
-    let settings =
-        taskfleet_example_service::Settings { delay: Duration::from_millis(number("EXAMPLE_DELAY_MS", 300)) };
+    let ratio = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let settings = taskfleet_example_service::Settings {
+        delay: Duration::from_millis(number("EXAMPLE_DELAY_MS", 300)),
+        chaos: taskfleet_example_service::Chaos {
+            refuse: ratio("EXAMPLE_REFUSE_RATIO"),
+            slow: ratio("EXAMPLE_SLOW_RATIO"),
+            slow_by: Duration::from_millis(number("EXAMPLE_SLOW_MS", 2_000)),
+            duplicate_callback: ratio("EXAMPLE_DUPLICATE_CALLBACK_RATIO"),
+            drop_callback: ratio("EXAMPLE_DROP_CALLBACK_RATIO"),
+        },
+        stats: Default::default(),
+    };
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await {
         Ok(listener) => listener,
         Err(error) => {
