@@ -1,1 +1,433 @@
 use super::*;
+
+use std::sync::Mutex;
+
+use lambda_runtime::Context;
+use serde_json::{Value, json};
+use taskfleet_core::PublishError;
+
+/// A batch from the tasks table's stream as Lambda delivers it, in the shape of
+/// aws_lambda_events' `example-dynamodb-event.json` (NEW_AND_OLD_IMAGES), with task items laid
+/// out as `taskfleet_adapters::record::TaskRecord` stores them:
+///
+/// 1. INSERT of a new RECEIVED task (dispatch attempt 1),
+/// 2. MODIFY RECEIVED → IN_PROGRESS (the caller started attempt 1: nothing to dispatch),
+/// 3. MODIFY of a RECEIVED task with identical images (a no-op write: nothing),
+/// 4. REMOVE by TTL (nothing),
+/// 5. INSERT of an item that is not a task (nothing).
+const MIXED_BATCH: &str = r#"{
+  "Records": [
+    {
+      "eventID": "f07f8ca4b0b26cb9c4e5e77e69f274ee",
+      "eventName": "INSERT",
+      "eventVersion": "1.1",
+      "eventSource": "aws:dynamodb",
+      "awsRegion": "us-east-1",
+      "dynamodb": {
+        "ApproximateCreationDateTime": 1764201387,
+        "Keys": {
+          "pk": {"S": "TASK#0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b"}
+        },
+        "NewImage": {
+          "pk": {"S": "TASK#0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b"},
+          "task_id": {"S": "0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b"},
+          "client_id": {"S": "alpha"},
+          "status": {"S": "RECEIVED"},
+          "payload": {"S": "{\"n\":1}"},
+          "attempts": {"N": "0"},
+          "created_at": {"N": "1764201387123"},
+          "updated_at": {"N": "1764201387123"},
+          "expires_at": {"N": "1764287787"}
+        },
+        "SequenceNumber": "1405400000000002063282832",
+        "SizeBytes": 254,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+      },
+      "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    },
+    {
+      "eventID": "f07f8ca4b0b26cb9c4e5e77e42f274ee",
+      "eventName": "MODIFY",
+      "eventVersion": "1.1",
+      "eventSource": "aws:dynamodb",
+      "awsRegion": "us-east-1",
+      "dynamodb": {
+        "ApproximateCreationDateTime": 1764201388,
+        "Keys": {
+          "pk": {"S": "TASK#1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"}
+        },
+        "NewImage": {
+          "pk": {"S": "TASK#1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
+          "task_id": {"S": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
+          "client_id": {"S": "alpha"},
+          "status": {"S": "IN_PROGRESS"},
+          "payload": {"S": "{}"},
+          "attempts": {"N": "1"},
+          "created_at": {"N": "1764201380000"},
+          "updated_at": {"N": "1764201388000"},
+          "expires_at": {"N": "1764287780"}
+        },
+        "OldImage": {
+          "pk": {"S": "TASK#1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
+          "task_id": {"S": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
+          "client_id": {"S": "alpha"},
+          "status": {"S": "RECEIVED"},
+          "payload": {"S": "{}"},
+          "attempts": {"N": "0"},
+          "created_at": {"N": "1764201380000"},
+          "updated_at": {"N": "1764201380000"},
+          "expires_at": {"N": "1764287780"}
+        },
+        "SequenceNumber": "1405400000000002063282833",
+        "SizeBytes": 480,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+      },
+      "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    },
+    {
+      "eventID": "a17f8ca4b0b26cb9c4e5e77e42f27400",
+      "eventName": "MODIFY",
+      "eventVersion": "1.1",
+      "eventSource": "aws:dynamodb",
+      "awsRegion": "us-east-1",
+      "dynamodb": {
+        "ApproximateCreationDateTime": 1764201389,
+        "Keys": {
+          "pk": {"S": "TASK#2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"}
+        },
+        "NewImage": {
+          "pk": {"S": "TASK#2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
+          "task_id": {"S": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
+          "client_id": {"S": "beta"},
+          "status": {"S": "RECEIVED"},
+          "payload": {"S": "{}"},
+          "attempts": {"N": "0"},
+          "created_at": {"N": "1764201381000"},
+          "updated_at": {"N": "1764201381000"},
+          "expires_at": {"N": "1764287781"}
+        },
+        "OldImage": {
+          "pk": {"S": "TASK#2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
+          "task_id": {"S": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
+          "client_id": {"S": "beta"},
+          "status": {"S": "RECEIVED"},
+          "payload": {"S": "{}"},
+          "attempts": {"N": "0"},
+          "created_at": {"N": "1764201381000"},
+          "updated_at": {"N": "1764201381000"},
+          "expires_at": {"N": "1764287781"}
+        },
+        "SequenceNumber": "1405400000000002063282834",
+        "SizeBytes": 470,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+      },
+      "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    },
+    {
+      "eventID": "b27f8ca4b0b26cb9c4e5e77e42f27411",
+      "eventName": "REMOVE",
+      "eventVersion": "1.1",
+      "eventSource": "aws:dynamodb",
+      "awsRegion": "us-east-1",
+      "userIdentity": {
+        "type": "Service",
+        "principalId": "dynamodb.amazonaws.com"
+      },
+      "dynamodb": {
+        "ApproximateCreationDateTime": 1764201390,
+        "Keys": {
+          "pk": {"S": "TASK#3e4f5a6b-7c8d-4e9f-8a1b-2c3d4e5f6a7b"}
+        },
+        "OldImage": {
+          "pk": {"S": "TASK#3e4f5a6b-7c8d-4e9f-8a1b-2c3d4e5f6a7b"},
+          "task_id": {"S": "3e4f5a6b-7c8d-4e9f-8a1b-2c3d4e5f6a7b"},
+          "client_id": {"S": "alpha"},
+          "status": {"S": "RECEIVED"},
+          "payload": {"S": "{}"},
+          "attempts": {"N": "0"},
+          "created_at": {"N": "1764100000000"},
+          "updated_at": {"N": "1764100000000"},
+          "expires_at": {"N": "1764186400"}
+        },
+        "SequenceNumber": "1405400000000002063282835",
+        "SizeBytes": 230,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+      },
+      "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    },
+    {
+      "eventID": "c37f8ca4b0b26cb9c4e5e77e42f27422",
+      "eventName": "INSERT",
+      "eventVersion": "1.1",
+      "eventSource": "aws:dynamodb",
+      "awsRegion": "us-east-1",
+      "dynamodb": {
+        "ApproximateCreationDateTime": 1764201391,
+        "Keys": {
+          "pk": {"S": "IDEMPOTENCY#client-request-7"}
+        },
+        "NewImage": {
+          "pk": {"S": "IDEMPOTENCY#client-request-7"},
+          "status": {"S": "RECEIVED"},
+          "attempts": {"N": "0"},
+          "expires_at": {"N": "1764287791"}
+        },
+        "SequenceNumber": "1405400000000002063282836",
+        "SizeBytes": 90,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+      },
+      "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    }
+  ]
+}"#;
+
+/// A topic that records what it was asked to publish and refuses the messages of chosen tasks.
+#[derive(Default)]
+struct Topic {
+    refuse: Vec<String>,
+    calls: Mutex<Vec<Vec<DispatchMessage>>>,
+}
+
+impl Topic {
+    fn refusing(task_id: &str) -> Self {
+        Self { refuse: vec![task_id.to_owned()], ..Self::default() }
+    }
+
+    /// Every message published, in order, over all calls.
+    fn published(&self) -> Vec<DispatchMessage> {
+        self.calls.lock().unwrap().concat()
+    }
+}
+
+impl Publisher for Topic {
+    async fn publish(&self, messages: &[DispatchMessage]) -> Vec<Result<(), PublishError>> {
+        self.calls.lock().unwrap().push(messages.to_vec());
+        messages
+            .iter()
+            .map(|message| {
+                if self.refuse.contains(&message.task_id) {
+                    Err(PublishError("Throttling: rate exceeded".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .collect()
+    }
+}
+
+fn app(topic: Topic) -> App<Topic> {
+    App { publisher: topic }
+}
+
+fn lambda_event(event: Value) -> LambdaEvent<Event> {
+    LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
+}
+
+/// A task item's image in DynamoDB JSON, as a NEW_AND_OLD_IMAGES stream carries it.
+fn task_image(task_id: &str, status: &str, attempts: u32) -> Value {
+    json!({
+        "pk": {"S": format!("TASK#{task_id}")},
+        "task_id": {"S": task_id},
+        "client_id": {"S": "alpha"},
+        "status": {"S": status},
+        "payload": {"S": "{\"n\":1}"},
+        "attempts": {"N": attempts.to_string()},
+        "created_at": {"N": "1764201387123"},
+        "updated_at": {"N": "1764201387123"},
+        "expires_at": {"N": "1764287787"}
+    })
+}
+
+/// One stream record in the shape of `example-dynamodb-event.json`.
+fn record(event_name: &str, sequence: &str, old: Option<Value>, new: Option<Value>) -> Value {
+    let image = new.as_ref().or(old.as_ref()).unwrap();
+    let mut change = json!({
+        "ApproximateCreationDateTime": 1764201387,
+        "Keys": {"pk": image["pk"].clone()},
+        "SequenceNumber": sequence,
+        "SizeBytes": 254,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+    });
+    if let Some(new) = new {
+        change["NewImage"] = new;
+    }
+    if let Some(old) = old {
+        change["OldImage"] = old;
+    }
+    json!({
+        "eventID": format!("event-{sequence}"),
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": change,
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/taskfleet-tasks/stream/2025-11-26T00:00:00.000"
+    })
+}
+
+fn insert(sequence: &str, task_id: &str) -> Value {
+    record("INSERT", sequence, None, Some(task_image(task_id, "RECEIVED", 0)))
+}
+
+fn batch(records: Vec<Value>) -> Value {
+    json!({ "Records": records })
+}
+
+fn failures(answer: &DynamoDbEventResponse) -> Vec<String> {
+    answer.batch_item_failures.iter().map(|failure| failure.item_identifier.clone().unwrap()).collect()
+}
+
+fn message(task_id: &str, attempt: u32) -> DispatchMessage {
+    DispatchMessage { task_id: task_id.to_owned(), attempt }
+}
+
+const ID_1: &str = "4f5a6b7c-8d9e-4f0a-9b1c-2d3e4f5a6b7c";
+const ID_2: &str = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d";
+const ID_3: &str = "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e";
+
+#[tokio::test]
+async fn a_mixed_batch_dispatches_only_the_new_received_task() {
+    let app = app(Topic::default());
+    let answer = handle(&app, lambda_event(serde_json::from_str(MIXED_BATCH).unwrap())).await;
+    assert_eq!(failures(&answer), Vec::<String>::new());
+    assert_eq!(app.publisher.published(), [message("0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b", 1)]);
+}
+
+#[tokio::test]
+async fn an_insert_of_a_received_task_publishes_attempt_one() {
+    let app = app(Topic::default());
+    let answer = handle(&app, lambda_event(batch(vec![insert("100", ID_1)]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    let published = app.publisher.published();
+    assert_eq!(published, [message(ID_1, 1)]);
+    // What goes on the topic is exactly the contract the caller parses.
+    assert_eq!(serde_json::to_value(&published[0]).unwrap(), json!({"task_id": ID_1, "attempt": 1}));
+}
+
+#[tokio::test]
+async fn a_modify_with_identical_received_images_publishes_nothing() {
+    let app = app(Topic::default());
+    let no_op = record("MODIFY", "100", Some(task_image(ID_1, "RECEIVED", 0)), Some(task_image(ID_1, "RECEIVED", 0)));
+    let answer = handle(&app, lambda_event(batch(vec![no_op]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.publisher.published(), []);
+}
+
+#[tokio::test]
+async fn modifies_that_do_not_end_in_received_publish_nothing() {
+    let app = app(Topic::default());
+    let records = vec![
+        record("MODIFY", "100", Some(task_image(ID_1, "RECEIVED", 0)), Some(task_image(ID_1, "IN_PROGRESS", 1))),
+        record("MODIFY", "101", Some(task_image(ID_2, "IN_PROGRESS", 1)), Some(task_image(ID_2, "DONE", 1))),
+        record("MODIFY", "102", Some(task_image(ID_3, "RECEIVED", 0)), Some(task_image(ID_3, "FAILED", 0))),
+    ];
+    let answer = handle(&app, lambda_event(batch(records))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.publisher.published(), []);
+}
+
+#[tokio::test]
+async fn a_modify_that_returns_a_task_to_received_publishes_the_next_attempt() {
+    let app = app(Topic::default());
+    let retry =
+        record("MODIFY", "100", Some(task_image(ID_1, "IN_PROGRESS", 1)), Some(task_image(ID_1, "RECEIVED", 1)));
+    let answer = handle(&app, lambda_event(batch(vec![retry]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.publisher.published(), [message(ID_1, 2)]);
+}
+
+#[tokio::test]
+async fn a_remove_publishes_nothing() {
+    let app = app(Topic::default());
+    // A TTL deletion of a task that never left RECEIVED: still nothing to dispatch.
+    let mut removal = record("REMOVE", "100", Some(task_image(ID_1, "RECEIVED", 0)), None);
+    removal["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+    let answer = handle(&app, lambda_event(batch(vec![removal]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.publisher.published(), []);
+}
+
+#[tokio::test]
+async fn an_item_that_is_not_a_task_is_ignored() {
+    let app = app(Topic::default());
+    let other = record(
+        "INSERT",
+        "100",
+        None,
+        Some(json!({
+            "pk": {"S": "CLIENT#alpha"},
+            "status": {"S": "RECEIVED"},
+            "attempts": {"N": "0"},
+            "note": {"S": "anything"}
+        })),
+    );
+    let answer = handle(&app, lambda_event(batch(vec![other]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.publisher.published(), []);
+}
+
+#[tokio::test]
+async fn a_corrupt_task_image_is_reported_by_sequence_number_and_the_rest_still_publish() {
+    let app = app(Topic::default());
+    let mut bad_status = task_image(ID_2, "RECEIVED", 0);
+    bad_status["status"] = json!({"S": "PAUSED"});
+    let mut no_attempts = task_image(ID_3, "RECEIVED", 0);
+    no_attempts.as_object_mut().unwrap().remove("attempts");
+    let bad_id = json!({"pk": {"S": "TASK#not-a-uuid"}, "status": {"S": "RECEIVED"}, "attempts": {"N": "0"}});
+    let records = vec![
+        insert("1405400000000002063282901", ID_1),
+        record("INSERT", "1405400000000002063282902", None, Some(bad_status)),
+        record("INSERT", "1405400000000002063282903", None, Some(no_attempts)),
+        record("INSERT", "1405400000000002063282904", None, Some(bad_id)),
+        insert("1405400000000002063282905", "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"),
+    ];
+    let answer = handle(&app, lambda_event(batch(records))).await;
+    assert_eq!(
+        failures(&answer),
+        ["1405400000000002063282902", "1405400000000002063282903", "1405400000000002063282904"]
+    );
+    assert_eq!(app.publisher.published(), [message(ID_1, 1), message("7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f", 1)]);
+}
+
+#[tokio::test]
+async fn a_record_without_a_sequence_number_is_reported_by_its_event_id() {
+    let app = app(Topic::default());
+    let mut bad_status = task_image(ID_1, "RECEIVED", 0);
+    bad_status["status"] = json!({"S": "??"});
+    let mut broken = record("INSERT", "100", None, Some(bad_status));
+    broken["dynamodb"].as_object_mut().unwrap().remove("SequenceNumber");
+    broken["eventID"] = json!("f07f8ca4b0b26cb9c4e5e77e69f274ee");
+    let answer = handle(&app, lambda_event(batch(vec![broken]))).await;
+    assert_eq!(failures(&answer), ["f07f8ca4b0b26cb9c4e5e77e69f274ee"]);
+}
+
+#[tokio::test]
+async fn a_publish_failure_reports_exactly_that_records_sequence_number() {
+    let app = app(Topic::refusing(ID_2));
+    let records = vec![
+        insert("1405400000000002063283001", ID_1),
+        insert("1405400000000002063283002", ID_2),
+        record(
+            "MODIFY",
+            "1405400000000002063283003",
+            Some(task_image(ID_1, "RECEIVED", 0)),
+            Some(task_image(ID_1, "RECEIVED", 0)),
+        ),
+        insert("1405400000000002063283004", ID_3),
+    ];
+    let answer = handle(&app, lambda_event(batch(records))).await;
+    assert_eq!(failures(&answer), ["1405400000000002063283002"]);
+    // All three dispatches were attempted, in stream order, in one call.
+    assert_eq!(*app.publisher.calls.lock().unwrap(), [vec![message(ID_1, 1), message(ID_2, 1), message(ID_3, 1)]]);
+}
+
+#[tokio::test]
+async fn the_answer_is_the_partial_batch_response_lambda_reads() {
+    let failing = app(Topic::refusing(ID_1));
+    let answer = handle(&failing, lambda_event(batch(vec![insert("900", ID_1)]))).await;
+    assert_eq!(serde_json::to_value(&answer).unwrap(), json!({"batchItemFailures": [{"itemIdentifier": "900"}]}));
+
+    let healthy = app(Topic::default());
+    let answer = handle(&healthy, lambda_event(batch(vec![insert("901", ID_1)]))).await;
+    assert_eq!(serde_json::to_value(&answer).unwrap(), json!({"batchItemFailures": []}));
+}

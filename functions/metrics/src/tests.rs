@@ -1,1 +1,139 @@
 use super::*;
+
+use std::sync::Mutex;
+
+use lambda_runtime::Context;
+use serde_json::json;
+use taskfleet_core::memory::MemoryStore;
+use taskfleet_core::metrics::{Gauge, Unit};
+use taskfleet_core::{ClientId, Task, TaskStatus};
+
+const WINDOW_SECONDS: u64 = 60;
+
+/// An EventBridge scheduled event as Lambda receives it: aws_lambda_events'
+/// `example-eventbridge-schedule.json`, unchanged.
+const SCHEDULED_EVENT: &str = r#"{
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2015-10-08T16:53:06Z",
+    "region": "us-east-1",
+    "resources": [
+        "arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"
+    ],
+    "detail": {}
+}"#;
+
+/// A metrics sink that records every push and fails when told to.
+#[derive(Default)]
+struct Sink {
+    fail: bool,
+    pushes: Mutex<Vec<Vec<Gauge>>>,
+}
+
+impl MetricsSink for Sink {
+    async fn put(&self, gauges: &[Gauge]) -> Result<(), MetricsError> {
+        self.pushes.lock().unwrap().push(gauges.to_vec());
+        if self.fail { Err(MetricsError("Throttling: rate exceeded".into())) } else { Ok(()) }
+    }
+}
+
+fn app(sink: Sink) -> App<MemoryStore, Sink> {
+    App { store: MemoryStore::new(), sink, window_seconds: WINDOW_SECONDS }
+}
+
+fn scheduled() -> LambdaEvent<EventBridgeEvent> {
+    LambdaEvent::new(serde_json::from_str(SCHEDULED_EVENT).unwrap(), Context::default())
+}
+
+/// Stores a task that has been in `status` since `seconds_ago`.
+async fn task_in(app: &App<MemoryStore, Sink>, status: TaskStatus, seconds_ago: i64) {
+    let now = Timestamp::now().as_millis();
+    let updated = Timestamp::from_millis(now - seconds_ago * 1000);
+    let created = Timestamp::from_millis(now - 7_200_000);
+    let mut task = Task::received(
+        ClientId::parse("alpha").unwrap(),
+        json!({}),
+        created,
+        updated.plus_seconds(86_400).as_epoch_seconds(),
+    );
+    task.status = status;
+    task.updated_at = updated;
+    if status != TaskStatus::Received {
+        task.attempts = 1;
+    }
+    app.store.insert(&task).await.unwrap();
+}
+
+/// The one push the run made, as (name, status, value, unit).
+fn pushed(app: &App<MemoryStore, Sink>) -> Vec<(&'static str, Option<&'static str>, f64, Unit)> {
+    let pushes = app.sink.pushes.lock().unwrap();
+    assert_eq!(pushes.len(), 1, "exactly one PutMetricData per run");
+    pushes[0].iter().map(|g| (g.name, g.status.map(TaskStatus::as_str), g.value, g.unit)).collect()
+}
+
+#[tokio::test]
+async fn a_scheduled_run_pushes_the_five_gauges_of_the_store() {
+    let app = app(Sink::default());
+    // Active: three waiting (the oldest for 90 s), one in progress for an hour.
+    task_in(&app, TaskStatus::Received, 90).await;
+    task_in(&app, TaskStatus::Received, 30).await;
+    task_in(&app, TaskStatus::Received, 1).await;
+    task_in(&app, TaskStatus::InProgress, 3_600).await;
+    // Finished within the 60 s window: two DONE, one FAILED; older finishes are not counted.
+    task_in(&app, TaskStatus::Done, 10).await;
+    task_in(&app, TaskStatus::Done, 45).await;
+    task_in(&app, TaskStatus::Done, 600).await;
+    task_in(&app, TaskStatus::Failed, 5).await;
+    task_in(&app, TaskStatus::Failed, 3_600).await;
+
+    let before = Timestamp::now();
+    handle(&app, scheduled()).await.unwrap();
+    let after = Timestamp::now();
+
+    let gauges = pushed(&app);
+    assert_eq!(gauges.len(), 5);
+    assert_eq!(
+        gauges[..4],
+        [
+            ("TasksActive", Some("RECEIVED"), 3.0, Unit::Count),
+            ("TasksActive", Some("IN_PROGRESS"), 1.0, Unit::Count),
+            ("TasksFinished", Some("DONE"), 2.0, Unit::Count),
+            ("TasksFinished", Some("FAILED"), 1.0, Unit::Count),
+        ]
+    );
+    let (name, status, age, unit) = gauges[4];
+    assert_eq!((name, status, unit), ("OldestReceivedAgeSeconds", None, Unit::Seconds));
+    // The oldest RECEIVED task was updated 90 s before `before`; the run read the clock later.
+    let slack = after.millis_since(before) as f64 / 1000.0;
+    assert!((90.0..=90.0 + slack + 0.001).contains(&age), "age {age} not within [90, {}]", 90.0 + slack);
+}
+
+#[tokio::test]
+async fn an_empty_store_pushes_zeros() {
+    let app = app(Sink::default());
+    handle(&app, scheduled()).await.unwrap();
+    assert_eq!(
+        pushed(&app),
+        [
+            ("TasksActive", Some("RECEIVED"), 0.0, Unit::Count),
+            ("TasksActive", Some("IN_PROGRESS"), 0.0, Unit::Count),
+            ("TasksFinished", Some("DONE"), 0.0, Unit::Count),
+            ("TasksFinished", Some("FAILED"), 0.0, Unit::Count),
+            ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_sink_fails_the_run_for_lambda_to_report() {
+    let app = app(Sink { fail: true, ..Sink::default() });
+    task_in(&app, TaskStatus::Received, 1).await;
+    let error = handle(&app, scheduled()).await.unwrap_err();
+    assert!(matches!(error, MetricsRunError::Sink(_)), "{error:?}");
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "MetricsUnavailable");
+    assert_eq!(diagnostic.error_message, "pushing metrics failed: Throttling: rate exceeded");
+}

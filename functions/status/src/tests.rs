@@ -1,1 +1,245 @@
 use super::*;
+
+use lambda_http::request::LambdaRequest;
+use serde_json::{Value, json};
+use taskfleet_core::lifecycle::{Outcome, Transition};
+use taskfleet_core::memory::MemoryStore;
+use taskfleet_core::{ClientId, Task, TaskId, TaskStatus, TtlPolicy};
+
+const ALPHA_KEY: &str = "alpha-key-0123456789";
+const BETA_KEY: &str = "beta-key-0123456789x";
+
+/// 2025-11-26T23:56:27.123Z
+const CREATED_MS: i64 = 1_764_201_387_123;
+/// 2100-01-01T00:00:00Z: far enough ahead that the task never expires during the test.
+const FAR_EXPIRY: i64 = 4_102_444_800;
+
+/// An API Gateway HTTP API (payload format 2.0) event as Lambda receives it, trimmed from
+/// aws_lambda_events' `example-apigw-v2-request-no-authorizer.json` and routed to
+/// `GET /tasks/{task_id}`. The path, path parameters and headers are set per test.
+const GET_TASK_EVENT: &str = r#"{
+    "version": "2.0",
+    "routeKey": "GET /tasks/{task_id}",
+    "rawPath": "/tasks/",
+    "rawQueryString": "",
+    "headers": {
+        "accept": "*/*",
+        "content-length": "0",
+        "host": "aaaaaaaaaa.execute-api.us-west-2.amazonaws.com",
+        "user-agent": "curl/7.58.0",
+        "x-amzn-trace-id": "Root=1-5e9f0c65-1de4d666d4dd26aced652b6c",
+        "x-forwarded-for": "1.2.3.4",
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https"
+    },
+    "requestContext": {
+        "accountId": "123456789012",
+        "apiId": "aaaaaaaaaa",
+        "domainName": "aaaaaaaaaa.execute-api.us-west-2.amazonaws.com",
+        "domainPrefix": "aaaaaaaaaa",
+        "http": {
+            "method": "GET",
+            "path": "/tasks/",
+            "protocol": "HTTP/1.1",
+            "sourceIp": "1.2.3.4",
+            "userAgent": "curl/7.58.0"
+        },
+        "requestId": "LV7fzho-PHcEJPw=",
+        "routeKey": "GET /tasks/{task_id}",
+        "stage": "$default",
+        "time": "21/Apr/2020:15:08:21 +0000",
+        "timeEpoch": 1587481701067
+    },
+    "isBase64Encoded": false
+}"#;
+
+fn app() -> App<MemoryStore> {
+    App { store: MemoryStore::new(), keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap() }
+}
+
+/// Builds the request the way lambda_http does in Lambda: the event JSON is deserialized into a
+/// `LambdaRequest` and converted into an `http::Request`.
+fn get(task_id: &str, key: Option<&str>) -> Request {
+    let mut event: Value = serde_json::from_str(GET_TASK_EVENT).unwrap();
+    let path = format!("/tasks/{task_id}");
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["pathParameters"] = json!({"task_id": task_id});
+    if let Some(key) = key {
+        event["headers"]["x-api-key"] = json!(key);
+    }
+    let lambda: LambdaRequest = serde_json::from_value(event).unwrap();
+    assert!(matches!(lambda, LambdaRequest::ApiGatewayV2(_)));
+    Request::from(lambda)
+}
+
+fn body_json(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+fn content_type(response: &Response<Body>) -> Option<&str> {
+    response.headers().get("content-type").map(|v| v.to_str().unwrap())
+}
+
+/// Asserts a JSON error answer and returns the body.
+fn assert_error(response: &Response<Body>, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(content_type(response), Some("application/json"));
+    let body = body_json(response);
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    body
+}
+
+fn task_of(client: &str, expires_at: i64) -> Task {
+    Task::received(
+        ClientId::parse(client).unwrap(),
+        json!({"secret": "payload", "n": 1}),
+        Timestamp::from_millis(CREATED_MS),
+        expires_at,
+    )
+}
+
+async fn stored(app: &App<MemoryStore>, task: &Task) {
+    app.store.insert(task).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_sees_its_received_task_without_the_payload() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+
+    let response = handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(content_type(&response), Some("application/json"));
+    assert_eq!(
+        body_json(&response),
+        json!({
+            "task_id": task.task_id.as_str(),
+            "status": "RECEIVED",
+            "attempts": 0,
+            "created_at": "2025-11-26T23:56:27.123Z",
+            "updated_at": "2025-11-26T23:56:27.123Z",
+            "expires_at": "2100-01-01T00:00:00.000Z"
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
+    let app = app();
+    let ttl = TtlPolicy::new(3_600, 86_400);
+    let done = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &done).await;
+    let started = Timestamp::from_millis(CREATED_MS + 1_000);
+    let finished = Timestamp::from_millis(CREATED_MS + 2_500);
+    app.store.apply(&Transition::start(&done.task_id, 1, started)).await.unwrap();
+    let mut finish = Transition::finish(
+        &done.task_id,
+        Outcome::Succeeded { result: json!({"answer": 42, "items": [1, 2]}) },
+        finished,
+        &ttl,
+    );
+    finish.expires_at = Some(FAR_EXPIRY);
+    app.store.apply(&finish).await.unwrap();
+
+    let response = handle(&app, get(done.task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body = body_json(&response);
+    assert_eq!(
+        body,
+        json!({
+            "task_id": done.task_id.as_str(),
+            "status": "DONE",
+            "result": {"answer": 42, "items": [1, 2]},
+            "attempts": 1,
+            "created_at": "2025-11-26T23:56:27.123Z",
+            "updated_at": "2025-11-26T23:56:29.623Z",
+            "expires_at": "2100-01-01T00:00:00.000Z"
+        })
+    );
+    assert!(body.get("payload").is_none());
+    assert!(body.get("error").is_none());
+
+    let failed = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &failed).await;
+    let mut fail =
+        Transition::fail(&failed.task_id, TaskStatus::Received, "external service refused attempt 1", finished, &ttl)
+            .unwrap();
+    fail.expires_at = Some(FAR_EXPIRY);
+    app.store.apply(&fail).await.unwrap();
+
+    let body = body_json(&handle(&app, get(failed.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["error"], "external service refused attempt 1");
+    assert!(body.get("result").is_none());
+    assert!(body.get("payload").is_none());
+}
+
+#[tokio::test]
+async fn another_clients_task_answers_exactly_like_a_missing_one() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+
+    let foreign = handle(&app, get(task.task_id.as_str(), Some(BETA_KEY))).await;
+    let foreign_body = assert_error(&foreign, 404, "not_found");
+
+    let missing = handle(&app, get(TaskId::generate().as_str(), Some(BETA_KEY))).await;
+    let missing_body = assert_error(&missing, 404, "not_found");
+
+    assert_eq!(foreign_body, missing_body);
+    assert_eq!(foreign_body, json!({"error": {"code": "not_found", "message": "no such task"}}));
+    assert_eq!(foreign.headers(), missing.headers());
+}
+
+#[tokio::test]
+async fn an_expired_task_is_not_found_even_before_storage_deletes_it() {
+    let app = app();
+    let now = Timestamp::now().as_epoch_seconds();
+    let expired = task_of("alpha", now - 1);
+    stored(&app, &expired).await;
+    let long_expired = task_of("alpha", 1_700_000_000);
+    stored(&app, &long_expired).await;
+
+    for task in [&expired, &long_expired] {
+        let response = handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await;
+        assert_eq!(
+            assert_error(&response, 404, "not_found"),
+            json!({"error": {"code": "not_found", "message": "no such task"}})
+        );
+        assert!(app.store.get(&task.task_id).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn an_id_that_is_not_a_task_id_is_refused_with_400() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    for raw in [
+        "not-a-uuid",
+        &task.task_id.as_str().to_uppercase(),
+        &task.task_id.as_str().replace('-', ""),
+        "..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let response = handle(&app, get(raw, Some(ALPHA_KEY))).await;
+        let body = assert_error(&response, 400, "invalid_task_id");
+        assert_eq!(body["error"]["message"], "the task id is not a task id this service issued");
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_key_is_refused_with_401() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    for key in [None, Some(""), Some("someone-elses-key-000")] {
+        let response = handle(&app, get(task.task_id.as_str(), key)).await;
+        assert_error(&response, 401, "unauthorized");
+    }
+    // The key is checked before the id is looked at.
+    assert_error(&handle(&app, get("not-a-uuid", None)).await, 401, "unauthorized");
+}
