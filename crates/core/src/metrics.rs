@@ -1,7 +1,32 @@
-//! The gauges the metrics cron publishes. Names and dimensions here are the contract with the
-//! dashboard and alarms.
+//! Metric names: the contract with the dashboard and alarms. Two kinds:
+//! - gauges the metrics cron publishes with PutMetricData (dimension `Status` where noted);
+//! - per-event metrics the functions emit as CloudWatch Embedded Metric Format log lines
+//!   (no dimensions: fleet-wide), all in the namespace `METRICS_NAMESPACE` (default `TaskFleet`).
 
 use crate::task::TaskStatus;
+
+/// Every gauge name the cron publishes.
+pub const GAUGES: [&str; 4] = [TASKS_ACTIVE, TASKS_FINISHED, OLDEST_RECEIVED_AGE, TASKS_OVERDUE];
+/// Every per-event (EMF) metric name the functions emit.
+pub const EVENTS: [&str; 7] =
+    [TASKS_CREATED, TASKS_COMPLETED, TASKS_FAILED, TASKS_RETRIED, TASK_LATENCY, EXTERNAL_CALLS, EXTERNAL_ERRORS];
+
+/// IN_PROGRESS tasks past their callback deadline (the sweeper retries or fails them).
+pub const TASKS_OVERDUE: &str = "TasksOverdue";
+/// A task was created (ingest). Count.
+pub const TASKS_CREATED: &str = "TasksCreated";
+/// A task reached DONE (webhook). Count.
+pub const TASKS_COMPLETED: &str = "TasksCompleted";
+/// A task reached FAILED (webhook, caller, sweeper, cancel). Count.
+pub const TASKS_FAILED: &str = "TasksFailed";
+/// An attempt failed and the task was put back for another (caller, sweeper). Count.
+pub const TASKS_RETRIED: &str = "TasksRetried";
+/// Milliseconds from creation to DONE or FAILED (webhook, caller, sweeper). Milliseconds.
+pub const TASK_LATENCY: &str = "TaskLatency";
+/// Jobs POSTed to the external service (caller). Count.
+pub const EXTERNAL_CALLS: &str = "ExternalServiceCalls";
+/// Jobs the external service refused or did not answer (caller). Count.
+pub const EXTERNAL_ERRORS: &str = "ExternalServiceErrors";
 
 /// Tasks currently RECEIVED or IN_PROGRESS (dimension `Status`).
 pub const TASKS_ACTIVE: &str = "TasksActive";
