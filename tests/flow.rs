@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, TestFleet};
+use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_tasks_reach_done_with_the_external_services_result() {
-    let fleet = TestFleet::start(Duration::from_millis(50)).await;
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(50))).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let (code, body) = fleet.submit(KEY_ALPHA, json!({"n": n, "text": "héllo"})).await;
@@ -25,13 +25,16 @@ async fn posted_tasks_reach_done_with_the_external_services_result() {
         assert_eq!(task["result"], json!({"echo": {"n": n, "text": "héllo"}, "attempt": 1}));
         assert_eq!(task["attempts"], 1);
         assert!(task.get("error").is_none());
+        let steps: Vec<&str> =
+            task["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["RECEIVED", "IN_PROGRESS", "DONE"]);
     }
-    assert!(fleet.fleet.dead_letters.snapshot().is_empty());
+    assert!(fleet.fleet().dead_letters.snapshot().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_callback_leaves_the_task_failed_with_the_error() {
-    let fleet = TestFleet::start(Duration::from_millis(50)).await;
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(50))).await;
     let (code, body) = fleet.submit(KEY_ALPHA, json!({"fail": "no capacity"})).await;
     assert_eq!(code, 202);
     let id = body["task_id"].as_str().unwrap();
@@ -43,7 +46,7 @@ async fn a_failed_callback_leaves_the_task_failed_with_the_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_location_header_leads_to_the_task_and_only_its_owner_sees_it() {
-    let fleet = TestFleet::start(Duration::from_millis(50)).await;
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(50))).await;
     let answer = fleet
         .http
         .post(fleet.url("/tasks"))
@@ -71,11 +74,11 @@ async fn the_location_header_leads_to_the_task_and_only_its_owner_sees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_callback_changes_nothing_and_a_contradicting_one_is_refused() {
-    let fleet = TestFleet::start(Duration::from_millis(10)).await;
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
     let (_, body) = fleet.submit(KEY_ALPHA, json!({"x": 1})).await;
     let id = body["task_id"].as_str().unwrap().to_owned();
     let done = fleet.wait_finished(KEY_ALPHA, &id, WITHIN).await;
-    let callback = fleet.url(&format!("/callbacks/{id}"));
+    let callback = fleet.callback_url(&id);
     let same = json!({"status": "succeeded", "result": done["result"]});
     let again = fleet.http.post(&callback).json(&same).send().await.unwrap();
     assert_eq!(again.status().as_u16(), 200);
@@ -88,7 +91,7 @@ async fn a_repeated_callback_changes_nothing_and_a_contradicting_one_is_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_and_unknown_routes_get_api_gateways_404() {
-    let fleet = TestFleet::start(Duration::from_millis(10)).await;
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
     let post = |body: &'static str, content_type: &'static str| {
         fleet
             .http
@@ -114,19 +117,24 @@ async fn bad_requests_get_json_errors_and_unknown_routes_get_api_gateways_404() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_schedule_publishes_gauges_to_cloudwatch() {
-    let fleet = TestFleet::start(Duration::from_millis(10)).await;
+async fn gauges_and_per_event_metrics_reach_cloudwatch() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
     let (_, body) = fleet.submit(KEY_ALPHA, json!({})).await;
     fleet.wait_finished(KEY_ALPHA, body["task_id"].as_str().unwrap(), WITHIN).await;
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&fleet.sdk);
     let start = Instant::now();
     loop {
         let listed = cloudwatch.list_metrics().namespace(&fleet.namespace).send().await.unwrap();
-        let mut names: Vec<String> =
+        let names: std::collections::BTreeSet<String> =
             listed.metrics.unwrap_or_default().into_iter().filter_map(|m| m.metric_name).collect();
-        names.sort();
-        names.dedup();
-        if names == ["OldestReceivedAgeSeconds", "TasksActive", "TasksFinished"] {
+        // The cron's gauges, and the per-event metrics this task's life produced.
+        let expected = taskfleet_core::metrics::GAUGES.iter().chain(&[
+            taskfleet_core::metrics::TASKS_CREATED,
+            taskfleet_core::metrics::TASKS_COMPLETED,
+            taskfleet_core::metrics::TASK_LATENCY,
+            taskfleet_core::metrics::EXTERNAL_CALLS,
+        ]);
+        if expected.clone().all(|name| names.contains(*name)) {
             break;
         }
         assert!(start.elapsed() < WITHIN, "metrics seen so far: {names:?}");

@@ -1,22 +1,61 @@
-//! Starting a whole local fleet (front, pollers, schedule) plus the example external service
+//! Starting a whole local fleet (front, pollers, schedules) plus the example external service
 //! against the emulator, on ephemeral loopback ports, for one test.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskfleet_core::TtlPolicy;
 use taskfleet_core::auth::ApiKeys;
-use taskfleet_localfleet::{Fleet, FleetSettings, Names};
+use taskfleet_core::policy::Policies;
+use taskfleet_core::retry::RetryPolicy;
+use taskfleet_example_service::{Chaos, Stats};
+use taskfleet_localfleet::{DeliveryChaos, Fleet, FleetSettings, Names};
 
 pub const KEY_ALPHA: &str = "alpha-key-0123456789abcdef";
 pub const KEY_BETA: &str = "beta-key-0123456789abcdef";
 
+/// Attempts per series in these tests.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// How the world misbehaves in a test.
+#[derive(Debug, Clone, Default)]
+pub struct Scenario {
+    /// How long the example service works before calling back.
+    pub delay: Duration,
+    pub service: Chaos,
+    pub delivery: DeliveryChaos,
+}
+
+impl Scenario {
+    pub fn calm(delay: Duration) -> Self {
+        Self { delay, ..Self::default() }
+    }
+}
+
+/// The lifecycle's timings, shortened so retries and timeouts happen within a test.
+pub fn fast_policies() -> Policies {
+    Policies {
+        retry: RetryPolicy {
+            max_attempts: MAX_ATTEMPTS,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        },
+        callback_timeout: Duration::from_secs(3),
+        dispatch_grace: Duration::from_millis(500),
+        ..Policies::default()
+    }
+}
+
 pub struct TestFleet {
-    pub fleet: Fleet,
+    fleet: Option<Fleet>,
+    pub names: Names,
     pub namespace: String,
     pub sdk: taskfleet_adapters::SdkConfig,
     pub http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    scenario: Scenario,
+    service_addr: SocketAddr,
     service: tokio::task::JoinHandle<()>,
 }
 
@@ -27,40 +66,93 @@ impl Drop for TestFleet {
 }
 
 impl TestFleet {
-    /// A fleet with its own table, topic and queue, and an example service that calls back after
-    /// `delay`.
-    pub async fn start(delay: Duration) -> Self {
+    /// A fleet with its own table, topic and queue, and an example service behaving as told.
+    pub async fn start(scenario: Scenario) -> Self {
         let sdk = taskfleet_testkit::sdk_config().await;
+        let stats = Arc::new(Stats::default());
         let service_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let service_addr = service_listener.local_addr().unwrap();
-        let settings = taskfleet_example_service::Settings { delay, ..Default::default() };
+        let settings = taskfleet_example_service::Settings {
+            delay: scenario.delay,
+            chaos: scenario.service.clone(),
+            stats: stats.clone(),
+        };
         let service = tokio::spawn(async move {
             let _ = taskfleet_example_service::serve(service_listener, settings).await;
         });
+        let names = Names::with_prefix(&taskfleet_testkit::unique_name("e2e"));
         let namespace = taskfleet_testkit::unique_name("TaskFleetTest");
-        let fleet_settings = FleetSettings {
-            names: Names::with_prefix(&taskfleet_testkit::unique_name("e2e")),
-            api_keys: ApiKeys::parse(&format!("alpha:{KEY_ALPHA},beta:{KEY_BETA}")).unwrap(),
-            external_service_url: format!("http://{service_addr}/jobs"),
-            external_timeout: Duration::from_secs(5),
-            callback_base_url: None,
-            ttl: TtlPolicy::default(),
-            metrics_namespace: namespace.clone(),
-            metrics_window_seconds: 300,
-            metrics_interval: Duration::from_millis(500),
-            caller_pollers: 2,
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fleet = Fleet::start(&sdk, fleet_settings, listener).await.unwrap();
-        Self { fleet, namespace, sdk, http: reqwest::Client::new(), service }
+        let fleet = Self::start_fleet(&sdk, &names, &namespace, &scenario, service_addr, listener).await;
+        Self {
+            fleet: Some(fleet),
+            names,
+            namespace,
+            sdk,
+            http: reqwest::Client::new(),
+            stats,
+            scenario,
+            service_addr,
+            service,
+        }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.fleet.addr
+    async fn start_fleet(
+        sdk: &taskfleet_adapters::SdkConfig,
+        names: &Names,
+        namespace: &str,
+        scenario: &Scenario,
+        service_addr: SocketAddr,
+        listener: tokio::net::TcpListener,
+    ) -> Fleet {
+        let settings = FleetSettings {
+            names: names.clone(),
+            api_keys: ApiKeys::parse(&format!("alpha:{KEY_ALPHA},beta:{KEY_BETA}")).unwrap(),
+            external_service_url: format!("http://{service_addr}/jobs"),
+            external_timeout: Duration::from_secs(2),
+            callback_base_url: None,
+            policies: fast_policies(),
+            metrics_namespace: namespace.to_owned(),
+            metrics_window_seconds: 300,
+            metrics_interval: Duration::from_millis(500),
+            sweep_interval: Duration::from_millis(300),
+            sweep_batch: 100,
+            caller_pollers: 3,
+            chaos: scenario.delivery,
+        };
+        Fleet::start(sdk, settings, listener).await.unwrap()
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        self.fleet.as_ref().expect("the fleet is running")
+    }
+
+    /// Stops the fleet (front, pollers, schedules; the emulator and the service stay up) for
+    /// `down_for`, then starts a new one on the same resources and address, as a redeployed
+    /// fleet would come back.
+    pub async fn restart(&mut self, down_for: Duration) {
+        let addr = self.fleet().addr;
+        drop(self.fleet.take());
+        tokio::time::sleep(down_for).await;
+        let mut listener = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(bound) => {
+                    listener = Some(bound);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener.expect("the fleet's old address is free again");
+        let fleet =
+            Self::start_fleet(&self.sdk, &self.names, &self.namespace, &self.scenario, self.service_addr, listener)
+                .await;
+        self.fleet = Some(fleet);
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.fleet.addr)
+        format!("http://{}{path}", self.fleet().addr)
     }
 
     /// POST /tasks with `payload` as `key`; answers (status, body).
@@ -97,5 +189,10 @@ impl TestFleet {
             assert!(start.elapsed() < within, "task {task_id} not finished within {within:?}: {body}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The callback URL the service was given for the task's latest accepted attempt.
+    pub fn callback_url(&self, task_id: &str) -> String {
+        self.stats.callback_urls().remove(task_id).expect("the service accepted a job for the task")
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use taskfleet_core::TtlPolicy;
 use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::policy::Policies;
+use taskfleet_core::retry::RetryPolicy;
 use thiserror::Error;
 
 /// DynamoDB table holding the tasks.
@@ -28,7 +30,21 @@ pub const TASK_TTL_SECONDS: &str = "TASK_TTL_SECONDS";
 /// Seconds a finished task and its result are kept.
 pub const RESULT_RETENTION_SECONDS: &str = "RESULT_RETENTION_SECONDS";
 
+/// Attempts per series before a task fails.
+pub const MAX_ATTEMPTS: &str = "MAX_ATTEMPTS";
+/// Seconds before the second attempt (doubling per attempt, half of it jitter).
+pub const RETRY_BASE_SECONDS: &str = "RETRY_BASE_SECONDS";
+/// Longest wait between attempts, in seconds.
+pub const RETRY_MAX_SECONDS: &str = "RETRY_MAX_SECONDS";
+/// Seconds an attempt may wait for its callback (or next heartbeat).
+pub const CALLBACK_TIMEOUT_SECONDS: &str = "CALLBACK_TIMEOUT_SECONDS";
+/// Seconds a RECEIVED task may be due before the sweeper dispatches it (again).
+pub const DISPATCH_GRACE_SECONDS: &str = "DISPATCH_GRACE_SECONDS";
+/// Most due tasks of each kind the sweeper handles per run.
+pub const SWEEP_BATCH: &str = "SWEEP_BATCH";
+
 pub const DEFAULT_METRICS_NAMESPACE: &str = "TaskFleet";
+pub const DEFAULT_SWEEP_BATCH: u64 = 500;
 pub const DEFAULT_METRICS_WINDOW_SECONDS: u64 = 60;
 pub const DEFAULT_EXTERNAL_TIMEOUT_MS: u64 = 10_000;
 
@@ -76,6 +92,22 @@ pub fn ttl_policy() -> Result<TtlPolicy, ConfigError> {
         positive(TASK_TTL_SECONDS, TtlPolicy::DEFAULT_TASK_TTL_SECONDS)?,
         positive(RESULT_RETENTION_SECONDS, TtlPolicy::DEFAULT_RESULT_RETENTION_SECONDS)?,
     ))
+}
+
+pub fn policies() -> Result<Policies, ConfigError> {
+    let defaults = Policies::default();
+    let seconds = |name, default: Duration| positive(name, default.as_secs()).map(Duration::from_secs);
+    Ok(Policies {
+        ttl: ttl_policy()?,
+        retry: RetryPolicy {
+            max_attempts: u32::try_from(positive(MAX_ATTEMPTS, u64::from(defaults.retry.max_attempts))?)
+                .map_err(|_| ConfigError::Invalid { name: MAX_ATTEMPTS, reason: "too large".into() })?,
+            base_delay: seconds(RETRY_BASE_SECONDS, defaults.retry.base_delay)?,
+            max_delay: seconds(RETRY_MAX_SECONDS, defaults.retry.max_delay)?,
+        },
+        callback_timeout: seconds(CALLBACK_TIMEOUT_SECONDS, defaults.callback_timeout)?,
+        dispatch_grace: seconds(DISPATCH_GRACE_SECONDS, defaults.dispatch_grace)?,
+    })
 }
 
 pub fn api_keys() -> Result<ApiKeys, ConfigError> {

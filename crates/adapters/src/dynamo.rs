@@ -6,13 +6,15 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select};
-use taskfleet_core::lifecycle::Transition;
-use taskfleet_core::ports::{TaskStore, WriteOutcome};
+use taskfleet_core::lifecycle::{Heartbeat, Transition};
+use taskfleet_core::ports::{DueTask, IdempotencyRecord, TaskStore, WriteOutcome};
 use taskfleet_core::{StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::config::{self, ConfigError};
-use crate::record::{TaskRecord, task_from_item};
+use crate::record::{HistoryRecord, IdempotencyItem, TaskRecord, task_from_item};
 use crate::table;
 
 #[derive(Debug, Clone)]
@@ -56,56 +58,190 @@ fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The UpdateItem parts of a transition: update expression, condition, names and values.
+/// The UpdateItem parts of a conditional write: SET/REMOVE clauses, condition, names, values.
+#[derive(Default)]
 struct Update {
-    set: Vec<&'static str>,
-    condition: String,
+    set: Vec<String>,
+    remove: Vec<String>,
+    conditions: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
 
 impl Update {
-    fn of(transition: &Transition) -> Self {
-        let mut update = Update {
-            set: vec!["#status = :to", "#updated_at = :at"],
-            condition: "#status = :from".to_owned(),
-            names: HashMap::from([
-                ("#status".to_owned(), table::STATUS.to_owned()),
-                ("#updated_at".to_owned(), table::UPDATED_AT.to_owned()),
-            ]),
-            values: HashMap::from([
-                (":to".to_owned(), AttributeValue::S(transition.to.as_str().to_owned())),
-                (":from".to_owned(), AttributeValue::S(transition.from.as_str().to_owned())),
-                (":at".to_owned(), number(transition.at.as_millis())),
-            ]),
-        };
-        if transition.attempts.is_some() || transition.expected_attempts.is_some() {
-            update.names.insert("#attempts".to_owned(), "attempts".to_owned());
-        }
-        if let Some(attempts) = transition.attempts {
-            update.set.push("#attempts = :attempts");
-            update.values.insert(":attempts".to_owned(), number(attempts));
-        }
+    /// `#attribute` for `attribute`, declared once.
+    fn name(&mut self, attribute: &str) -> String {
+        let placeholder = format!("#{attribute}");
+        self.names.insert(placeholder.clone(), attribute.to_owned());
+        placeholder
+    }
+
+    fn set(&mut self, attribute: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        self.values.insert(format!(":{attribute}"), value);
+        self.set.push(format!("{name} = :{attribute}"));
+    }
+
+    /// Appends `items` to the list `attribute`, creating it if absent.
+    fn append(&mut self, attribute: &str, items: Vec<AttributeValue>) {
+        let name = self.name(attribute);
+        self.values.insert(":empty".to_owned(), AttributeValue::L(Vec::new()));
+        self.values.insert(format!(":{attribute}"), AttributeValue::L(items));
+        self.set.push(format!("{name} = list_append(if_not_exists({name}, :empty), :{attribute})"));
+    }
+
+    fn require(&mut self, attribute: &str, placeholder: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        self.values.insert(placeholder.to_owned(), value);
+        self.conditions.push(format!("{name} = {placeholder}"));
+    }
+
+    /// The token guard: element `attempt − 1` of the token list must equal `digest`.
+    fn require_token(&mut self, attempt: u32, digest: &str) {
+        let name = self.name("callback_tokens");
+        self.values.insert(":expected_token".to_owned(), AttributeValue::S(digest.to_owned()));
+        self.conditions.push(format!("{name}[{}] = :expected_token", attempt.saturating_sub(1)));
+    }
+
+    fn of(transition: &Transition) -> Result<Self, StoreError> {
+        let mut update = Update::default();
+        update.require(table::STATUS, ":from", AttributeValue::S(transition.from.as_str().to_owned()));
         if let Some(expected) = transition.expected_attempts {
-            update.condition.push_str(" AND #attempts = :expected");
-            update.values.insert(":expected".to_owned(), number(expected));
+            update.require("attempts", ":expected_attempts", number(expected));
+        }
+        if let Some((attempt, digest)) = &transition.expected_token {
+            update.require_token(*attempt, digest);
+        }
+        if let Some(due) = transition.expected_due {
+            update.require(table::DUE_AT, ":expected_due", number(due.as_millis()));
+        }
+        update.set(table::STATUS, AttributeValue::S(transition.to.as_str().to_owned()));
+        update.set(table::UPDATED_AT, number(transition.at.as_millis()));
+        update.set(table::DUE_AT, number(transition.due_at.as_millis()));
+        if let Some(attempts) = transition.attempts {
+            update.set("attempts", number(attempts));
+        }
+        if let Some(series_start) = transition.series_start {
+            update.set("series_start", number(series_start));
         }
         if let Some(result) = &transition.result {
-            update.set.push("#result = :result");
-            update.names.insert("#result".to_owned(), "result".to_owned());
-            update.values.insert(":result".to_owned(), AttributeValue::S(result.to_string()));
+            update.set("result", AttributeValue::S(result.to_string()));
         }
         if let Some(error) = &transition.error {
-            update.set.push("#error = :error");
-            update.names.insert("#error".to_owned(), "error".to_owned());
-            update.values.insert(":error".to_owned(), AttributeValue::S(error.clone()));
+            update.set("error", AttributeValue::S(error.clone()));
+        } else if transition.clear_error {
+            let name = update.name("error");
+            update.remove.push(name);
         }
         if let Some(expires_at) = transition.expires_at {
-            update.set.push("#expires_at = :expires_at");
-            update.names.insert("#expires_at".to_owned(), table::EXPIRES_AT.to_owned());
-            update.values.insert(":expires_at".to_owned(), number(expires_at));
+            update.set(table::EXPIRES_AT, number(expires_at));
         }
+        if let Some(token) = &transition.new_token {
+            update.append("callback_tokens", vec![AttributeValue::S(token.clone())]);
+        }
+        let entry = serde_dynamo::to_attribute_value(HistoryRecord::from(&transition.entry))
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode history: {e}")))?;
+        update.append("history", vec![entry]);
+        Ok(update)
+    }
+
+    fn of_heartbeat(heartbeat: &Heartbeat) -> Self {
+        let mut update = Update::default();
+        update.require(table::STATUS, ":from", AttributeValue::S(TaskStatus::InProgress.as_str().to_owned()));
+        update.require("attempts", ":expected_attempts", number(heartbeat.attempt));
+        update.require_token(heartbeat.attempt, &heartbeat.token_digest);
+        update.set(table::DUE_AT, number(heartbeat.deadline.as_millis()));
+        update.set(table::UPDATED_AT, number(heartbeat.at.as_millis()));
         update
+    }
+
+    fn expression(&self) -> String {
+        let mut expression = format!("SET {}", self.set.join(", "));
+        if !self.remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        expression
+    }
+}
+
+impl DynamoStore {
+    /// Runs one conditional UpdateItem; a failed condition answers the task as it is.
+    async fn write(&self, task_id: &TaskId, update: Update) -> Result<WriteOutcome, StoreError> {
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(task_id)))
+            .update_expression(update.expression())
+            .condition_expression(update.conditions.join(" AND "))
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match written {
+            Ok(answer) => Ok(WriteOutcome::Applied(task_from_item(answer.attributes.unwrap_or_default())?)),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let current = match e.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed.item,
+                    _ => None,
+                };
+                let current = match current {
+                    Some(item) => Some(task_from_item(item)?),
+                    // DynamoDB returns no item when there is none; read to be sure of "missing".
+                    None => self.get(task_id).await?,
+                };
+                Ok(WriteOutcome::Rejected(current))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// One page of the status index for `status` with `due_at` in the given range.
+    fn status_query(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let mut names = HashMap::from([("#status".to_owned(), table::STATUS.to_owned())]);
+        let mut values = HashMap::from([(":status".to_owned(), AttributeValue::S(status.as_str().to_owned()))]);
+        let mut condition = "#status = :status".to_owned();
+        let range = match (since, until) {
+            (Some(_), Some(_)) => Some("#due BETWEEN :since AND :until"),
+            (Some(_), None) => Some("#due >= :since"),
+            (None, Some(_)) => Some("#due <= :until"),
+            (None, None) => None,
+        };
+        if let Some(range) = range {
+            condition.push_str(" AND ");
+            condition.push_str(range);
+            names.insert("#due".to_owned(), table::DUE_AT.to_owned());
+        }
+        if let Some(since) = since {
+            values.insert(":since".to_owned(), number(since.as_millis()));
+        }
+        if let Some(until) = until {
+            values.insert(":until".to_owned(), number(until.as_millis()));
+        }
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(table::STATUS_INDEX)
+            .key_condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+    }
+}
+
+fn number_of(item: &HashMap<String, AttributeValue>, attribute: &str) -> Result<i64, StoreError> {
+    match item.get(attribute) {
+        Some(AttributeValue::N(n)) => {
+            n.parse().map_err(|_| StoreError::Corrupt(format!("status index: bad {attribute}")))
+        }
+        None => Ok(0),
+        _ => Err(StoreError::Corrupt(format!("status index: {attribute} is not a number"))),
     }
 }
 
@@ -145,61 +281,67 @@ impl TaskStore for DynamoStore {
     }
 
     async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
-        let update = Update::of(transition);
+        self.write(&transition.task_id, Update::of(transition)?).await
+    }
+
+    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<WriteOutcome, StoreError> {
+        self.write(&heartbeat.task_id, Update::of_heartbeat(heartbeat)).await
+    }
+
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let item = serde_dynamo::to_item(IdempotencyItem::from(record))
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode idempotency record: {e}")))?;
         let written = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(&transition.task_id)))
-            .update_expression(format!("SET {}", update.set.join(", ")))
-            .condition_expression(update.condition)
-            .set_expression_attribute_names(Some(update.names))
-            .set_expression_attribute_values(Some(update.values))
-            .return_values(ReturnValue::AllNew)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", table::PK)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match written {
-            Ok(answer) => Ok(WriteOutcome::Applied(task_from_item(answer.attributes.unwrap_or_default())?)),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let current = match e.into_err() {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
-                        failed,
-                    ) => failed.item,
-                    _ => None,
-                };
-                let current = match current {
-                    Some(item) => Some(task_from_item(item)?),
-                    // DynamoDB returns no item when there is none; some emulators never return
-                    // it, so read to tell "missing" from "moved on".
-                    None => self.get(&transition.task_id).await?,
-                };
-                Ok(WriteOutcome::Rejected(current))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        let existing = match written {
+            Ok(_) => return Ok(None),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(failed) => failed.item,
+                _ => None,
+            },
+            Err(e) => return Err(unavailable(e)),
+        };
+        let existing = match existing {
+            Some(item) => item,
+            None => self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(
+                    table::PK,
+                    AttributeValue::S(table::idempotency_key(record.client_id.as_str(), &record.key_digest)),
+                )
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?
+                .item
+                .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?,
+        };
+        let item: IdempotencyItem =
+            serde_dynamo::from_item(existing).map_err(|e| StoreError::Corrupt(format!("idempotency item: {e}")))?;
+        item.into_record(&record.key_digest).map(Some)
     }
 
-    async fn count(&self, status: TaskStatus, since: Option<Timestamp>) -> Result<u64, StoreError> {
-        let mut condition = "#status = :status".to_owned();
-        let mut values = HashMap::from([(":status".to_owned(), AttributeValue::S(status.as_str().to_owned()))]);
-        let mut names = HashMap::from([("#status".to_owned(), table::STATUS.to_owned())]);
-        if let Some(since) = since {
-            condition.push_str(" AND #updated_at >= :since");
-            values.insert(":since".to_owned(), number(since.as_millis()));
-            names.insert("#updated_at".to_owned(), table::UPDATED_AT.to_owned());
-        }
+    async fn count(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(table::STATUS_INDEX)
-                .key_condition_expression(&condition)
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
+                .status_query(status, since, until)
                 .select(Select::Count)
                 .set_exclusive_start_key(start)
                 .send()
@@ -213,28 +355,52 @@ impl TaskStore for DynamoStore {
         }
     }
 
-    async fn oldest_update(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
+    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
         let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(table::STATUS_INDEX)
-            .key_condition_expression("#status = :status")
-            .expression_attribute_names("#status", table::STATUS)
-            .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()))
+            .status_query(status, None, None)
             .scan_index_forward(true)
             .limit(1)
             .send()
             .await
             .map_err(unavailable)?;
-        let oldest = page.items.unwrap_or_default().into_iter().next();
-        let Some(item) = oldest else { return Ok(None) };
-        match item.get(table::UPDATED_AT) {
-            Some(AttributeValue::N(millis)) => millis
-                .parse::<i64>()
-                .map(|m| Some(Timestamp::from_millis(m)))
-                .map_err(|_| StoreError::Corrupt("status index: bad updated_at".into())),
-            _ => Err(StoreError::Corrupt("status index: no updated_at".into())),
+        match page.items.unwrap_or_default().first() {
+            Some(item) => Ok(Some(Timestamp::from_millis(number_of(item, table::DUE_AT)?))),
+            None => Ok(None),
         }
+    }
+
+    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
+        let mut due = Vec::new();
+        let mut start = None;
+        while due.len() < limit {
+            let page = self
+                .status_query(status, None, Some(until))
+                .scan_index_forward(true)
+                .limit(i32::try_from(limit - due.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                let pk = match item.get(table::PK) {
+                    Some(AttributeValue::S(pk)) => pk.clone(),
+                    _ => return Err(StoreError::Corrupt("status index: no pk".into())),
+                };
+                let task_id = table::task_id_of(&pk)
+                    .and_then(|id| TaskId::parse(id).ok())
+                    .ok_or_else(|| StoreError::Corrupt("status index: bad pk".into()))?;
+                due.push(DueTask {
+                    task_id,
+                    attempts: u32::try_from(number_of(&item, "attempts")?).unwrap_or(0),
+                    series_start: u32::try_from(number_of(&item, "series_start")?).unwrap_or(0),
+                    due_at: Timestamp::from_millis(number_of(&item, table::DUE_AT)?),
+                });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(due)
     }
 }

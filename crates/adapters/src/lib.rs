@@ -5,6 +5,7 @@
 pub mod cloudwatch;
 pub mod config;
 pub mod dynamo;
+pub mod emf;
 pub mod external;
 pub mod record;
 pub mod sns;
@@ -14,5 +15,6 @@ pub use aws_config::SdkConfig;
 pub use cloudwatch::CloudWatchSink;
 pub use config::ConfigError;
 pub use dynamo::DynamoStore;
+pub use emf::EmfSink;
 pub use external::HttpExternalService;
 pub use sns::SnsPublisher;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use taskfleet_core::dispatch::Snapshot;
+use taskfleet_core::ports::IdempotencyRecord;
+use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::table;
@@ -19,12 +21,42 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub attempts: u32,
+    #[serde(default)]
+    pub series_start: u32,
     /// Milliseconds since the epoch.
     pub created_at: i64,
     /// Milliseconds since the epoch.
     pub updated_at: i64,
+    /// Milliseconds since the epoch (see `Task::due_at`).
+    pub due_at: i64,
     /// Seconds since the epoch (the TTL attribute).
     pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_tokens: Vec<String>,
+    #[serde(default)]
+    pub history: Vec<HistoryRecord>,
+}
+
+/// One history entry as stored (a map in the `history` list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    pub status: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<&HistoryEntry> for HistoryRecord {
+    fn from(entry: &HistoryEntry) -> Self {
+        Self {
+            status: entry.status.as_str().to_owned(),
+            at: entry.at.as_millis(),
+            attempt: entry.attempt,
+            reason: entry.reason.clone(),
+        }
+    }
 }
 
 impl From<&Task> for TaskRecord {
@@ -38,9 +70,13 @@ impl From<&Task> for TaskRecord {
             result: task.result.as_ref().map(ToString::to_string),
             error: task.error.clone(),
             attempts: task.attempts,
+            series_start: task.series_start,
             created_at: task.created_at.as_millis(),
             updated_at: task.updated_at.as_millis(),
+            due_at: task.due_at.as_millis(),
             expires_at: task.expires_at,
+            callback_tokens: task.callback_tokens.clone(),
+            history: task.history.iter().map(HistoryRecord::from).collect(),
         }
     }
 }
@@ -61,9 +97,24 @@ impl TryFrom<TaskRecord> for Task {
             },
             error: record.error.clone(),
             attempts: record.attempts,
+            series_start: record.series_start,
             created_at: Timestamp::from_millis(record.created_at),
             updated_at: Timestamp::from_millis(record.updated_at),
+            due_at: Timestamp::from_millis(record.due_at),
             expires_at: record.expires_at,
+            callback_tokens: record.callback_tokens.clone(),
+            history: record
+                .history
+                .iter()
+                .map(|entry| {
+                    Ok(HistoryEntry {
+                        status: entry.status.parse().map_err(|_| corrupt("bad history status"))?,
+                        at: Timestamp::from_millis(entry.at),
+                        attempt: entry.attempt,
+                        reason: entry.reason.clone(),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
         })
     }
 }
@@ -83,6 +134,7 @@ struct SnapshotFields {
     pk: String,
     status: Option<String>,
     attempts: Option<u32>,
+    due_at: Option<i64>,
 }
 
 /// The task id and snapshot of a stream image. `Ok(None)` when the image is empty or is not a
@@ -105,7 +157,49 @@ pub fn snapshot_from_image(image: &serde_dynamo::Item) -> Result<Option<(TaskId,
         .parse::<TaskStatus>()
         .map_err(|_| corrupt("bad status"))?;
     let attempts = fields.attempts.ok_or_else(|| corrupt("no attempts"))?;
-    Ok(Some((task_id, Snapshot { status, attempts })))
+    let due_at = Timestamp::from_millis(fields.due_at.ok_or_else(|| corrupt("no due_at"))?);
+    Ok(Some((task_id, Snapshot { status, attempts, due_at })))
+}
+
+/// An idempotency record as stored. Its owner is not called `client_id` (nor its time
+/// `created_at`), so it stays out of the client index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyItem {
+    pub pk: String,
+    pub owner: String,
+    pub request_digest: String,
+    pub task_id: String,
+    /// Milliseconds since the epoch.
+    pub claimed_at: i64,
+    /// Seconds since the epoch (the TTL attribute).
+    pub expires_at: i64,
+}
+
+impl From<&IdempotencyRecord> for IdempotencyItem {
+    fn from(record: &IdempotencyRecord) -> Self {
+        Self {
+            pk: table::idempotency_key(record.client_id.as_str(), &record.key_digest),
+            owner: record.client_id.to_string(),
+            request_digest: record.request_digest.clone(),
+            task_id: record.task_id.to_string(),
+            claimed_at: record.created_at.as_millis(),
+            expires_at: record.expires_at,
+        }
+    }
+}
+
+impl IdempotencyItem {
+    pub fn into_record(self, key_digest: &str) -> Result<IdempotencyRecord, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("idempotency item: {what}"));
+        Ok(IdempotencyRecord {
+            client_id: ClientId::parse(&self.owner).map_err(|_| corrupt("bad owner"))?,
+            key_digest: key_digest.to_owned(),
+            request_digest: self.request_digest,
+            task_id: TaskId::parse(&self.task_id).map_err(|_| corrupt("bad task_id"))?,
+            created_at: Timestamp::from_millis(self.claimed_at),
+            expires_at: self.expires_at,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +249,7 @@ mod tests {
         let image: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
         let (id, snapshot) = snapshot_from_image(&image).unwrap().unwrap();
         assert_eq!(id, task.task_id);
-        assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0 });
+        assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0, due_at: task.due_at });
 
         let other: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();
         assert_eq!(snapshot_from_image(&other).unwrap(), None);
@@ -168,9 +262,10 @@ mod tests {
             None
         );
 
-        let broken: serde_dynamo::Item =
-            serde_dynamo::to_item(json!({"pk": table::task_key(task.task_id.as_str()), "status": "??", "attempts": 0}))
-                .unwrap();
+        let broken: serde_dynamo::Item = serde_dynamo::to_item(
+            json!({"pk": table::task_key(task.task_id.as_str()), "status": "??", "attempts": 0, "due_at": 1}),
+        )
+        .unwrap();
         assert!(snapshot_from_image(&broken).is_err());
     }
 }

@@ -3,15 +3,32 @@
 
 /// Partition key of every item.
 pub const PK: &str = "pk";
-/// Global secondary index over (`status`, `updated_at`), keys only: counts and backlog age read
-/// it per status, so they cost what the active tasks cost, not what all stored tasks cost.
+/// Global secondary index over (`status`, `due_at`) with the attempt counters: the sweeper and
+/// the metrics read it per status and due range, so they cost what the active (or recently
+/// finished) tasks cost, not what all stored tasks cost.
 pub const STATUS_INDEX: &str = "by_status";
 pub const STATUS: &str = "status";
+pub const DUE_AT: &str = "due_at";
+/// What the status index carries besides its keys.
+pub const STATUS_INDEX_ATTRIBUTES: [&str; 2] = ["attempts", "series_start"];
+/// Global secondary index over (`client_id`, `created_at`): a client's tasks, newest first, with
+/// what a listing shows (not payloads or results, which would double what every write costs).
+pub const CLIENT_INDEX: &str = "by_client";
+/// What the client index carries besides its keys.
+pub const CLIENT_INDEX_ATTRIBUTES: [&str; 5] = ["task_id", "status", "updated_at", "attempts", "expires_at"];
+pub const CLIENT_ID: &str = "client_id";
+pub const CREATED_AT: &str = "created_at";
 pub const UPDATED_AT: &str = "updated_at";
 /// TTL attribute (epoch seconds).
 pub const EXPIRES_AT: &str = "expires_at";
 
 const TASK_PREFIX: &str = "TASK#";
+const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
+
+/// The partition key of an idempotency record: one per client and key digest.
+pub fn idempotency_key(client_id: &str, key_digest: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{client_id}#{key_digest}")
+}
 
 /// The partition key of a task item.
 pub fn task_key(task_id: &str) -> String {
@@ -24,7 +41,7 @@ pub fn task_id_of(pk: &str) -> Option<&str> {
 }
 
 /// Creates the tasks table as serverless.yml declares it in AWS: on-demand, `pk` hash key,
-/// stream with new and old images, the status index, TTL on `expires_at`. For the local fleet
+/// stream with new and old images, the status and client indexes, TTL on `expires_at`. For the local fleet
 /// and tests (the emulator creates it active at once); in AWS, CloudFormation owns the table.
 pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), aws_sdk_dynamodb::Error> {
     use aws_sdk_dynamodb::types::{
@@ -38,8 +55,24 @@ pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(),
     let status_index = GlobalSecondaryIndex::builder()
         .index_name(STATUS_INDEX)
         .key_schema(key(STATUS, KeyType::Hash)?)
-        .key_schema(key(UPDATED_AT, KeyType::Range)?)
-        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .key_schema(key(DUE_AT, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(STATUS_INDEX_ATTRIBUTES.map(String::from).to_vec()))
+                .build(),
+        )
+        .build()?;
+    let client_index = GlobalSecondaryIndex::builder()
+        .index_name(CLIENT_INDEX)
+        .key_schema(key(CLIENT_ID, KeyType::Hash)?)
+        .key_schema(key(CREATED_AT, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(CLIENT_INDEX_ATTRIBUTES.map(String::from).to_vec()))
+                .build(),
+        )
         .build()?;
     client
         .create_table()
@@ -47,9 +80,12 @@ pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(),
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute(PK, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(STATUS, ScalarAttributeType::S)?)
-        .attribute_definitions(attribute(UPDATED_AT, ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(DUE_AT, ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(CLIENT_ID, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(CREATED_AT, ScalarAttributeType::N)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .global_secondary_indexes(status_index)
+        .global_secondary_indexes(client_index)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -22,6 +22,12 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{0}")]
     Conflict(String),
+    #[error("this Idempotency-Key was already used with a different payload")]
+    IdempotencyConflict,
+    #[error("this callback belongs to an attempt that is no longer current; it was ignored")]
+    StaleAttempt,
+    #[error("the callback URL's attempt and token do not match this task")]
+    InvalidCallbackToken,
     #[error("the task store is unavailable; retry later")]
     Store(#[from] StoreError),
 }
@@ -29,7 +35,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidCallbackToken => StatusCode::UNAUTHORIZED,
+            Self::IdempotencyConflict | Self::StaleAttempt => StatusCode::CONFLICT,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -52,6 +59,9 @@ impl ApiError {
             Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => "malformed_json",
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::StaleAttempt => "stale_attempt",
+            Self::InvalidCallbackToken => "invalid_callback_token",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) => "internal",
         }

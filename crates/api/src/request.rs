@@ -1,6 +1,7 @@
 //! Reading requests: the caller's client, path parameters, JSON bodies.
 
 use lambda_http::http::header::CONTENT_TYPE;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use taskfleet_core::auth::ApiKeys;
 use taskfleet_core::{ClientId, TaskId};
@@ -26,6 +27,32 @@ pub fn task_id(request: &Request) -> Result<TaskId, ApiError> {
     let parameters = request.path_parameters();
     let raw = parameters.first("task_id").ok_or(ApiError::NoRoute)?;
     Ok(TaskId::parse(raw)?)
+}
+
+/// The route API Gateway matched, e.g. `DELETE /tasks/{task_id}`: functions serving several
+/// routes dispatch on it, exactly as API Gateway routed the request.
+pub fn route_key(request: &Request) -> Option<String> {
+    #[allow(unreachable_patterns)]
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.route_key.clone(),
+        _ => None,
+    }
+}
+
+/// A query string parameter.
+pub fn query(request: &Request, name: &str) -> Option<String> {
+    request.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_owned)
+}
+
+/// The `attempt` and `token` a callback URL carries. Absent or malformed ones are refused as
+/// unauthenticated: they are the callback's credentials.
+pub fn callback_credentials(request: &Request) -> Result<(u32, String), ApiError> {
+    let attempt = query(request, "attempt").and_then(|a| a.parse::<u32>().ok()).filter(|&a| a > 0);
+    let token = query(request, "token");
+    match (attempt, token) {
+        (Some(attempt), Some(token)) => Ok((attempt, token)),
+        _ => Err(ApiError::InvalidCallbackToken),
+    }
 }
 
 /// The body of a JSON request. Anything but `application/json` (parameters allowed) is refused.

@@ -18,6 +18,17 @@ pub struct TaskView {
     pub created_at: String,
     pub updated_at: String,
     pub expires_at: String,
+    /// Every step so far: why the task is where it is.
+    pub history: Vec<HistoryView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    pub status: &'static str,
+    pub at: String,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<&Task> for TaskView {
@@ -31,6 +42,16 @@ impl From<&Task> for TaskView {
             created_at: task.created_at.to_rfc3339(),
             updated_at: task.updated_at.to_rfc3339(),
             expires_at: taskfleet_core::Timestamp::from_millis(task.expires_at.saturating_mul(1000)).to_rfc3339(),
+            history: task
+                .history
+                .iter()
+                .map(|entry| HistoryView {
+                    status: entry.status.as_str(),
+                    at: entry.at.to_rfc3339(),
+                    attempt: entry.attempt,
+                    reason: entry.reason.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -4,13 +4,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 use crate::task::{TaskId, TaskStatus};
+use crate::time::Timestamp;
 
 /// The part of a stored task the dispatcher looks at, read from a stream image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
     pub status: TaskStatus,
     pub attempts: u32,
+    pub due_at: Timestamp,
 }
+
+/// How far in the future a RECEIVED task's `due_at` may be for the dispatcher to send it at
+/// once (clock differences between writers); later ones are retries waiting for their time,
+/// which the sweeper dispatches when due.
+pub const DUE_SLACK_MILLIS: i64 = 1_000;
 
 /// "Hand task `task_id` to the external service as attempt `attempt`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,14 +39,20 @@ impl DispatchMessage {
     }
 }
 
-/// The dispatch a stored change calls for, if any: a change that puts a task into RECEIVED.
+/// The dispatch a stored change calls for, if any: a change that puts a task into RECEIVED
+/// and makes it due now.
 ///
-/// A record whose old image is already RECEIVED on the same attempt count is a no-op write
-/// (the emulator emits those; DynamoDB does not) or a replay, and dispatches nothing. Removals
-/// (TTL deletions) have no new image and dispatch nothing.
-pub fn dispatch_for(task_id: &TaskId, old: Option<Snapshot>, new: Option<Snapshot>) -> Option<DispatchMessage> {
+/// A record whose old image equals its new one is a no-op write (the emulator emits those;
+/// DynamoDB does not) and dispatches nothing. A retry waiting for its time is left to the
+/// sweeper. Removals (TTL deletions) have no new image and dispatch nothing.
+pub fn dispatch_for(
+    task_id: &TaskId,
+    old: Option<Snapshot>,
+    new: Option<Snapshot>,
+    now: Timestamp,
+) -> Option<DispatchMessage> {
     let new = new.filter(|new| new.status == TaskStatus::Received)?;
-    if old == Some(new) {
+    if old == Some(new) || new.due_at.as_millis() > now.as_millis().saturating_add(DUE_SLACK_MILLIS) {
         return None;
     }
     Some(DispatchMessage { task_id: task_id.as_str().to_owned(), attempt: new.attempts.saturating_add(1) })
@@ -50,8 +63,14 @@ mod tests {
     use super::*;
     use TaskStatus::*;
 
+    const NOW: Timestamp = Timestamp::from_millis(1_000_000);
+
     fn snap(status: TaskStatus, attempts: u32) -> Option<Snapshot> {
-        Some(Snapshot { status, attempts })
+        Some(Snapshot { status, attempts, due_at: NOW })
+    }
+
+    fn dispatch_for(task_id: &TaskId, old: Option<Snapshot>, new: Option<Snapshot>) -> Option<DispatchMessage> {
+        super::dispatch_for(task_id, old, new, NOW)
     }
 
     #[test]
@@ -85,6 +104,16 @@ mod tests {
     fn returning_to_received_dispatches_the_next_attempt() {
         let id = TaskId::generate();
         assert_eq!(dispatch_for(&id, snap(InProgress, 2), snap(Received, 2)).map(|m| m.attempt), Some(3));
+    }
+
+    #[test]
+    fn a_retry_waiting_for_its_time_is_left_to_the_sweeper() {
+        let id = TaskId::generate();
+        let later = |millis| {
+            Some(Snapshot { status: Received, attempts: 1, due_at: Timestamp::from_millis(NOW.as_millis() + millis) })
+        };
+        assert_eq!(dispatch_for(&id, snap(InProgress, 1), later(30_000)), None);
+        assert_eq!(dispatch_for(&id, snap(InProgress, 1), later(DUE_SLACK_MILLIS)).map(|m| m.attempt), Some(2));
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub mod error;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
+pub mod policy;
 pub mod ports;
 pub mod retry;
 pub mod service;
 pub mod task;
 pub mod time;
+pub mod token;
 pub mod ttl;
 pub mod validation;
 

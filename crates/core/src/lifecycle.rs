@@ -1,19 +1,24 @@
 //! The task state machine: which status may follow which, and the transitions built on it.
 //!
 //! ```text
-//! RECEIVED ──start──▶ IN_PROGRESS ──succeeded──▶ DONE
-//!     │                    │
-//!     └──────fail──────────┴───────failed──────▶ FAILED
+//!              ┌──────── retry (attempt failed, attempts left) ─────────┐
+//!              ▼                                                         │
+//! ──▶ RECEIVED ──start attempt n──▶ IN_PROGRESS ──callback: succeeded──▶ DONE
+//!      │   ▲                            │
+//!      │   └── replay (owner) ──┐       ├──callback: failed ────────────▶ FAILED
+//!      │                        │       ├──refused/timed out, no attempts left ──▶ FAILED
+//!      └──cancel (owner) ─────▶ FAILED ◀┴──cancel (owner)
 //! ```
 //!
-//! Storage applies a [`Transition`] as one conditional write naming `from` (and, where it
-//! matters, the attempt), so a late or repeated event can never move a task backwards or
-//! finish it twice: the write simply does not match.
+//! Storage applies a [`Transition`] as one conditional write naming `from` and, where it
+//! matters, the attempt, its callback token or the deadline it saw. A late or repeated event
+//! finds the task moved on and changes nothing: it can never move a task backwards or finish
+//! an attempt twice.
 
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{HistoryEntry, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 use crate::ttl::TtlPolicy;
 
@@ -29,7 +34,12 @@ pub struct IllegalTransition {
 pub fn check(from: TaskStatus, to: TaskStatus) -> Result<(), IllegalTransition> {
     use TaskStatus::*;
     match (from, to) {
-        (Received, InProgress) | (Received, Failed) | (InProgress, Done) | (InProgress, Failed) => Ok(()),
+        (Received, InProgress)   // an attempt starts
+        | (Received, Failed)     // cancelled before it started
+        | (InProgress, Done)     // the service reported success
+        | (InProgress, Failed)   // the service reported failure, gave up, or the owner cancelled
+        | (InProgress, Received) // the attempt failed and another is allowed
+        | (Failed, Received) => Ok(()), // the owner replays a failed task
         _ => Err(IllegalTransition { from, to }),
     }
 }
@@ -50,6 +60,9 @@ impl Outcome {
     }
 }
 
+/// The reason recorded when the owner cancels.
+pub const CANCELLED: &str = "cancelled";
+
 /// One legal status change, with everything the conditional write needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -57,15 +70,29 @@ pub struct Transition {
     /// The status the task must be in for the write to apply.
     pub from: TaskStatus,
     pub to: TaskStatus,
-    /// When set, the stored attempt count must equal this for the write to apply.
+    pub at: Timestamp,
+    /// Guard: the stored attempt count must equal this.
     pub expected_attempts: Option<u32>,
-    /// The attempt count after the write, when the transition changes it.
+    /// Guard: the callback token digest stored for attempt `.0` must equal `.1`.
+    pub expected_token: Option<(u32, String)>,
+    /// Guard: `due_at` must still be what the writer saw (a heartbeat in between wins).
+    pub expected_due: Option<Timestamp>,
+    /// New attempt count.
     pub attempts: Option<u32>,
+    /// Digest of the new attempt's callback token, appended to the task's tokens.
+    pub new_token: Option<String>,
+    /// New start of the attempt series.
+    pub series_start: Option<u32>,
     pub result: Option<Value>,
     pub error: Option<String>,
-    pub at: Timestamp,
-    /// The new TTL (epoch seconds), when the transition resets it.
+    /// Remove the task's error (a replay).
+    pub clear_error: bool,
+    /// New `due_at`; every transition sets it.
+    pub due_at: Timestamp,
+    /// New TTL (epoch seconds), when the transition resets it.
     pub expires_at: Option<i64>,
+    /// What the task's history gains.
+    pub entry: HistoryEntry,
 }
 
 impl Transition {
@@ -75,51 +102,119 @@ impl Transition {
             task_id: task_id.clone(),
             from,
             to,
+            at,
             expected_attempts: None,
+            expected_token: None,
+            expected_due: None,
             attempts: None,
+            new_token: None,
+            series_start: None,
             result: None,
             error: None,
-            at,
+            clear_error: false,
+            due_at: at,
             expires_at: None,
+            entry: HistoryEntry { status: to, at, attempt: 0, reason: None },
         })
     }
 
-    /// RECEIVED → IN_PROGRESS for attempt `attempt` (1-based). Applies only if the task has
-    /// had exactly `attempt - 1` attempts, so a repeated dispatch of the same attempt is a no-op.
-    pub fn start(task_id: &TaskId, attempt: u32, at: Timestamp) -> Self {
-        let mut transition = Self::new(task_id, TaskStatus::Received, TaskStatus::InProgress, at)
-            .unwrap_or_else(|_| unreachable!("RECEIVED → IN_PROGRESS is a legal transition"));
-        transition.expected_attempts = Some(attempt.saturating_sub(1));
-        transition.attempts = Some(attempt);
-        transition
+    fn legal(task_id: &TaskId, from: TaskStatus, to: TaskStatus, at: Timestamp) -> Self {
+        Self::new(task_id, from, to, at).unwrap_or_else(|e| unreachable!("{e}: the constructors use legal transitions"))
     }
 
-    /// IN_PROGRESS → DONE or FAILED as the external service reported; resets the TTL to the
-    /// result retention.
-    pub fn finish(task_id: &TaskId, outcome: Outcome, at: Timestamp, ttl: &TtlPolicy) -> Self {
-        let to = outcome.status();
-        let mut transition = Self::new(task_id, TaskStatus::InProgress, to, at)
-            .unwrap_or_else(|_| unreachable!("IN_PROGRESS → DONE/FAILED is a legal transition"));
+    /// RECEIVED → IN_PROGRESS for attempt `attempt` (1-based, over all series). Applies only if
+    /// the task has had exactly `attempt − 1` attempts, so a repeated dispatch is a no-op.
+    /// `token_digest` is the digest of the attempt's callback token; the callback is due by
+    /// `deadline`.
+    pub fn start(task_id: &TaskId, attempt: u32, token_digest: String, at: Timestamp, deadline: Timestamp) -> Self {
+        let mut t = Self::legal(task_id, TaskStatus::Received, TaskStatus::InProgress, at);
+        t.expected_attempts = Some(attempt.saturating_sub(1));
+        t.attempts = Some(attempt);
+        t.new_token = Some(token_digest);
+        t.due_at = deadline;
+        t.entry.attempt = attempt;
+        t
+    }
+
+    /// IN_PROGRESS → DONE or FAILED as the external service reported for `attempt`, whose
+    /// callback token has digest `token_digest`; resets the TTL to the result retention.
+    pub fn finish(
+        task_id: &TaskId,
+        attempt: u32,
+        token_digest: String,
+        outcome: Outcome,
+        at: Timestamp,
+        ttl: &TtlPolicy,
+    ) -> Self {
+        let mut t = Self::legal(task_id, TaskStatus::InProgress, outcome.status(), at);
+        t.expected_attempts = Some(attempt);
+        t.expected_token = Some((attempt, token_digest));
+        t.entry.attempt = attempt;
         match outcome {
-            Outcome::Succeeded { result } => transition.result = Some(result),
-            Outcome::Failed { error } => transition.error = Some(error),
+            Outcome::Succeeded { result } => t.result = Some(result),
+            Outcome::Failed { error } => {
+                t.entry.reason = Some(error.clone());
+                t.error = Some(error);
+            }
         }
-        transition.expires_at = Some(ttl.finished_expiry(at));
-        transition
+        t.expires_at = Some(ttl.finished_expiry(at));
+        t
     }
 
-    /// `from` → FAILED with `error` (the fleet gives up on the task); resets the TTL.
-    pub fn fail(
+    /// IN_PROGRESS → RECEIVED: attempt `attempt` failed for `reason`; the next one may be
+    /// dispatched from `retry_at`.
+    pub fn retry(
+        task_id: &TaskId,
+        attempt: u32,
+        reason: impl Into<String>,
+        at: Timestamp,
+        retry_at: Timestamp,
+    ) -> Self {
+        let mut t = Self::legal(task_id, TaskStatus::InProgress, TaskStatus::Received, at);
+        t.expected_attempts = Some(attempt);
+        t.due_at = retry_at;
+        t.entry.attempt = attempt;
+        t.entry.reason = Some(reason.into());
+        t
+    }
+
+    /// `from` → FAILED with `error`; resets the TTL to the result retention. `attempt` is the
+    /// attempt the failure belongs to (also a guard when given).
+    pub fn give_up(
         task_id: &TaskId,
         from: TaskStatus,
+        attempt: Option<u32>,
         error: impl Into<String>,
         at: Timestamp,
         ttl: &TtlPolicy,
     ) -> Result<Self, IllegalTransition> {
-        let mut transition = Self::new(task_id, from, TaskStatus::Failed, at)?;
-        transition.error = Some(error.into());
-        transition.expires_at = Some(ttl.finished_expiry(at));
-        Ok(transition)
+        let mut t = Self::new(task_id, from, TaskStatus::Failed, at)?;
+        let error = error.into();
+        t.expected_attempts = attempt;
+        t.entry.attempt = attempt.unwrap_or(0);
+        t.entry.reason = Some(error.clone());
+        t.error = Some(error);
+        t.expires_at = Some(ttl.finished_expiry(at));
+        Ok(t)
+    }
+
+    /// FAILED → RECEIVED: the owner replays a failed task; a new attempt series starts after
+    /// the `attempts` made so far, and the task lives a new task TTL.
+    pub fn replay(task_id: &TaskId, attempts: u32, at: Timestamp, ttl: &TtlPolicy) -> Self {
+        let mut t = Self::legal(task_id, TaskStatus::Failed, TaskStatus::Received, at);
+        t.expected_attempts = Some(attempts);
+        t.series_start = Some(attempts);
+        t.clear_error = true;
+        t.expires_at = Some(ttl.new_task_expiry(at));
+        t.entry.attempt = attempts;
+        t.entry.reason = Some("replayed by its owner".into());
+        t
+    }
+
+    /// Applies only while `due_at` is still `due` (what the writer read).
+    pub fn if_due_unchanged(mut self, due: Timestamp) -> Self {
+        self.expected_due = Some(due);
+        self
     }
 
     /// Whether the conditional write matches a task as stored.
@@ -127,6 +222,8 @@ impl Transition {
         task.task_id == self.task_id
             && task.status == self.from
             && self.expected_attempts.is_none_or(|expected| task.attempts == expected)
+            && self.expected_due.is_none_or(|due| task.due_at == due)
+            && self.expected_token.as_ref().is_none_or(|(attempt, digest)| token_of(task, *attempt) == Some(digest))
     }
 
     /// The task after this transition (what storage holds once the write applied).
@@ -134,11 +231,21 @@ impl Transition {
         let mut next = task.clone();
         next.status = self.to;
         next.updated_at = self.at;
+        next.due_at = self.due_at;
         if let Some(attempts) = self.attempts {
             next.attempts = attempts;
         }
+        if let Some(series_start) = self.series_start {
+            next.series_start = series_start;
+        }
+        if let Some(token) = &self.new_token {
+            next.callback_tokens.push(token.clone());
+        }
         if let Some(result) = &self.result {
             next.result = Some(result.clone());
+        }
+        if self.clear_error {
+            next.error = None;
         }
         if let Some(error) = &self.error {
             next.error = Some(error.clone());
@@ -146,119 +253,42 @@ impl Transition {
         if let Some(expires_at) = self.expires_at {
             next.expires_at = expires_at;
         }
+        next.history.push(self.entry.clone());
         next
     }
+}
 
-    /// Scopes the transition to one attempt: it applies only while the task is on that attempt.
-    pub fn for_attempt(mut self, attempt: u32) -> Self {
-        self.expected_attempts = Some(attempt);
-        self
+/// The stored token digest of attempt `attempt` (1-based).
+pub fn token_of(task: &Task, attempt: u32) -> Option<&String> {
+    attempt.checked_sub(1).and_then(|index| task.callback_tokens.get(index as usize))
+}
+
+/// A heartbeat: the external service is still working on attempt `attempt`; its callback is
+/// now due by `deadline`. Not a status change, but guarded the same way as a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub token_digest: String,
+    pub deadline: Timestamp,
+    pub at: Timestamp,
+}
+
+impl Heartbeat {
+    pub fn matches(&self, task: &Task) -> bool {
+        task.task_id == self.task_id
+            && task.status == TaskStatus::InProgress
+            && task.attempts == self.attempt
+            && token_of(task, self.attempt) == Some(&self.token_digest)
+    }
+
+    pub fn applied_to(&self, task: &Task) -> Task {
+        let mut next = task.clone();
+        next.due_at = self.deadline;
+        next.updated_at = self.at;
+        next
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use TaskStatus::*;
-
-    fn task_id() -> TaskId {
-        TaskId::generate()
-    }
-
-    #[test]
-    fn a_received_task_may_start_or_fail() {
-        assert_eq!(check(Received, InProgress), Ok(()));
-        assert_eq!(check(Received, Failed), Ok(()));
-    }
-
-    #[test]
-    fn a_received_task_cannot_finish_without_starting() {
-        assert!(check(Received, Done).is_err());
-    }
-
-    #[test]
-    fn a_task_in_progress_may_finish_either_way() {
-        assert_eq!(check(InProgress, Done), Ok(()));
-        assert_eq!(check(InProgress, Failed), Ok(()));
-    }
-
-    #[test]
-    fn a_task_never_moves_backwards() {
-        assert!(check(InProgress, Received).is_err());
-        assert!(check(Done, InProgress).is_err());
-        assert!(check(Failed, InProgress).is_err());
-    }
-
-    #[test]
-    fn a_finished_task_never_changes_again() {
-        for to in TaskStatus::ALL {
-            assert_eq!(check(Done, to), Err(IllegalTransition { from: Done, to }));
-            assert_eq!(check(Failed, to), Err(IllegalTransition { from: Failed, to }));
-        }
-    }
-
-    #[test]
-    fn no_status_moves_to_itself() {
-        for status in TaskStatus::ALL {
-            assert!(check(status, status).is_err(), "{status} → {status}");
-        }
-    }
-
-    #[test]
-    fn exactly_four_transitions_are_legal() {
-        let legal: Vec<(TaskStatus, TaskStatus)> = TaskStatus::ALL
-            .into_iter()
-            .flat_map(|from| TaskStatus::ALL.into_iter().map(move |to| (from, to)))
-            .filter(|&(from, to)| check(from, to).is_ok())
-            .collect();
-        assert_eq!(legal, [(Received, InProgress), (Received, Failed), (InProgress, Done), (InProgress, Failed)]);
-    }
-
-    #[test]
-    fn starting_attempt_n_requires_n_minus_one_attempts_so_far() {
-        let t = Transition::start(&task_id(), 3, Timestamp::from_millis(0));
-        assert_eq!((t.from, t.to), (Received, InProgress));
-        assert_eq!(t.expected_attempts, Some(2));
-        assert_eq!(t.attempts, Some(3));
-        assert_eq!(t.expires_at, None, "starting keeps the task's TTL");
-    }
-
-    #[test]
-    fn finishing_records_the_outcome_and_resets_the_ttl_to_result_retention() {
-        let ttl = TtlPolicy::new(3_600, 86_400);
-        let at = Timestamp::from_millis(1_000_000);
-        let done =
-            Transition::finish(&task_id(), Outcome::Succeeded { result: serde_json::json!({"ok": 1}) }, at, &ttl);
-        assert_eq!((done.from, done.to), (InProgress, Done));
-        assert_eq!(done.result, Some(serde_json::json!({"ok": 1})));
-        assert_eq!(done.error, None);
-        assert_eq!(done.expires_at, Some(1_000 + 86_400));
-
-        let failed = Transition::finish(&task_id(), Outcome::Failed { error: "boom".into() }, at, &ttl);
-        assert_eq!((failed.from, failed.to), (InProgress, Failed));
-        assert_eq!(failed.error.as_deref(), Some("boom"));
-        assert_eq!(failed.result, None);
-        assert_eq!(failed.expires_at, Some(1_000 + 86_400));
-    }
-
-    #[test]
-    fn failing_is_refused_from_a_finished_status() {
-        let ttl = TtlPolicy::new(3_600, 86_400);
-        let at = Timestamp::from_millis(0);
-        assert!(Transition::fail(&task_id(), Received, "x", at, &ttl).is_ok());
-        assert!(Transition::fail(&task_id(), InProgress, "x", at, &ttl).is_ok());
-        assert_eq!(
-            Transition::fail(&task_id(), Done, "x", at, &ttl),
-            Err(IllegalTransition { from: Done, to: Failed })
-        );
-        assert!(Transition::fail(&task_id(), Failed, "x", at, &ttl).is_err());
-    }
-
-    #[test]
-    fn a_transition_can_be_scoped_to_one_attempt() {
-        let ttl = TtlPolicy::new(3_600, 86_400);
-        let t = Transition::fail(&task_id(), InProgress, "x", Timestamp::from_millis(0), &ttl).unwrap().for_attempt(2);
-        assert_eq!(t.expected_attempts, Some(2));
-        assert_eq!(t.attempts, None);
-    }
-}
+mod tests;

@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::error::StoreError;
-use crate::lifecycle::Transition;
-use crate::ports::{TaskStore, WriteOutcome};
+use crate::lifecycle::{Heartbeat, Transition};
+use crate::ports::{DueTask, IdempotencyRecord, TaskStore, WriteOutcome};
 use crate::task::{Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tasks: Mutex<HashMap<TaskId, Task>>,
+    keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
 }
 
 impl MemoryStore {
@@ -50,13 +51,76 @@ impl TaskStore for MemoryStore {
         }
     }
 
-    async fn count(&self, status: TaskStatus, since: Option<Timestamp>) -> Result<u64, StoreError> {
+    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<WriteOutcome, StoreError> {
+        let mut tasks = self.tasks();
+        match tasks.get_mut(&heartbeat.task_id) {
+            Some(task) if heartbeat.matches(task) => {
+                *task = heartbeat.applied_to(task);
+                Ok(WriteOutcome::Applied(task.clone()))
+            }
+            current => Ok(WriteOutcome::Rejected(current.cloned())),
+        }
+    }
+
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (record.client_id.to_string(), record.key_digest.clone());
+        if let Some(existing) = keys.get(&key) {
+            return Ok(Some(existing.clone()));
+        }
+        keys.insert(key, record.clone());
+        Ok(None)
+    }
+
+    async fn count(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
         let tasks = self.tasks();
-        let matching = tasks.values().filter(|t| t.status == status && since.is_none_or(|since| t.updated_at >= since));
+        let matching = tasks.values().filter(|t| {
+            t.status == status
+                && since.is_none_or(|since| t.due_at >= since)
+                && until.is_none_or(|until| t.due_at <= until)
+        });
         Ok(matching.count() as u64)
     }
 
-    async fn oldest_update(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.updated_at).min())
+    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.due_at).min())
+    }
+
+    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
+        let mut due: Vec<DueTask> = self
+            .tasks()
+            .values()
+            .filter(|t| t.status == status && t.due_at <= until)
+            .map(|t| DueTask {
+                task_id: t.task_id.clone(),
+                attempts: t.attempts,
+                series_start: t.series_start,
+                due_at: t.due_at,
+            })
+            .collect();
+        due.sort_by_key(|t| t.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+/// An [`EventSink`] that keeps what it was told, for tests.
+#[derive(Debug, Default)]
+pub struct RecordedEvents(Mutex<Vec<crate::ports::TaskEvent>>);
+
+impl RecordedEvents {
+    pub fn events(&self) -> Vec<crate::ports::TaskEvent> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl crate::ports::EventSink for RecordedEvents {
+    fn record(&self, event: crate::ports::TaskEvent) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
     }
 }

@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::dispatch::DispatchMessage;
 use crate::error::{ExternalError, MetricsError, PublishError, StoreError};
-use crate::lifecycle::Transition;
+use crate::lifecycle::{Heartbeat, Transition};
 use crate::metrics::Gauge;
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 
 /// What a conditional write did.
@@ -20,6 +20,29 @@ pub enum WriteOutcome {
     Applied(Task),
     /// The task was not in the expected state; the task as it is (None if it does not exist).
     Rejected(Option<Task>),
+}
+
+/// A task that is due, as the status index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTask {
+    pub task_id: TaskId,
+    pub attempts: u32,
+    pub series_start: u32,
+    pub due_at: Timestamp,
+}
+
+/// "This client's submission with this idempotency key created this task."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub client_id: ClientId,
+    /// Digest of the client's key.
+    pub key_digest: String,
+    /// Digest of the submitted payload: the same key with another payload is a conflict.
+    pub request_digest: String,
+    pub task_id: TaskId,
+    pub created_at: Timestamp,
+    /// Epoch seconds; the record lives as long as the task can.
+    pub expires_at: i64,
 }
 
 /// Where tasks live.
@@ -33,15 +56,34 @@ pub trait TaskStore: Send + Sync {
     /// Applies a transition as one conditional write.
     fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
-    /// How many tasks are in `status`, counting only those updated at or after `since` if given.
+    /// Moves an attempt's callback deadline, as one conditional write.
+    fn heartbeat(&self, heartbeat: &Heartbeat) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+
+    /// Records an idempotency key unless the client used it before; answers the earlier record
+    /// if there is one (`None`: the key is now this record's).
+    fn claim(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// How many tasks are in `status` with `due_at` within [`since`, `until`] (open ends if None).
     fn count(
         &self,
         status: TaskStatus,
         since: Option<Timestamp>,
+        until: Option<Timestamp>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// When the task that has been in `status` the longest got there.
-    fn oldest_update(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+    /// The earliest `due_at` of the tasks in `status`.
+    fn earliest_due(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Up to `limit` tasks in `status` due at or before `until`, earliest first.
+    fn due(
+        &self,
+        status: TaskStatus,
+        until: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DueTask>, StoreError>> + Send;
 }
 
 /// Where dispatch messages go (in AWS: an SNS topic).
@@ -68,4 +110,34 @@ pub struct Job<'a> {
 pub trait ExternalService: Send + Sync {
     /// Hands over one job; Ok means the service accepted it and will call back.
     fn submit(&self, job: &Job<'_>) -> impl Future<Output = Result<(), ExternalError>> + Send;
+}
+
+/// Something that happened to a task, for the per-event metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TaskEvent {
+    Created,
+    /// A task finished; latency from creation in milliseconds, when known.
+    Finished {
+        status: TaskStatus,
+        latency_ms: Option<u64>,
+    },
+    /// An attempt failed and another will be made.
+    Retried,
+    /// A job was handed to the external service; `accepted` is whether it took it.
+    ExternalCall {
+        accepted: bool,
+    },
+}
+
+/// Where per-event metrics go (in AWS: Embedded Metric Format log lines). Synchronous and
+/// infallible on purpose: recording a metric must never fail or slow a task.
+pub trait EventSink: Send + Sync {
+    fn record(&self, event: TaskEvent);
+}
+
+impl TaskEvent {
+    /// The event of a task that just finished.
+    pub fn finished(task: &Task) -> Self {
+        Self::Finished { status: task.status, latency_ms: Some(task.updated_at.millis_since(task.created_at)) }
+    }
 }

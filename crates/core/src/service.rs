@@ -2,26 +2,91 @@
 //! call one of these, and turn the answer into a response.
 
 use serde_json::Value;
+use thiserror::Error;
 
+use crate::dispatch::DispatchMessage;
 use crate::error::{ExternalError, StoreError};
-use crate::lifecycle::{Outcome, Transition};
+use crate::lifecycle::{CANCELLED, Heartbeat, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
-use crate::ports::{ExternalService, Job, TaskStore, WriteOutcome};
+use crate::policy::Policies;
+use crate::ports::{ExternalService, IdempotencyRecord, Job, Publisher, TaskStore, WriteOutcome};
+use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
+use crate::token::{self, CallbackToken, TokenError};
 use crate::ttl::TtlPolicy;
 
-/// Ingest: stores a new RECEIVED task for `client`.
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// A new task.
+    Created(Task),
+    /// The idempotency key was used before with the same payload: that task.
+    Existing(Task),
+}
+
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    #[error("this Idempotency-Key was already used with a different payload")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
+/// payload answer the task the first submission created (also when both arrive at once), and
+/// the same key with another payload is refused.
 pub async fn submit(
     store: &impl TaskStore,
     client: &ClientId,
     payload: Value,
+    idempotency_key: Option<&str>,
     now: Timestamp,
     ttl: &TtlPolicy,
-) -> Result<Task, StoreError> {
+) -> Result<Submitted, SubmitError> {
     let task = Task::received(client.clone(), payload, now, ttl.new_task_expiry(now));
-    store.insert(&task).await?;
-    Ok(task)
+    let Some(key) = idempotency_key else {
+        store.insert(&task).await?;
+        return Ok(Submitted::Created(task));
+    };
+    let record = IdempotencyRecord {
+        client_id: client.clone(),
+        key_digest: token::digest(key),
+        request_digest: token::digest(&task.payload.to_string()),
+        task_id: task.task_id.clone(),
+        created_at: now,
+        // As long as the task can live: unfinished for the task TTL, then kept for the retention.
+        expires_at: now
+            .plus_seconds(ttl.task_ttl_seconds)
+            .plus_seconds(ttl.result_retention_seconds)
+            .as_epoch_seconds(),
+    };
+    match store.claim(&record).await? {
+        None => {
+            store.insert(&task).await?;
+            Ok(Submitted::Created(task))
+        }
+        Some(earlier) if earlier.request_digest != record.request_digest => Err(SubmitError::KeyReused),
+        Some(earlier) => {
+            if let Some(existing) = store.get(&earlier.task_id).await? {
+                return Ok(Submitted::Existing(existing));
+            }
+            // The first submission claimed the key but its task is not stored (yet, or ever):
+            // store exactly the task it described; whichever write lands first wins.
+            let rebuilt = Task::received_as(
+                earlier.task_id.clone(),
+                client.clone(),
+                task.payload,
+                earlier.created_at,
+                ttl.new_task_expiry(earlier.created_at),
+            );
+            match store.insert(&rebuilt).await {
+                Ok(()) | Err(StoreError::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Submitted::Existing(store.get(&earlier.task_id).await?.unwrap_or(rebuilt)))
+        }
+    }
 }
 
 /// Status: the task if it exists, belongs to `client` and has not expired. Another client's task
@@ -39,17 +104,29 @@ pub async fn task_for_client(
 #[derive(Debug, Clone, PartialEq)]
 pub enum HandOver {
     /// The external service accepted the attempt.
-    Accepted { attempt: u32 },
+    Accepted { task: Task },
     /// The attempt was already started (a repeated message), or the task moved on: nothing done.
     Skipped,
     /// The task no longer exists (expired or deleted): nothing to do.
     Missing,
-    /// The external service refused; the task is now FAILED with the reason.
-    Refused { error: ExternalError },
+    /// The service refused; the task waits for another attempt from `retry_at`.
+    Retrying { error: ExternalError, retry_at: Timestamp },
+    /// The service refused for good, or the attempts are used up: the task is FAILED.
+    Failed { error: ExternalError, task: Option<Task> },
 }
 
-/// Caller: starts attempt `message.attempt` (a conditional write, so a repeated message is a
-/// no-op) and hands the job to the external service. A refusal fails the task.
+#[derive(Debug, Error)]
+pub enum HandOverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Caller: starts attempt `attempt` (a conditional write, so a repeated message is a no-op and
+/// the service is called at most once per attempt) and hands the job to the external service.
+/// A refusal worth retrying puts the task back for a later attempt while the series has
+/// attempts left; any other refusal, or the last, fails the task with the reason.
 pub async fn hand_over(
     store: &impl TaskStore,
     service: &impl ExternalService,
@@ -57,65 +134,140 @@ pub async fn hand_over(
     attempt: u32,
     callback_base: &str,
     now: Timestamp,
-    ttl: &TtlPolicy,
-) -> Result<HandOver, StoreError> {
-    let task = match store.apply(&Transition::start(task_id, attempt, now)).await? {
+    policies: &Policies,
+) -> Result<HandOver, HandOverError> {
+    let token = CallbackToken::generate()?;
+    let deadline = now.plus(policies.callback_timeout);
+    let task = match store.apply(&Transition::start(task_id, attempt, token.digest(), now, deadline)).await? {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
     };
-    let callback_url = callback_url(callback_base, task_id);
+    let callback_url = callback_url(callback_base, task_id, attempt, &token);
     let job = Job { task_id: task_id.as_str(), payload: &task.payload, callback_url: &callback_url, attempt };
-    match service.submit(&job).await {
-        Ok(()) => Ok(HandOver::Accepted { attempt }),
-        Err(error) => {
-            let reason = format!("external service refused attempt {attempt}: {error}");
-            let fail = Transition::fail(task_id, TaskStatus::InProgress, reason, Timestamp::now().max(now), ttl)
-                .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
-                .for_attempt(attempt);
-            store.apply(&fail).await?;
-            Ok(HandOver::Refused { error })
-        }
+    let Err(error) = service.submit(&job).await else {
+        return Ok(HandOver::Accepted { task });
+    };
+    let now = Timestamp::now().max(now);
+    let in_series = task.attempt_in_series();
+    if is_retryable(&error) && policies.retry.allows_another(in_series) {
+        let retry_after = match &error {
+            ExternalError::Rejected { retry_after_seconds: Some(seconds), .. } => {
+                Some(std::time::Duration::from_secs(*seconds))
+            }
+            _ => None,
+        };
+        let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
+        let reason = format!("attempt {attempt}: {error}");
+        store.apply(&Transition::retry(task_id, attempt, reason, now, retry_at)).await?;
+        return Ok(HandOver::Retrying { error, retry_at });
     }
+    let reason = if is_retryable(&error) {
+        format!("gave up after {in_series} attempts; last: {error}")
+    } else {
+        format!("attempt {attempt}: {error}")
+    };
+    let give_up = Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
+        .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
+    let task = match store.apply(&give_up).await? {
+        WriteOutcome::Applied(task) => Some(task),
+        WriteOutcome::Rejected(_) => None,
+    };
+    Ok(HandOver::Failed { error, task })
 }
 
-/// The URL the external service calls back for `task_id`.
-pub fn callback_url(base: &str, task_id: &TaskId) -> String {
-    format!("{}/callbacks/{}", base.trim_end_matches('/'), task_id)
+/// The URL the external service calls back for one attempt of `task_id`.
+pub fn callback_url(base: &str, task_id: &TaskId, attempt: u32, token: &CallbackToken) -> String {
+    format!("{}/callbacks/{task_id}?attempt={attempt}&token={}", base.trim_end_matches('/'), token.expose())
 }
 
-/// What a callback did.
+/// What a callback (or heartbeat) did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallbackResult {
-    /// The outcome was recorded: the task is now DONE or FAILED.
+    /// Applied: the task as it is now.
     Recorded(Task),
-    /// The same outcome was recorded before: nothing changed.
+    /// The same outcome was recorded before for this attempt: nothing changed.
     Repeated(Task),
-    /// The task is in a state this callback cannot apply to (e.g. already finished otherwise).
+    /// The attempt already ended otherwise (e.g. finished with another outcome): nothing changed.
     Conflict(Task),
+    /// The attempt is no longer the task's current one (it timed out or was retried, or the task
+    /// was cancelled or replayed): ignored.
+    Stale,
+    /// The token is not this attempt's: nothing is revealed and nothing changed.
+    Unauthorized,
     /// No such task (or it expired).
     Missing,
 }
 
-/// Webhook: records how the task's attempt ended, once.
+/// Judges a rejected callback or heartbeat for `attempt` with token digest `digest`.
+fn rejected(
+    current: Option<Task>,
+    attempt: u32,
+    digest: &str,
+    now: Timestamp,
+    outcome: Option<&Outcome>,
+) -> CallbackResult {
+    let Some(current) = current.filter(|task| !task.is_expired(now)) else {
+        return CallbackResult::Missing;
+    };
+    if token_of(&current, attempt).map(String::as_str) != Some(digest) {
+        return CallbackResult::Unauthorized;
+    }
+    let finished_this_attempt = current.attempts == attempt && current.status.is_terminal();
+    match outcome {
+        Some(outcome) if finished_this_attempt && already_recorded(&current, outcome) => {
+            CallbackResult::Repeated(current)
+        }
+        _ if finished_this_attempt && current.error.as_deref() != Some(CANCELLED) => CallbackResult::Conflict(current),
+        _ => CallbackResult::Stale,
+    }
+}
+
+/// Webhook: records how attempt `attempt` ended, once, if `token` is that attempt's token.
 pub async fn record_outcome(
     store: &impl TaskStore,
     task_id: &TaskId,
+    attempt: u32,
+    token: &str,
     outcome: Outcome,
     now: Timestamp,
     ttl: &TtlPolicy,
 ) -> Result<CallbackResult, StoreError> {
-    let transition = Transition::finish(task_id, outcome.clone(), now, ttl);
+    if !token::is_well_formed(token) {
+        return Ok(CallbackResult::Unauthorized);
+    }
+    let digest = token::digest(token);
+    let transition = Transition::finish(task_id, attempt, digest.clone(), outcome.clone(), now, ttl);
     Ok(match store.apply(&transition).await? {
         WriteOutcome::Applied(task) => CallbackResult::Recorded(task),
-        WriteOutcome::Rejected(Some(current)) if !current.is_expired(now) => {
-            if already_recorded(&current, &outcome) {
-                CallbackResult::Repeated(current)
-            } else {
-                CallbackResult::Conflict(current)
-            }
-        }
-        WriteOutcome::Rejected(_) => CallbackResult::Missing,
+        WriteOutcome::Rejected(current) => rejected(current, attempt, &digest, now, Some(&outcome)),
+    })
+}
+
+/// Webhook: the service is still working on attempt `attempt`; its callback is now due
+/// `callback_timeout` from now.
+pub async fn heartbeat(
+    store: &impl TaskStore,
+    task_id: &TaskId,
+    attempt: u32,
+    token: &str,
+    now: Timestamp,
+    policies: &Policies,
+) -> Result<CallbackResult, StoreError> {
+    if !token::is_well_formed(token) {
+        return Ok(CallbackResult::Unauthorized);
+    }
+    let digest = token::digest(token);
+    let beat = Heartbeat {
+        task_id: task_id.clone(),
+        attempt,
+        token_digest: digest.clone(),
+        deadline: now.plus(policies.callback_timeout),
+        at: now,
+    };
+    Ok(match store.heartbeat(&beat).await? {
+        WriteOutcome::Applied(task) => CallbackResult::Recorded(task),
+        WriteOutcome::Rejected(current) => rejected(current, attempt, &digest, now, None),
     })
 }
 
@@ -126,14 +278,139 @@ fn already_recorded(task: &Task, outcome: &Outcome) -> bool {
     }
 }
 
-/// Metrics cron: the fleet's gauges. Reads only active tasks and tasks finished within the
-/// trailing `window_seconds`, so its cost does not grow with the number of stored tasks.
+/// What an owner's request to cancel or replay did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnerAction {
+    /// Done: the task as it is now.
+    Applied(Task),
+    /// Already so (a repeated cancel): the task, unchanged.
+    Unchanged(Task),
+    /// Not possible in the task's state (cancel a finished task, replay one that has not failed).
+    Refused(Task),
+    /// No such task for this client.
+    Missing,
+}
+
+/// How often an owner action re-reads after losing a race before giving up the race.
+const OWNER_RACES: usize = 3;
+
+/// Cancel (owner): RECEIVED or IN_PROGRESS → FAILED with error "cancelled". A callback that
+/// arrives later finds the attempt stale and changes nothing.
+pub async fn cancel(
+    store: &impl TaskStore,
+    client: &ClientId,
+    task_id: &TaskId,
+    now: Timestamp,
+    ttl: &TtlPolicy,
+) -> Result<OwnerAction, StoreError> {
+    for _ in 0..OWNER_RACES {
+        let Some(task) = task_for_client(store, client, task_id, now).await? else {
+            return Ok(OwnerAction::Missing);
+        };
+        match task.status {
+            TaskStatus::Failed if task.error.as_deref() == Some(CANCELLED) => return Ok(OwnerAction::Unchanged(task)),
+            TaskStatus::Done | TaskStatus::Failed => return Ok(OwnerAction::Refused(task)),
+            from @ (TaskStatus::Received | TaskStatus::InProgress) => {
+                let cancel = Transition::give_up(task_id, from, Some(task.attempts), CANCELLED, now, ttl)
+                    .unwrap_or_else(|_| unreachable!("RECEIVED/IN_PROGRESS → FAILED is a legal transition"));
+                if let WriteOutcome::Applied(task) = store.apply(&cancel).await? {
+                    return Ok(OwnerAction::Applied(task));
+                }
+            }
+        }
+    }
+    task_for_client(store, client, task_id, now).await.map(|t| t.map_or(OwnerAction::Missing, OwnerAction::Refused))
+}
+
+/// Replay (owner): FAILED → RECEIVED with a fresh attempt series.
+pub async fn replay(
+    store: &impl TaskStore,
+    client: &ClientId,
+    task_id: &TaskId,
+    now: Timestamp,
+    ttl: &TtlPolicy,
+) -> Result<OwnerAction, StoreError> {
+    let Some(task) = task_for_client(store, client, task_id, now).await? else {
+        return Ok(OwnerAction::Missing);
+    };
+    if task.status != TaskStatus::Failed {
+        return Ok(OwnerAction::Refused(task));
+    }
+    Ok(match store.apply(&Transition::replay(task_id, task.attempts, now, ttl)).await? {
+        WriteOutcome::Applied(task) => OwnerAction::Applied(task),
+        WriteOutcome::Rejected(current) => current.map_or(OwnerAction::Missing, OwnerAction::Refused),
+    })
+}
+
+/// What one sweeper run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Attempts whose callback did not come in time, put back for another attempt.
+    pub timed_out_retried: Vec<TaskId>,
+    /// Attempts whose callback did not come in time, with no attempts left: FAILED.
+    pub timed_out_failed: Vec<TaskId>,
+    /// RECEIVED tasks due for longer than the grace, dispatched (again).
+    pub dispatched: usize,
+    /// Dispatches the publisher did not take (the next run tries again).
+    pub dispatch_failures: usize,
+}
+
+/// Sweeper: times out attempts whose callback is overdue (retry or fail, guarded by the deadline
+/// it saw, so a heartbeat in between wins), and dispatches RECEIVED tasks that have been due for
+/// longer than the dispatch grace — retries whose backoff ended, and any dispatch that was lost.
+/// Reads only the status index's due entries, at most `limit` of each kind per run.
+pub async fn sweep(
+    store: &impl TaskStore,
+    publisher: &impl Publisher,
+    now: Timestamp,
+    policies: &Policies,
+    limit: usize,
+) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for overdue in store.due(TaskStatus::InProgress, now, limit).await? {
+        let attempt = overdue.attempts;
+        let in_series = attempt.saturating_sub(overdue.series_start);
+        let timeout = policies.callback_timeout.as_secs();
+        let transition = if policies.retry.allows_another(in_series) {
+            let retry_at = now.plus(policies.retry.delay(in_series, None, fastrand::f64()));
+            let reason = format!("attempt {attempt}: no callback within {timeout} s");
+            Transition::retry(&overdue.task_id, attempt, reason, now, retry_at)
+        } else {
+            let reason = format!("gave up after {in_series} attempts; last: no callback within {timeout} s");
+            Transition::give_up(&overdue.task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
+                .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
+        };
+        let retried = transition.to == TaskStatus::Received;
+        if let WriteOutcome::Applied(_) = store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
+            if retried {
+                report.timed_out_retried.push(overdue.task_id);
+            } else {
+                report.timed_out_failed.push(overdue.task_id);
+            }
+        }
+    }
+    let waiting = store.due(TaskStatus::Received, now.minus(policies.dispatch_grace), limit).await?;
+    let messages: Vec<DispatchMessage> = waiting
+        .iter()
+        .map(|due| DispatchMessage { task_id: due.task_id.to_string(), attempt: due.attempts.saturating_add(1) })
+        .collect();
+    for outcome in publisher.publish(&messages).await {
+        match outcome {
+            Ok(()) => report.dispatched += 1,
+            Err(_) => report.dispatch_failures += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Metrics cron: the fleet's gauges. Reads only the status index's entries for active tasks
+/// and for tasks finished within the trailing `window_seconds`, so its cost does not grow with
+/// the number of stored tasks.
 pub async fn gauges(store: &impl TaskStore, now: Timestamp, window_seconds: u64) -> Result<Vec<Gauge>, StoreError> {
-    let window_start =
-        Timestamp::from_millis(now.as_millis().saturating_sub(window_seconds.saturating_mul(1000) as i64));
-    let mut gauges = Vec::with_capacity(5);
+    let window_start = now.minus(std::time::Duration::from_secs(window_seconds));
+    let mut gauges = Vec::with_capacity(6);
     for status in [TaskStatus::Received, TaskStatus::InProgress] {
-        let count = store.count(status, None).await?;
+        let count = store.count(status, None, None).await?;
         gauges.push(Gauge {
             name: metrics::TASKS_ACTIVE,
             status: Some(status),
@@ -142,7 +419,7 @@ pub async fn gauges(store: &impl TaskStore, now: Timestamp, window_seconds: u64)
         });
     }
     for status in [TaskStatus::Done, TaskStatus::Failed] {
-        let count = store.count(status, Some(window_start)).await?;
+        let count = store.count(status, Some(window_start), None).await?;
         gauges.push(Gauge {
             name: metrics::TASKS_FINISHED,
             status: Some(status),
@@ -150,8 +427,10 @@ pub async fn gauges(store: &impl TaskStore, now: Timestamp, window_seconds: u64)
             unit: Unit::Count,
         });
     }
-    let oldest = store.oldest_update(TaskStatus::Received).await?;
-    let age_seconds = oldest.map_or(0.0, |since| now.millis_since(since) as f64 / 1000.0);
+    let overdue = store.count(TaskStatus::InProgress, None, Some(now)).await?;
+    gauges.push(Gauge { name: metrics::TASKS_OVERDUE, status: None, value: overdue as f64, unit: Unit::Count });
+    let oldest = store.earliest_due(TaskStatus::Received).await?;
+    let age_seconds = oldest.map_or(0.0, |due| now.millis_since(due) as f64 / 1000.0);
     gauges.push(Gauge { name: metrics::OLDEST_RECEIVED_AGE, status: None, value: age_seconds, unit: Unit::Seconds });
     Ok(gauges)
 }

@@ -102,6 +102,16 @@ impl FromStr for TaskStatus {
     }
 }
 
+/// One step of a task's life, kept on the task so a client can see why it ended as it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub status: TaskStatus,
+    pub at: Timestamp,
+    /// The attempt the step belongs to (0 before the first).
+    pub attempt: u32,
+    pub reason: Option<String>,
+}
+
 /// A task as the domain sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -114,29 +124,53 @@ pub struct Task {
     pub result: Option<Value>,
     /// Why the task FAILED.
     pub error: Option<String>,
-    /// How many times the task was handed to the external service.
+    /// How many times the task was handed to the external service, over all series.
     pub attempts: u32,
+    /// Attempts made before the current series began (a replay starts a new series).
+    pub series_start: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// What is due when, by status: RECEIVED — when it may be dispatched; IN_PROGRESS — the
+    /// callback deadline; DONE/FAILED — when it finished. The sweeper and the metrics read it.
+    pub due_at: Timestamp,
     /// When storage may delete the task (epoch seconds; the DynamoDB TTL attribute).
     pub expires_at: i64,
+    /// SHA-256 of each attempt's callback token (index = attempt − 1); the tokens themselves
+    /// are never stored.
+    pub callback_tokens: Vec<String>,
+    pub history: Vec<HistoryEntry>,
 }
 
 impl Task {
-    /// A task freshly received from a client.
+    /// A task freshly received from a client, with a new id.
     pub fn received(client_id: ClientId, payload: Value, now: Timestamp, expires_at: i64) -> Self {
+        Self::received_as(TaskId::generate(), client_id, payload, now, expires_at)
+    }
+
+    /// A task freshly received from a client, with a given id (an idempotent retry of a
+    /// submission rebuilds exactly the task the first one described).
+    pub fn received_as(task_id: TaskId, client_id: ClientId, payload: Value, now: Timestamp, expires_at: i64) -> Self {
         Self {
-            task_id: TaskId::generate(),
+            task_id,
             client_id,
             status: TaskStatus::Received,
             payload,
             result: None,
             error: None,
             attempts: 0,
+            series_start: 0,
             created_at: now,
             updated_at: now,
+            due_at: now,
             expires_at,
+            callback_tokens: Vec::new(),
+            history: vec![HistoryEntry { status: TaskStatus::Received, at: now, attempt: 0, reason: None }],
         }
+    }
+
+    /// The current attempt's number within its series (1-based; 0 before the first).
+    pub fn attempt_in_series(&self) -> u32 {
+        self.attempts.saturating_sub(self.series_start)
     }
 
     /// Storage deletes expired items late (DynamoDB: within days; the emulator: never),

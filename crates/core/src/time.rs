@@ -12,7 +12,7 @@ impl Timestamp {
         Self(Utc::now().timestamp_millis())
     }
 
-    pub fn from_millis(millis: i64) -> Self {
+    pub const fn from_millis(millis: i64) -> Self {
         Self(millis)
     }
 
@@ -28,6 +28,14 @@ impl Timestamp {
     pub fn plus_seconds(self, seconds: u64) -> Self {
         let millis = i64::try_from(seconds).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
         Self(self.0.saturating_add(millis))
+    }
+
+    pub fn plus(self, duration: std::time::Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
+    }
+
+    pub fn minus(self, duration: std::time::Duration) -> Self {
+        Self(self.0.saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
     }
 
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.

@@ -58,6 +58,19 @@ pub fn parse_callback(body: &[u8]) -> Result<Outcome, ValidationError> {
     }
 }
 
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
+pub fn parse_idempotency_key(raw: &str) -> Result<&str, ValidationError> {
+    if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ValidationError::Schema(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(raw)
+}
+
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ValidationError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ValidationError::EmptyBody);
@@ -136,6 +149,16 @@ mod tests {
         let mut body = body;
         body[0] = b'{';
         assert_eq!(parse_submission(&body), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_visible_ascii() {
+        assert_eq!(parse_idempotency_key("order-42/retry#1"), Ok("order-42/retry#1"));
+        for raw in ["", " ", "a b", "é", "a\n"] {
+            assert!(parse_idempotency_key(raw).is_err(), "{raw:?}");
+        }
+        assert!(parse_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN)).is_ok());
+        assert!(parse_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)).is_err());
     }
 
     #[test]

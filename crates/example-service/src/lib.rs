@@ -43,18 +43,24 @@ pub struct Chaos {
 #[derive(Debug, Default)]
 pub struct Stats {
     accepts: Mutex<HashMap<String, u32>>,
-    requests: Mutex<HashMap<String, u32>>,
+    requests: Mutex<HashMap<String, Vec<u32>>>,
+    callback_urls: Mutex<HashMap<String, String>>,
 }
 
 impl Stats {
-    /// Job requests per task (accepted or refused).
-    pub fn requests(&self) -> HashMap<String, u32> {
+    /// The attempt numbers of the job requests per task (accepted or refused), in arrival order.
+    pub fn requests(&self) -> HashMap<String, Vec<u32>> {
         self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Accepted jobs per task.
     pub fn accepts(&self) -> HashMap<String, u32> {
         self.accepts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The callback URL of the latest accepted job per task.
+    pub fn callback_urls(&self) -> HashMap<String, String> {
+        self.callback_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn count(map: &Mutex<HashMap<String, u32>>, task_id: &str) {
@@ -89,7 +95,15 @@ async fn accept(
         Err(rejection) => return (StatusCode::BAD_REQUEST, Json(json!({"error": rejection.body_text()}))),
     };
     let chaos = &service.settings.chaos;
-    Stats::count(&service.settings.stats.requests, &job.task_id);
+    service
+        .settings
+        .stats
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(job.task_id.clone())
+        .or_default()
+        .push(job.attempt);
     if fastrand::f64() < chaos.slow {
         tokio::time::sleep(chaos.slow_by).await;
     }
@@ -98,6 +112,13 @@ async fn accept(
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "try again later"})));
     }
     Stats::count(&service.settings.stats.accepts, &job.task_id);
+    service
+        .settings
+        .stats
+        .callback_urls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(job.task_id.clone(), job.callback_url.clone());
     tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job accepted");
     let task_id = job.task_id.clone();
     let (drop_it, twice) = (fastrand::f64() < chaos.drop_callback, fastrand::f64() < chaos.duplicate_callback);

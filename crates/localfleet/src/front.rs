@@ -37,7 +37,10 @@ impl Route {
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/tasks", function: HttpFunction::Ingest },
     Route { method: "GET", path: "/tasks/{task_id}", function: HttpFunction::Status },
+    Route { method: "DELETE", path: "/tasks/{task_id}", function: HttpFunction::Ingest },
+    Route { method: "POST", path: "/tasks/{task_id}/retry", function: HttpFunction::Ingest },
     Route { method: "POST", path: "/callbacks/{task_id}", function: HttpFunction::Webhook },
+    Route { method: "POST", path: "/callbacks/{task_id}/heartbeat", function: HttpFunction::Webhook },
 ];
 
 /// API Gateway HTTP APIs refuse bodies over 10 MB before any function runs.

@@ -12,13 +12,16 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::sync::Arc;
 use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, SdkConfig, SnsPublisher};
-use taskfleet_core::TtlPolicy;
+
 use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::policy::Policies;
+use taskfleet_core::ports::EventSink;
 
 /// What the local fleet is configured with (the deployed functions read the same from their
 /// environment).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FunctionSettings {
     pub table: String,
     pub topic_arn: String,
@@ -26,9 +29,12 @@ pub struct FunctionSettings {
     pub external_service_url: String,
     pub external_timeout: Duration,
     pub callback_base_url: String,
-    pub ttl: TtlPolicy,
+    pub policies: Policies,
     pub metrics_namespace: String,
     pub metrics_window_seconds: u64,
+    pub sweep_batch: usize,
+    /// Where the functions' per-event metrics go.
+    pub events: Arc<dyn EventSink>,
 }
 
 pub struct Functions {
@@ -38,6 +44,7 @@ pub struct Functions {
     pub dispatcher: taskfleet_dispatcher::App<SnsPublisher>,
     pub caller: taskfleet_caller::App<DynamoStore, HttpExternalService>,
     pub metrics: taskfleet_metrics::App<DynamoStore, CloudWatchSink>,
+    pub sweeper: taskfleet_sweeper::App<DynamoStore, SnsPublisher>,
 }
 
 /// An invocation that did not produce an answer.
@@ -54,23 +61,37 @@ pub enum InvokeError {
 impl Functions {
     pub fn new(sdk: &SdkConfig, settings: &FunctionSettings) -> Result<Self, ConfigError> {
         let store = || DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
+        let publisher = || SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn);
+        let events = || settings.events.clone();
+        let policies = settings.policies;
         Ok(Self {
-            ingest: taskfleet_ingest::App { store: store(), keys: settings.api_keys.clone(), ttl: settings.ttl },
-            status: taskfleet_status::App { store: store(), keys: settings.api_keys.clone() },
-            webhook: taskfleet_webhook::App { store: store(), ttl: settings.ttl },
-            dispatcher: taskfleet_dispatcher::App {
-                publisher: SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn),
+            ingest: taskfleet_ingest::App {
+                store: store(),
+                keys: settings.api_keys.clone(),
+                ttl: policies.ttl,
+                events: events(),
             },
+            status: taskfleet_status::App { store: store(), keys: settings.api_keys.clone() },
+            webhook: taskfleet_webhook::App { store: store(), policies, events: events() },
+            dispatcher: taskfleet_dispatcher::App { publisher: publisher() },
             caller: taskfleet_caller::App {
                 store: store(),
                 service: HttpExternalService::new(&settings.external_service_url, settings.external_timeout)?,
                 callback_base: settings.callback_base_url.clone(),
-                ttl: settings.ttl,
+                policies,
+                events: events(),
             },
             metrics: taskfleet_metrics::App {
                 store: store(),
                 sink: CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(sdk), &settings.metrics_namespace),
                 window_seconds: settings.metrics_window_seconds,
+            },
+            sweeper: taskfleet_sweeper::App {
+                store: store(),
+                publisher: publisher(),
+                policies,
+                batch: settings.sweep_batch,
+                events: events(),
             },
         })
     }
@@ -126,6 +147,12 @@ impl Functions {
     pub async fn invoke_caller(&self, event: Value) -> Result<(), InvokeError> {
         let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
         taskfleet_caller::handle(&self.caller, invocation).await.map_err(|e| InvokeError::Function(e.to_string()))
+    }
+
+    /// Invokes the sweeper with a scheduled event.
+    pub async fn invoke_sweeper(&self, event: Value) -> Result<Value, InvokeError> {
+        let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
+        taskfleet_sweeper::handle(&self.sweeper, invocation).await.map_err(|e| InvokeError::Function(e.to_string()))
     }
 
     /// Invokes the metrics cron with a scheduled event.

@@ -13,6 +13,7 @@
 pub mod events;
 pub mod front;
 pub mod functions;
+pub mod local_metrics;
 pub mod queue;
 pub mod resources;
 pub mod schedule;
@@ -23,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskfleet_adapters::{ConfigError, SdkConfig};
-use taskfleet_core::TtlPolicy;
 use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::policy::Policies;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -54,12 +55,24 @@ pub struct FleetSettings {
     pub external_timeout: Duration,
     /// Public base of callback URLs; defaults to the front's own address.
     pub callback_base_url: Option<String>,
-    pub ttl: TtlPolicy,
+    pub policies: Policies,
     pub metrics_namespace: String,
     pub metrics_window_seconds: u64,
     pub metrics_interval: Duration,
+    pub sweep_interval: Duration,
+    pub sweep_batch: usize,
     /// Concurrent readers of the caller queue (each handles up to ten messages at once).
     pub caller_pollers: usize,
+    pub chaos: DeliveryChaos,
+}
+
+/// At-least-once delivery made visible: how often the local event sources deliver twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeliveryChaos {
+    /// Probability that a stream batch is handed to the dispatcher a second time.
+    pub duplicate_stream_batch: f64,
+    /// Probability that an SNS message is delivered to the caller a second time.
+    pub duplicate_message: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +101,7 @@ impl Fleet {
         let addr = listener.local_addr()?;
         let resources = resources::ensure(sdk, &settings.names).await?;
         let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let local_metrics = Arc::new(local_metrics::LocalMetrics::default());
         let functions = Arc::new(Functions::new(
             sdk,
             &FunctionSettings {
@@ -97,9 +111,11 @@ impl Fleet {
                 external_service_url: settings.external_service_url.clone(),
                 external_timeout: settings.external_timeout,
                 callback_base_url: callback_base_url.clone(),
-                ttl: settings.ttl,
+                policies: settings.policies,
                 metrics_namespace: settings.metrics_namespace.clone(),
                 metrics_window_seconds: settings.metrics_window_seconds,
+                sweep_batch: settings.sweep_batch,
+                events: local_metrics.clone(),
             },
         )?);
         let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
@@ -117,16 +133,26 @@ impl Fleet {
             stream_arn: resources.stream_arn.clone(),
             region: region.clone(),
         };
-        tasks.push(tokio::spawn(stream::run(stream_source, functions.clone(), dead_letters.clone())));
+        tasks.push(tokio::spawn(stream::run(stream_source, functions.clone(), dead_letters.clone(), settings.chaos)));
         let queue_source = Arc::new(queue::QueueSource {
             client: aws_sdk_sqs::Client::new(sdk),
             queue_url: resources.queue_url.clone(),
             subscription_arn: resources.subscription_arn.clone(),
         });
         for _ in 0..settings.caller_pollers.max(1) {
-            tasks.push(tokio::spawn(queue::run(queue_source.clone(), functions.clone())));
+            tasks.push(tokio::spawn(queue::run(queue_source.clone(), functions.clone(), settings.chaos)));
         }
-        tasks.push(tokio::spawn(schedule::run(functions, settings.metrics_interval, region)));
+        let metrics_every = settings.metrics_interval;
+        tasks.push(tokio::spawn(schedule::run(
+            functions.clone(),
+            schedule::Job::Metrics,
+            metrics_every,
+            region.clone(),
+        )));
+        tasks.push(tokio::spawn(schedule::run(functions, schedule::Job::Sweeper, settings.sweep_interval, region)));
+        let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
+        let forward = local_metrics.forward(cloudwatch, settings.metrics_namespace.clone(), Duration::from_secs(1));
+        tasks.push(tokio::spawn(forward));
         Ok(Self { addr, resources, callback_base_url, dead_letters, tasks })
     }
 }

@@ -11,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 const PORT: &str = "PORT";
 /// Prefix of the emulator resources' names.
 const PREFIX: &str = "TASKFLEET_PREFIX";
+/// Seconds between sweeper runs (every minute in AWS; sooner locally so retries move along).
+const SWEEP_INTERVAL_SECONDS: &str = "SWEEP_INTERVAL_SECONDS";
 /// Seconds between metrics runs.
 const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
 
@@ -50,14 +52,18 @@ async fn run() -> Result<(), StartError> {
             .ok()
             .map(|_| config::url(config::CALLBACK_BASE_URL))
             .transpose()?,
-        ttl: config::ttl_policy()?,
+        policies: config::policies()?,
         metrics_namespace: config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
         metrics_window_seconds: config::positive(
             config::METRICS_WINDOW_SECONDS,
             config::DEFAULT_METRICS_WINDOW_SECONDS,
         )?,
         metrics_interval: Duration::from_secs(config::positive(METRICS_INTERVAL_SECONDS, 10)?),
+        sweep_interval: Duration::from_secs(config::positive(SWEEP_INTERVAL_SECONDS, 5)?),
+        sweep_batch: usize::try_from(config::positive(config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH)?)
+            .unwrap_or(500),
         caller_pollers: 4,
+        chaos: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
         .await

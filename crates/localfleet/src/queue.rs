@@ -10,6 +10,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use tokio::task::JoinSet;
 
+use crate::DeliveryChaos;
 use crate::events;
 use crate::functions::Functions;
 
@@ -20,7 +21,7 @@ pub struct QueueSource {
 }
 
 /// Polls the queue until the task is dropped; up to ten messages are handled at once.
-pub async fn run(source: Arc<QueueSource>, functions: Arc<Functions>) {
+pub async fn run(source: Arc<QueueSource>, functions: Arc<Functions>, chaos: DeliveryChaos) {
     loop {
         let received = source
             .client
@@ -45,6 +46,9 @@ pub async fn run(source: Arc<QueueSource>, functions: Arc<Functions>) {
                 let Some(receipt) = message.receipt_handle else { return };
                 let envelope = message.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
                 let event = events::sns_event(&envelope, &source.subscription_arn);
+                if fastrand::f64() < chaos.duplicate_message {
+                    let _ = functions.invoke_caller(event.clone()).await;
+                }
                 match functions.invoke_caller(event).await {
                     Ok(()) => {
                         let deleted = source

@@ -12,9 +12,9 @@ use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::error::DisplayErrorContext;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
-use crate::DeadLetters;
 use crate::events;
 use crate::functions::Functions;
+use crate::{DeadLetters, DeliveryChaos};
 
 /// Records per dispatcher invocation (the event source mapping's BatchSize).
 pub const BATCH_SIZE: i32 = 100;
@@ -29,7 +29,7 @@ pub struct StreamSource {
 }
 
 /// Follows every shard of the stream until the task is dropped.
-pub async fn run(source: StreamSource, functions: Arc<Functions>, dead_letters: DeadLetters) {
+pub async fn run(source: StreamSource, functions: Arc<Functions>, dead_letters: DeadLetters, chaos: DeliveryChaos) {
     let source = Arc::new(source);
     let mut followed = HashSet::new();
     // Dropping the set (when this task is aborted) stops the followers too.
@@ -42,7 +42,7 @@ pub async fn run(source: StreamSource, functions: Arc<Functions>, dead_letters: 
                     if followed.insert(shard.clone()) {
                         let (source, functions, dead_letters) =
                             (source.clone(), functions.clone(), dead_letters.clone());
-                        followers.spawn(async move { follow(&source, &shard, &functions, &dead_letters).await });
+                        followers.spawn(async move { follow(&source, &shard, &functions, &dead_letters, chaos).await });
                     }
                 }
             }
@@ -52,7 +52,13 @@ pub async fn run(source: StreamSource, functions: Arc<Functions>, dead_letters: 
     }
 }
 
-async fn follow(source: &StreamSource, shard: &str, functions: &Functions, dead_letters: &DeadLetters) {
+async fn follow(
+    source: &StreamSource,
+    shard: &str,
+    functions: &Functions,
+    dead_letters: &DeadLetters,
+    chaos: DeliveryChaos,
+) {
     let mut iterator = None;
     let mut last_sequence: Option<String> = None;
     loop {
@@ -94,6 +100,9 @@ async fn follow(source: &StreamSource, shard: &str, functions: &Functions, dead_
             }
             tokio::time::sleep(IDLE).await;
             continue;
+        }
+        if fastrand::f64() < chaos.duplicate_stream_batch {
+            deliver(source, records.clone(), functions, dead_letters).await;
         }
         deliver(source, records, functions, dead_letters).await;
     }

@@ -1,14 +1,19 @@
 //! On the dispatch SNS topic: starts the attempt named by each message (a conditional write, so
-//! a repeated message is a no-op) and POSTs `{"task_id","payload","callback_url","attempt"}` to
-//! the external service. A refusal fails the task with the reason.
+//! a repeated message is a no-op and the service is called at most once per attempt) and POSTs
+//! `{"task_id","payload","callback_url","attempt"}` to the external service. A refusal worth
+//! retrying (5xx, 408, 429, timeout, network) puts the task back for a later attempt with
+//! backoff while its series has attempts left; any other refusal fails it with the reason.
+
+use std::sync::Arc;
 
 use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use taskfleet_adapters::{ConfigError, DynamoStore, HttpExternalService, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, HttpExternalService, SdkConfig, config};
 use taskfleet_core::dispatch::DispatchMessage;
-use taskfleet_core::ports::{ExternalService, TaskStore};
-use taskfleet_core::service::{self, HandOver};
-use taskfleet_core::{StoreError, Timestamp, TtlPolicy};
+use taskfleet_core::policy::Policies;
+use taskfleet_core::ports::{EventSink, ExternalService, TaskEvent, TaskStore};
+use taskfleet_core::service::{self, HandOver, HandOverError};
+use taskfleet_core::{StoreError, Timestamp};
 use thiserror::Error;
 
 /// Everything the function needs, built once per cold start.
@@ -17,7 +22,8 @@ pub struct App<S, E> {
     pub service: E,
     /// Public base URL of the webhook.
     pub callback_base: String,
-    pub ttl: TtlPolicy,
+    pub policies: Policies,
+    pub events: Arc<dyn EventSink>,
 }
 
 impl App<DynamoStore, HttpExternalService> {
@@ -26,7 +32,8 @@ impl App<DynamoStore, HttpExternalService> {
             store: DynamoStore::from_env(sdk)?,
             service: HttpExternalService::from_env()?,
             callback_base: config::url(config::CALLBACK_BASE_URL)?,
-            ttl: config::ttl_policy()?,
+            policies: config::policies()?,
+            events: Arc::new(EmfSink::from_env()),
         })
     }
 }
@@ -37,12 +44,24 @@ impl App<DynamoStore, HttpExternalService> {
 pub enum CallerError {
     #[error("task store unavailable: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Token(String),
+}
+
+impl From<HandOverError> for CallerError {
+    fn from(error: HandOverError) -> Self {
+        match error {
+            HandOverError::Store(e) => Self::Store(e),
+            HandOverError::Token(e) => Self::Token(e.to_string()),
+        }
+    }
 }
 
 impl From<CallerError> for Diagnostic {
     fn from(error: CallerError) -> Self {
         let error_type = match error {
             CallerError::Store(_) => "StoreUnavailable",
+            CallerError::Token(_) => "NoRandomness",
         };
         Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
@@ -62,26 +81,28 @@ pub async fn handle<S: TaskStore, E: ExternalService>(
                 continue;
             }
         };
-        let outcome = service::hand_over(
-            &app.store,
-            &app.service,
-            &task_id,
-            attempt,
-            &app.callback_base,
-            Timestamp::now(),
-            &app.ttl,
-        )
-        .await?;
+        let now = Timestamp::now();
+        let outcome =
+            service::hand_over(&app.store, &app.service, &task_id, attempt, &app.callback_base, now, &app.policies)
+                .await?;
         match outcome {
-            HandOver::Accepted { attempt } => {
-                tracing::info!(%task_id, attempt, "job handed to the external service")
+            HandOver::Accepted { .. } => {
+                tracing::info!(%task_id, attempt, "job handed to the external service");
+                app.events.record(TaskEvent::ExternalCall { accepted: true });
             }
-            HandOver::Skipped => {
-                tracing::info!(%task_id, attempt, "attempt already started; duplicate ignored")
-            }
+            HandOver::Skipped => tracing::info!(%task_id, attempt, "attempt already started; duplicate ignored"),
             HandOver::Missing => tracing::warn!(%task_id, attempt, "task no longer exists"),
-            HandOver::Refused { error } => {
-                tracing::warn!(%task_id, attempt, %error, "external service refused; task failed")
+            HandOver::Retrying { error, retry_at } => {
+                tracing::warn!(%task_id, attempt, %error, retry_at = %retry_at.to_rfc3339(), "external service refused; will retry");
+                app.events.record(TaskEvent::ExternalCall { accepted: false });
+                app.events.record(TaskEvent::Retried);
+            }
+            HandOver::Failed { error, task } => {
+                tracing::warn!(%task_id, attempt, %error, "external service refused; task failed");
+                app.events.record(TaskEvent::ExternalCall { accepted: false });
+                if let Some(task) = task {
+                    app.events.record(TaskEvent::finished(&task));
+                }
             }
         }
     }

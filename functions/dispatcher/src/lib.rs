@@ -9,9 +9,9 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use lambda_runtime::LambdaEvent;
 use taskfleet_adapters::record::snapshot_from_image;
 use taskfleet_adapters::{ConfigError, SdkConfig, SnsPublisher};
-use taskfleet_core::StoreError;
 use taskfleet_core::dispatch::{DispatchMessage, dispatch_for};
 use taskfleet_core::ports::Publisher;
+use taskfleet_core::{PublishError, StoreError, Timestamp};
 
 /// Everything the function needs, built once per cold start.
 pub struct App<P> {
@@ -25,22 +25,25 @@ impl App<SnsPublisher> {
 }
 
 /// What one stream record calls for.
-fn dispatch_of(record: &EventRecord) -> Result<Option<DispatchMessage>, StoreError> {
+fn dispatch_of(record: &EventRecord, now: Timestamp) -> Result<Option<DispatchMessage>, StoreError> {
     if record.event_name == "REMOVE" {
         return Ok(None);
     }
-    let new = snapshot_from_image(&record.change.new_image)?;
-    let old = snapshot_from_image(&record.change.old_image)?;
-    Ok(new.and_then(|(task_id, new)| dispatch_for(&task_id, old.map(|(_, old)| old), Some(new))))
+    let Some((task_id, new)) = snapshot_from_image(&record.change.new_image)? else { return Ok(None) };
+    // The old image only tells a no-op write apart; if it is unreadable the record counts as a
+    // change (a duplicate dispatch is harmless: starting an attempt is conditional).
+    let old = snapshot_from_image(&record.change.old_image).ok().flatten().map(|(_, old)| old);
+    Ok(dispatch_for(&task_id, old, Some(new), now))
 }
 
 pub async fn handle<P: Publisher>(app: &App<P>, event: LambdaEvent<Event>) -> DynamoDbEventResponse {
     let mut failures = Vec::new();
     let mut messages = Vec::new();
     let mut sources = Vec::new();
+    let now = Timestamp::now();
     for record in &event.payload.records {
         let sequence = record.change.sequence_number.clone().unwrap_or_else(|| record.event_id.clone());
-        match dispatch_of(record) {
+        match dispatch_of(record, now) {
             Ok(Some(message)) => {
                 messages.push(message);
                 sources.push(sequence);
@@ -52,8 +55,10 @@ pub async fn handle<P: Publisher>(app: &App<P>, event: LambdaEvent<Event>) -> Dy
             }
         }
     }
-    let outcomes = app.publisher.publish(&messages).await;
-    for ((message, sequence), outcome) in messages.iter().zip(sources).zip(outcomes) {
+    let mut outcomes = app.publisher.publish(&messages).await.into_iter();
+    for (message, sequence) in messages.iter().zip(sources) {
+        // A publisher answering fewer results than messages has not confirmed the rest.
+        let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError("no result from the publisher".into())));
         match outcome {
             Ok(()) => {
                 tracing::info!(task_id = %message.task_id, attempt = message.attempt, "task dispatched")

@@ -1,50 +1,90 @@
-//! `POST /callbacks/{task_id}`, called by the external service:
-//! `{"status":"succeeded","result":…}` → DONE, `{"status":"failed","error":"…"}` → FAILED.
-//! The same callback again answers 200 and changes nothing; a different outcome for a task
-//! already finished answers 409.
+//! Called by the external service, with the attempt and token its callback URL carries:
+//! - `POST /callbacks/{task_id}?attempt=n&token=…` with `{"status":"succeeded","result":…}` →
+//!   DONE, or `{"status":"failed","error":"…"}` → FAILED. The same callback again answers 200
+//!   and changes nothing; another outcome for an attempt already finished answers 409
+//!   `conflict`; a callback for an attempt that is no longer current (it timed out and was
+//!   retried, or the task was cancelled or replayed) answers 409 `stale_attempt` and is ignored.
+//! - `POST /callbacks/{task_id}/heartbeat?attempt=n&token=…` → the attempt's callback is due a
+//!   full `CALLBACK_TIMEOUT_SECONDS` from now.
+//!
+//! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing.
+
+use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use serde_json::json;
-use taskfleet_adapters::{ConfigError, DynamoStore, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, config};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::ports::TaskStore;
+use taskfleet_core::policy::Policies;
+use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, CallbackResult};
-use taskfleet_core::{Timestamp, TtlPolicy, validation};
+use taskfleet_core::{Task, Timestamp, validation};
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S> {
     pub store: S,
-    pub ttl: TtlPolicy,
+    pub policies: Policies,
+    pub events: Arc<dyn EventSink>,
 }
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self { store: DynamoStore::from_env(sdk)?, ttl: config::ttl_policy()? })
+        Ok(Self {
+            store: DynamoStore::from_env(sdk)?,
+            policies: config::policies()?,
+            events: Arc::new(EmfSink::from_env()),
+        })
     }
 }
 
 pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
-    callback(app, &request).await.unwrap_or_else(ApiError::into_response)
+    route(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn callback<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
+    let (attempt, token) = request::callback_credentials(request)?;
+    let now = Timestamp::now();
+    if request::route_key(request).as_deref() == Some("POST /callbacks/{task_id}/heartbeat") {
+        let answer = service::heartbeat(&app.store, &task_id, attempt, &token, now, &app.policies).await?;
+        return match answered(answer)? {
+            Answer::Changed(task) | Answer::Same(task) => Ok(response::json(
+                StatusCode::OK,
+                &json!({"task_id": task.task_id.as_str(), "status": task.status.as_str(), "callback_due_at": task.due_at.to_rfc3339()}),
+            )),
+        };
+    }
     let outcome = validation::parse_callback(request::json_body(request)?)?;
-    let answer = |task: &taskfleet_core::Task| {
-        response::json(StatusCode::OK, &json!({"task_id": task.task_id.as_str(), "status": task.status.as_str()}))
+    let answer =
+        service::record_outcome(&app.store, &task_id, attempt, &token, outcome, now, &app.policies.ttl).await?;
+    let task = match answered(answer)? {
+        Answer::Changed(task) => {
+            tracing::info!(task_id = %task.task_id, status = %task.status, attempt, "task finished");
+            app.events.record(TaskEvent::finished(&task));
+            task
+        }
+        Answer::Same(task) => {
+            tracing::info!(task_id = %task.task_id, attempt, "repeated callback ignored");
+            task
+        }
     };
-    match service::record_outcome(&app.store, &task_id, outcome, Timestamp::now(), &app.ttl).await? {
-        CallbackResult::Recorded(task) => {
-            tracing::info!(task_id = %task.task_id, status = %task.status, attempts = task.attempts, "task finished");
-            Ok(answer(&task))
-        }
-        CallbackResult::Repeated(task) => {
-            tracing::info!(task_id = %task.task_id, "repeated callback ignored");
-            Ok(answer(&task))
-        }
+    Ok(response::json(StatusCode::OK, &json!({"task_id": task.task_id.as_str(), "status": task.status.as_str()})))
+}
+
+enum Answer {
+    Changed(Task),
+    Same(Task),
+}
+
+fn answered(result: CallbackResult) -> Result<Answer, ApiError> {
+    match result {
+        CallbackResult::Recorded(task) => Ok(Answer::Changed(task)),
+        CallbackResult::Repeated(task) => Ok(Answer::Same(task)),
         CallbackResult::Conflict(task) => {
             Err(ApiError::Conflict(format!("the task is {} and cannot take this outcome", task.status)))
         }
+        CallbackResult::Stale => Err(ApiError::StaleAttempt),
+        CallbackResult::Unauthorized => Err(ApiError::InvalidCallbackToken),
         CallbackResult::Missing => Err(ApiError::NotFound),
     }
 }

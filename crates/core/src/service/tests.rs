@@ -1,9 +1,14 @@
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
 use crate::memory::MemoryStore;
+use crate::ports::{DueTask, TaskStore};
+use crate::retry::RetryPolicy;
+
+mod chaos;
 
 const BASE: &str = "https://fleet.example/";
 
@@ -15,11 +20,37 @@ fn at(seconds: i64) -> Timestamp {
     Timestamp::from_millis(seconds * 1000)
 }
 
+fn policies() -> Policies {
+    Policies {
+        ttl: TtlPolicy::new(3_600, 600),
+        retry: RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10), max_delay: Duration::from_secs(60) },
+        callback_timeout: Duration::from_secs(100),
+        dispatch_grace: Duration::from_secs(30),
+    }
+}
+
 /// An external service that records what it was sent and answers as told.
 #[derive(Default)]
 struct Service {
     refuse_with: Option<ExternalError>,
     jobs: Mutex<Vec<(String, u32, String)>>,
+}
+
+impl Service {
+    fn refusing(error: ExternalError) -> Self {
+        Self { refuse_with: Some(error), ..Self::default() }
+    }
+
+    fn jobs(&self) -> Vec<(String, u32, String)> {
+        self.jobs.lock().unwrap().clone()
+    }
+
+    /// The token the last job for `task_id` carried in its callback URL.
+    fn token(&self, task_id: &TaskId) -> String {
+        let jobs = self.jobs();
+        let (_, _, url) = jobs.iter().rev().find(|(id, _, _)| id == task_id.as_str()).unwrap();
+        url.split("token=").nth(1).unwrap().to_owned()
+    }
 }
 
 impl ExternalService for Service {
@@ -29,18 +60,74 @@ impl ExternalService for Service {
     }
 }
 
+/// A publisher that records what it was asked to publish.
+#[derive(Default)]
+struct Outbox(Mutex<Vec<DispatchMessage>>);
+
+impl Publisher for Outbox {
+    async fn publish(&self, messages: &[DispatchMessage]) -> Vec<Result<(), crate::PublishError>> {
+        self.0.lock().unwrap().extend_from_slice(messages);
+        messages.iter().map(|_| Ok(())).collect()
+    }
+}
+
 async fn submitted(store: &MemoryStore) -> Task {
-    submit(store, &client("alpha"), json!({"n": 1}), at(1_000), &TtlPolicy::new(60, 600)).await.unwrap()
+    let Submitted::Created(task) =
+        submit(store, &client("alpha"), json!({"n": 1}), None, at(1_000), &policies().ttl).await.unwrap()
+    else {
+        panic!("expected a new task")
+    };
+    task
+}
+
+async fn started(store: &MemoryStore, service: &Service) -> Task {
+    let task = submitted(store).await;
+    let outcome = hand_over(store, service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    assert!(matches!(outcome, HandOver::Accepted { .. }), "{outcome:?}");
+    store.get(&task.task_id).await.unwrap().unwrap()
 }
 
 #[tokio::test]
 async fn submitting_stores_a_received_task_with_the_task_ttl() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
-    assert_eq!(task.status, TaskStatus::Received);
-    assert_eq!(task.attempts, 0);
-    assert_eq!(task.expires_at, 1_060);
+    assert_eq!((task.status, task.attempts, task.expires_at), (TaskStatus::Received, 0, 1_000 + 3_600));
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_and_payload_answer_the_same_task() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    let first = submit(&store, &client("alpha"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_000), &ttl).await.unwrap();
+    let Submitted::Created(task) = first else { panic!("{first:?}") };
+    let again = submit(&store, &client("alpha"), json!({"b": 2, "a": 1}), Some("k-1"), at(1_005), &ttl).await.unwrap();
+    assert_eq!(again, Submitted::Existing(task.clone()), "key order does not make another payload");
+    let other_client = submit(&store, &client("beta"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_006), &ttl).await;
+    assert!(matches!(other_client, Ok(Submitted::Created(t)) if t.task_id != task.task_id), "keys are per client");
+    let reused = submit(&store, &client("alpha"), json!({"a": 2}), Some("k-1"), at(1_007), &ttl).await;
+    assert!(matches!(reused, Err(SubmitError::KeyReused)));
+}
+
+#[tokio::test]
+async fn a_claimed_key_whose_task_never_landed_gets_exactly_that_task() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    let lost = TaskId::generate();
+    store
+        .claim(&IdempotencyRecord {
+            client_id: client("alpha"),
+            key_digest: token::digest("k"),
+            request_digest: token::digest(&json!({"x": 1}).to_string()),
+            task_id: lost.clone(),
+            created_at: at(900),
+            expires_at: 99_999,
+        })
+        .await
+        .unwrap();
+    let answer = submit(&store, &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await.unwrap();
+    let Submitted::Existing(task) = answer else { panic!("{answer:?}") };
+    assert_eq!((task.task_id, task.created_at), (lost, at(900)));
 }
 
 #[tokio::test]
@@ -50,125 +137,277 @@ async fn a_client_sees_only_its_own_unexpired_tasks() {
     let found = task_for_client(&store, &client("alpha"), &task.task_id, at(1_001)).await.unwrap();
     assert_eq!(found.map(|t| t.task_id), Some(task.task_id.clone()));
     assert_eq!(task_for_client(&store, &client("beta"), &task.task_id, at(1_001)).await.unwrap(), None);
-    assert_eq!(task_for_client(&store, &client("alpha"), &task.task_id, at(1_060)).await.unwrap(), None);
-    assert_eq!(task_for_client(&store, &client("alpha"), &TaskId::generate(), at(1_001)).await.unwrap(), None);
+    assert_eq!(task_for_client(&store, &client("alpha"), &task.task_id, at(4_600)).await.unwrap(), None);
 }
 
 #[tokio::test]
-async fn handing_over_starts_the_attempt_and_sends_the_job_once() {
-    let store = MemoryStore::new();
-    let task = submitted(&store).await;
-    let service = Service::default();
-    let ttl = TtlPolicy::new(60, 600);
-    let first = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
-    assert_eq!(first, HandOver::Accepted { attempt: 1 });
-    let repeat = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_002), &ttl).await.unwrap();
+async fn handing_over_starts_the_attempt_and_calls_the_service_once() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    assert_eq!((task.status, task.attempts, task.due_at), (TaskStatus::InProgress, 1, at(1_101)));
+    let repeat = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_002), &policies()).await.unwrap();
     assert_eq!(repeat, HandOver::Skipped);
-
-    let jobs = service.jobs.lock().unwrap().clone();
-    let url = format!("https://fleet.example/callbacks/{}", task.task_id);
-    assert_eq!(jobs, [(task.task_id.to_string(), 1, url)]);
-    let stored = store.get(&task.task_id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.attempts), (TaskStatus::InProgress, 1));
+    let jobs = service.jobs();
+    assert_eq!(jobs.len(), 1);
+    let prefix = format!("https://fleet.example/callbacks/{}?attempt=1&token=", task.task_id);
+    assert!(jobs[0].2.starts_with(&prefix), "{}", jobs[0].2);
+    assert_eq!(task.callback_tokens, [token::digest(&service.token(&task.task_id))], "only the digest is stored");
 }
 
 #[tokio::test]
 async fn handing_over_a_missing_task_does_nothing() {
-    let (store, service, ttl) = (MemoryStore::new(), Service::default(), TtlPolicy::default());
-    let outcome = hand_over(&store, &service, &TaskId::generate(), 1, BASE, at(0), &ttl).await.unwrap();
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let outcome = hand_over(&store, &service, &TaskId::generate(), 1, BASE, at(0), &policies()).await.unwrap();
     assert_eq!(outcome, HandOver::Missing);
-    assert!(service.jobs.lock().unwrap().is_empty());
+    assert!(service.jobs().is_empty());
 }
 
 #[tokio::test]
-async fn a_refusal_fails_the_task_with_the_reason() {
+async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
-    let service = Service {
-        refuse_with: Some(ExternalError::Rejected { status: 503, retry_after_seconds: None }),
-        ..Service::default()
-    };
-    let ttl = TtlPolicy::new(60, 600);
-    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
-    assert!(matches!(outcome, HandOver::Refused { error: ExternalError::Rejected { status: 503, .. } }));
+    let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts, stored.due_at), (TaskStatus::Received, 1, retry_at));
+    let wait = retry_at.millis_since(Timestamp::now());
+    assert!((4_000..=10_000).contains(&wait), "first backoff is 5-10 s, got {wait} ms");
+    assert_eq!(stored.history.last().unwrap().reason.as_deref(), Some("attempt 1: the external service answered 503"));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 429, retry_after_seconds: Some(45) });
+    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(retry_at.millis_since(Timestamp::now()) >= 44_000);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_fails_the_task_at_once() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 422, retry_after_seconds: None });
+    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    assert!(matches!(outcome, HandOver::Failed { .. }), "{outcome:?}");
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
-    assert_eq!(stored.error.as_deref(), Some("external service refused attempt 1: the external service answered 503"));
-    assert!(stored.expires_at >= 1_001 + 600, "a failed task keeps the result retention");
+    assert_eq!(stored.error.as_deref(), Some("attempt 1: the external service answered 422"));
 }
 
 #[tokio::test]
-async fn a_callback_finishes_the_task_once() {
+async fn the_last_attempt_of_a_series_fails_with_the_last_error() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
-    let ttl = TtlPolicy::new(60, 600);
-    hand_over(&store, &Service::default(), &task.task_id, 1, BASE, at(1_001), &ttl).await.unwrap();
+    let service = Service::refusing(ExternalError::Timeout { timeout_ms: 10 });
+    for attempt in 1..=3 {
+        let outcome = hand_over(&store, &service, &task.task_id, attempt, BASE, at(1_000), &policies()).await.unwrap();
+        assert_eq!(matches!(outcome, HandOver::Failed { .. }), attempt == 3, "attempt {attempt}: {outcome:?}");
+    }
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::Failed, 3));
+    assert_eq!(
+        stored.error.as_deref(),
+        Some("gave up after 3 attempts; last: the external service did not answer within 10 ms")
+    );
+    assert_eq!(service.jobs().len(), 3);
+}
 
+#[tokio::test]
+async fn a_callback_finishes_the_attempt_once() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
     let ok = Outcome::Succeeded { result: json!({"answer": 42}) };
-    let first = record_outcome(&store, &task.task_id, ok.clone(), at(1_010), &ttl).await.unwrap();
-    let CallbackResult::Recorded(done) = first else { panic!("expected Recorded, got {first:?}") };
-    assert_eq!(done.status, TaskStatus::Done);
-    assert_eq!(done.result, Some(json!({"answer": 42})));
-    assert_eq!(done.expires_at, 1_610);
+    let first = record_outcome(&store, &task.task_id, 1, &token, ok.clone(), at(1_010), &ttl).await.unwrap();
+    let CallbackResult::Recorded(done) = first else { panic!("{first:?}") };
+    assert_eq!(
+        (done.status, done.result.clone(), done.expires_at),
+        (TaskStatus::Done, Some(json!({"answer": 42})), 1_610)
+    );
 
-    let again = record_outcome(&store, &task.task_id, ok, at(1_020), &ttl).await.unwrap();
+    let again = record_outcome(&store, &task.task_id, 1, &token, ok, at(1_020), &ttl).await.unwrap();
     assert!(matches!(again, CallbackResult::Repeated(t) if t.updated_at == at(1_010)));
-
-    let different = Outcome::Succeeded { result: json!({"answer": 0}) };
-    let conflict = record_outcome(&store, &task.task_id, different, at(1_030), &ttl).await.unwrap();
-    assert!(matches!(conflict, CallbackResult::Conflict(t) if t.result == Some(json!({"answer": 42}))));
-
-    let late_failure = Outcome::Failed { error: "late".into() };
-    let conflict = record_outcome(&store, &task.task_id, late_failure, at(1_040), &ttl).await.unwrap();
+    let other = Outcome::Failed { error: "late".into() };
+    let conflict = record_outcome(&store, &task.task_id, 1, &token, other, at(1_030), &ttl).await.unwrap();
     assert!(matches!(conflict, CallbackResult::Conflict(t) if t.status == TaskStatus::Done));
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), done);
 }
 
 #[tokio::test]
-async fn a_callback_before_the_task_started_is_a_conflict() {
+async fn a_forged_or_misdirected_callback_changes_nothing() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let ok = || Outcome::Succeeded { result: json!(1) };
+    let forged = CallbackToken::generate().unwrap();
+    for (attempt, token) in [(1, forged.expose()), (1, "short"), (2, token.as_str()), (0, token.as_str())] {
+        let answer = record_outcome(&store, &task.task_id, attempt, token, ok(), at(1_010), &ttl).await.unwrap();
+        assert_eq!(answer, CallbackResult::Unauthorized, "attempt {attempt}");
+    }
+    let missing = record_outcome(&store, &TaskId::generate(), 1, &token, ok(), at(1_010), &ttl).await.unwrap();
+    assert_eq!(missing, CallbackResult::Missing);
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), task);
+}
+
+#[tokio::test]
+async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
+    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let task = started(&store, &service).await;
+    let old_token = service.token(&task.task_id);
+    let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
+    assert_eq!(report.timed_out_retried, [task.task_id.clone()]);
+    let late = Outcome::Succeeded { result: json!("late") };
+    let answer = record_outcome(&store, &task.task_id, 1, &old_token, late, at(1_103), &policies().ttl).await.unwrap();
+    assert_eq!(answer, CallbackResult::Stale);
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.result), (TaskStatus::Received, None));
+}
+
+#[tokio::test]
+async fn a_heartbeat_moves_the_deadline_so_the_sweeper_leaves_the_attempt_alone() {
+    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let beat = heartbeat(&store, &task.task_id, 1, &token, at(1_090), &policies()).await.unwrap();
+    assert!(matches!(beat, CallbackResult::Recorded(ref t) if t.due_at == at(1_190)), "{beat:?}");
+    let report = sweep(&store, &outbox, at(1_150), &policies(), 100).await.unwrap();
+    assert!(report.timed_out_retried.is_empty() && report.timed_out_failed.is_empty());
+    let (forged, policies) = (CallbackToken::generate().unwrap(), policies());
+    let answer = heartbeat(&store, &task.task_id, 1, forged.expose(), at(1_100), &policies).await.unwrap();
+    assert_eq!(answer, CallbackResult::Unauthorized);
+}
+
+#[tokio::test]
+async fn the_sweeper_fails_an_attempt_that_times_out_with_no_attempts_left() {
+    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let task = submitted(&store).await;
+    let mut now = 1_001;
+    for attempt in 1..=3 {
+        hand_over(&store, &service, &task.task_id, attempt, BASE, at(now), &policies()).await.unwrap();
+        now += 101;
+        let report = sweep(&store, &outbox, at(now), &policies(), 100).await.unwrap();
+        assert_eq!(report.timed_out_failed.len(), usize::from(attempt == 3), "attempt {attempt}");
+        now += 100;
+    }
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.error.as_deref(), Some("gave up after 3 attempts; last: no callback within 100 s"));
+}
+
+#[tokio::test]
+async fn the_sweeper_dispatches_tasks_due_past_the_grace_only() {
+    let (store, outbox) = (MemoryStore::new(), Outbox::default());
+    let task = submitted(&store).await;
+    let report = sweep(&store, &outbox, at(1_020), &policies(), 100).await.unwrap();
+    assert_eq!(report.dispatched, 0, "still within the grace: the dispatcher has it");
+    let report = sweep(&store, &outbox, at(1_031), &policies(), 100).await.unwrap();
+    assert_eq!(report.dispatched, 1);
+    assert_eq!(*outbox.0.lock().unwrap(), [DispatchMessage { task_id: task.task_id.to_string(), attempt: 1 }]);
+}
+
+#[tokio::test]
+async fn the_owner_cancels_an_unfinished_task_once_and_late_callbacks_change_nothing() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    assert_eq!(cancel(&store, &client("beta"), &task.task_id, at(1_005), &ttl).await.unwrap(), OwnerAction::Missing);
+    let cancelled = cancel(&store, &client("alpha"), &task.task_id, at(1_005), &ttl).await.unwrap();
+    let OwnerAction::Applied(cancelled) = cancelled else { panic!("{cancelled:?}") };
+    assert_eq!((cancelled.status, cancelled.error.as_deref()), (TaskStatus::Failed, Some(CANCELLED)));
+    let again = cancel(&store, &client("alpha"), &task.task_id, at(1_006), &ttl).await.unwrap();
+    assert_eq!(again, OwnerAction::Unchanged(cancelled.clone()));
+    let late =
+        record_outcome(&store, &task.task_id, 1, &token, Outcome::Succeeded { result: json!(1) }, at(1_007), &ttl);
+    assert_eq!(late.await.unwrap(), CallbackResult::Stale);
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
+}
+
+#[tokio::test]
+async fn a_finished_task_cannot_be_cancelled() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    record_outcome(&store, &task.task_id, 1, &token, Outcome::Succeeded { result: json!(1) }, at(1_010), &ttl)
+        .await
+        .unwrap();
+    let answer = cancel(&store, &client("alpha"), &task.task_id, at(1_011), &ttl).await.unwrap();
+    assert!(matches!(answer, OwnerAction::Refused(t) if t.status == TaskStatus::Done));
+}
+
+#[tokio::test]
+async fn replaying_a_failed_task_starts_a_fresh_series() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
-    let outcome = Outcome::Failed { error: "x".into() };
-    let result = record_outcome(&store, &task.task_id, outcome, at(1_001), &TtlPolicy::default()).await.unwrap();
-    assert!(matches!(result, CallbackResult::Conflict(t) if t.status == TaskStatus::Received));
+    let refusing = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
+    hand_over(&store, &refusing, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let ttl = policies().ttl;
+    assert_eq!(replay(&store, &client("beta"), &task.task_id, at(1_010), &ttl).await.unwrap(), OwnerAction::Missing);
+    let replayed = replay(&store, &client("alpha"), &task.task_id, at(1_010), &ttl).await.unwrap();
+    let OwnerAction::Applied(replayed) = replayed else { panic!("{replayed:?}") };
+    assert_eq!((replayed.status, replayed.series_start, replayed.error.as_ref()), (TaskStatus::Received, 1, None));
+    let refused = replay(&store, &client("alpha"), &task.task_id, at(1_011), &ttl).await.unwrap();
+    assert!(matches!(refused, OwnerAction::Refused(t) if t.status == TaskStatus::Received));
+
+    let service = Service::default();
+    let outcome = hand_over(&store, &service, &task.task_id, 2, BASE, at(1_012), &policies()).await.unwrap();
+    assert!(matches!(outcome, HandOver::Accepted { task } if task.attempt_in_series() == 1));
 }
 
 #[tokio::test]
-async fn a_callback_for_an_unknown_task_is_missing() {
-    let (store, ttl) = (MemoryStore::new(), TtlPolicy::default());
-    let outcome = Outcome::Failed { error: "x".into() };
-    let result = record_outcome(&store, &TaskId::generate(), outcome, at(0), &ttl).await.unwrap();
-    assert_eq!(result, CallbackResult::Missing);
-}
-
-#[tokio::test]
-async fn gauges_count_active_tasks_recent_finishes_and_backlog_age() {
-    let store = MemoryStore::new();
-    let ttl = TtlPolicy::new(3_600, 3_600);
-    let waiting = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
-    submit(&store, &client("a"), json!({}), at(150), &ttl).await.unwrap();
-    let started = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
-    hand_over(&store, &Service::default(), &started.task_id, 1, BASE, at(110), &ttl).await.unwrap();
-    let old_done = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
-    hand_over(&store, &Service::default(), &old_done.task_id, 1, BASE, at(101), &ttl).await.unwrap();
-    record_outcome(&store, &old_done.task_id, Outcome::Succeeded { result: json!(1) }, at(102), &ttl).await.unwrap();
-    let new_done = submit(&store, &client("a"), json!({}), at(100), &ttl).await.unwrap();
-    hand_over(&store, &Service::default(), &new_done.task_id, 1, BASE, at(101), &ttl).await.unwrap();
-    record_outcome(&store, &new_done.task_id, Outcome::Succeeded { result: json!(1) }, at(190), &ttl).await.unwrap();
+async fn gauges_count_active_tasks_recent_finishes_overdue_attempts_and_backlog_age() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let ttl = policies().ttl;
+    let alpha = client("a");
+    let new = |seconds| submit(&store, &alpha, json!({}), None, at(seconds), &ttl);
+    let Submitted::Created(_waiting) = new(100).await.unwrap() else { panic!() };
+    new(150).await.unwrap();
+    let Submitted::Created(overdue) = new(100).await.unwrap() else { panic!() };
+    hand_over(&store, &service, &overdue.task_id, 1, BASE, at(10), &policies()).await.unwrap();
+    let Submitted::Created(running) = new(100).await.unwrap() else { panic!() };
+    hand_over(&store, &service, &running.task_id, 1, BASE, at(190), &policies()).await.unwrap();
+    for (seconds, status) in [(102, "old"), (190, "new")] {
+        let Submitted::Created(task) = new(100).await.unwrap() else { panic!() };
+        hand_over(&store, &service, &task.task_id, 1, BASE, at(101), &policies()).await.unwrap();
+        let token = service.token(&task.task_id);
+        let done = Outcome::Succeeded { result: json!(status) };
+        record_outcome(&store, &task.task_id, 1, &token, done, at(seconds), &ttl).await.unwrap();
+    }
 
     let gauges = gauges(&store, at(200), 60).await.unwrap();
     let value = |name: &str, status: Option<TaskStatus>| {
         gauges.iter().find(|g| g.name == name && g.status == status).map(|g| g.value)
     };
     assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::Received)), Some(2.0));
-    assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::InProgress)), Some(1.0));
+    assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::InProgress)), Some(2.0));
     assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Done)), Some(1.0), "only the finish inside the window");
     assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Failed)), Some(0.0));
-    assert_eq!(value(metrics::OLDEST_RECEIVED_AGE, None), Some(100.0), "{waiting:?} waits since 100 s");
-    assert_eq!(gauges.len(), 5);
+    assert_eq!(value(metrics::TASKS_OVERDUE, None), Some(1.0), "the attempt started at 10 s was due at 110 s");
+    assert_eq!(value(metrics::OLDEST_RECEIVED_AGE, None), Some(100.0));
+    assert_eq!(gauges.len(), 6);
 }
 
 #[tokio::test]
-async fn with_nothing_waiting_the_backlog_age_is_zero() {
+async fn with_nothing_waiting_every_gauge_is_zero() {
     let gauges = gauges(&MemoryStore::new(), at(200), 60).await.unwrap();
     assert!(gauges.iter().all(|g| g.value == 0.0));
+}
+
+#[tokio::test]
+async fn due_lists_the_earliest_first_and_respects_the_limit() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    for seconds in [30, 10, 20] {
+        submit(&store, &client("a"), json!({}), None, at(seconds), &ttl).await.unwrap();
+    }
+    let due: Vec<DueTask> = store.due(TaskStatus::Received, at(25), 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.due_at).collect::<Vec<_>>(), [at(10), at(20)]);
+    assert_eq!(store.due(TaskStatus::Received, at(99), 1).await.unwrap().len(), 1);
 }

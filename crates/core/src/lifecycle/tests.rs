@@ -1,0 +1,193 @@
+use serde_json::json;
+
+use super::*;
+use crate::task::ClientId;
+use TaskStatus::*;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_millis(seconds * 1000)
+}
+
+fn task() -> Task {
+    Task::received(ClientId::parse("alpha").unwrap(), json!({"n": 1}), at(100), 10_000)
+}
+
+fn ttl() -> TtlPolicy {
+    TtlPolicy::new(3_600, 86_400)
+}
+
+#[test]
+fn a_received_task_may_start_or_be_cancelled() {
+    assert_eq!(check(Received, InProgress), Ok(()));
+    assert_eq!(check(Received, Failed), Ok(()));
+}
+
+#[test]
+fn a_received_task_cannot_finish_without_starting() {
+    assert!(check(Received, Done).is_err());
+}
+
+#[test]
+fn a_task_in_progress_may_finish_either_way_or_go_back_for_another_attempt() {
+    assert_eq!(check(InProgress, Done), Ok(()));
+    assert_eq!(check(InProgress, Failed), Ok(()));
+    assert_eq!(check(InProgress, Received), Ok(()));
+}
+
+#[test]
+fn a_done_task_never_changes_again() {
+    for to in TaskStatus::ALL {
+        assert_eq!(check(Done, to), Err(IllegalTransition { from: Done, to }));
+    }
+}
+
+#[test]
+fn a_failed_task_can_only_be_replayed() {
+    for to in TaskStatus::ALL {
+        assert_eq!(check(Failed, to).is_ok(), to == Received, "FAILED → {to}");
+    }
+}
+
+#[test]
+fn no_status_moves_to_itself() {
+    for status in TaskStatus::ALL {
+        assert!(check(status, status).is_err(), "{status} → {status}");
+    }
+}
+
+#[test]
+fn exactly_six_transitions_are_legal() {
+    let legal: Vec<(TaskStatus, TaskStatus)> = TaskStatus::ALL
+        .into_iter()
+        .flat_map(|from| TaskStatus::ALL.into_iter().map(move |to| (from, to)))
+        .filter(|&(from, to)| check(from, to).is_ok())
+        .collect();
+    assert_eq!(
+        legal,
+        [
+            (Received, InProgress),
+            (Received, Failed),
+            (InProgress, Received),
+            (InProgress, Done),
+            (InProgress, Failed),
+            (Failed, Received)
+        ]
+    );
+}
+
+#[test]
+fn starting_attempt_n_needs_n_minus_one_attempts_and_sets_the_callback_deadline() {
+    let task = task();
+    let start = Transition::start(&task.task_id, 1, "d1".into(), at(110), at(200));
+    assert!(start.matches(&task));
+    let started = start.applied_to(&task);
+    assert_eq!((started.status, started.attempts), (InProgress, 1));
+    assert_eq!(started.callback_tokens, ["d1"]);
+    assert_eq!(started.due_at, at(200));
+    assert_eq!(started.expires_at, task.expires_at, "starting keeps the TTL");
+    assert_eq!(started.history.last().map(|e| (e.status, e.attempt)), Some((InProgress, 1)));
+    assert!(!start.matches(&started), "the same start again does not apply");
+    assert!(!Transition::start(&task.task_id, 2, "d2".into(), at(110), at(200)).matches(&task));
+}
+
+#[test]
+fn finishing_needs_the_current_attempt_and_its_token() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let ok = Outcome::Succeeded { result: json!({"ok": true}) };
+    let finish = Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(120), &ttl());
+    assert!(finish.matches(&task));
+    assert!(!Transition::finish(&task.task_id, 1, "forged".into(), ok.clone(), at(120), &ttl()).matches(&task));
+    assert!(!Transition::finish(&task.task_id, 2, "d1".into(), ok, at(120), &ttl()).matches(&task));
+
+    let done = finish.applied_to(&task);
+    assert_eq!(done.status, Done);
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.expires_at, 120 + 86_400, "a finished task keeps its result for the retention");
+    assert_eq!(done.due_at, at(120), "due_at of a finished task is when it finished");
+    assert!(!finish.matches(&done), "an attempt finishes once");
+}
+
+#[test]
+fn a_failure_callback_records_the_error_in_the_task_and_its_history() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let failed =
+        Transition::finish(&task.task_id, 1, "d1".into(), Outcome::Failed { error: "boom".into() }, at(120), &ttl())
+            .applied_to(&task);
+    assert_eq!((failed.status, failed.error.as_deref(), failed.result.as_ref()), (Failed, Some("boom"), None));
+    assert_eq!(failed.history.last().and_then(|e| e.reason.as_deref()), Some("boom"));
+}
+
+#[test]
+fn a_retry_puts_the_task_back_until_its_retry_time() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let retry = Transition::retry(&task.task_id, 1, "service answered 503", at(120), at(150));
+    assert!(retry.matches(&task));
+    let waiting = retry.applied_to(&task);
+    assert_eq!((waiting.status, waiting.attempts, waiting.due_at), (Received, 1, at(150)));
+    assert_eq!(waiting.history.last().and_then(|e| e.reason.as_deref()), Some("service answered 503"));
+    assert!(
+        !Transition::finish(&task.task_id, 1, "d1".into(), Outcome::Failed { error: "late".into() }, at(130), &ttl())
+            .matches(&waiting),
+        "a callback for the retried attempt no longer applies"
+    );
+}
+
+#[test]
+fn a_sweep_loses_to_a_heartbeat_that_moved_the_deadline() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let timeout = Transition::retry(&task.task_id, 1, "callback timed out", at(201), at(230)).if_due_unchanged(at(200));
+    assert!(timeout.matches(&task));
+    let beat = Heartbeat {
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        token_digest: "d1".into(),
+        deadline: at(400),
+        at: at(199),
+    };
+    assert!(beat.matches(&task));
+    let extended = beat.applied_to(&task);
+    assert_eq!(extended.due_at, at(400));
+    assert!(!timeout.matches(&extended));
+}
+
+#[test]
+fn a_heartbeat_needs_the_current_attempt_and_its_token() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let beat = |attempt, digest: &str| Heartbeat {
+        task_id: task.task_id.clone(),
+        attempt,
+        token_digest: digest.into(),
+        deadline: at(300),
+        at: at(150),
+    };
+    assert!(beat(1, "d1").matches(&task));
+    assert!(!beat(1, "x").matches(&task));
+    assert!(!beat(2, "d1").matches(&task));
+    assert!(!beat(1, "d1").matches(&self::task()), "not before the attempt started");
+}
+
+#[test]
+fn giving_up_is_refused_from_done_and_guarded_by_attempt_when_given() {
+    let task = task();
+    assert!(Transition::give_up(&task.task_id, Received, None, CANCELLED, at(101), &ttl()).unwrap().matches(&task));
+    assert!(!Transition::give_up(&task.task_id, Received, Some(3), "x", at(101), &ttl()).unwrap().matches(&task));
+    assert_eq!(
+        Transition::give_up(&task.task_id, Done, None, "x", at(101), &ttl()),
+        Err(IllegalTransition { from: Done, to: Failed })
+    );
+}
+
+#[test]
+fn a_replay_starts_a_new_series_and_a_new_lifetime() {
+    let task = task();
+    let failed =
+        Transition::give_up(&task.task_id, Received, None, CANCELLED, at(101), &ttl()).unwrap().applied_to(&task);
+    let replay = Transition::replay(&task.task_id, failed.attempts, at(500), &ttl());
+    assert!(replay.matches(&failed));
+    let again = replay.applied_to(&failed);
+    assert_eq!((again.status, again.error.as_ref(), again.due_at), (Received, None, at(500)));
+    assert_eq!(again.series_start, failed.attempts);
+    assert_eq!(again.expires_at, 500 + 3_600);
+    assert_eq!(again.history.iter().map(|e| e.status).collect::<Vec<_>>(), [Received, Failed, Received]);
+    assert!(!replay.matches(&again));
+}
