@@ -12,8 +12,9 @@ log "building"
 cargo build --quiet -p taskfleet-localfleet -p taskfleet-example-service
 
 export PORT=${PORT:-3000}
-export TASKFLEET_DEV_KEY=${TASKFLEET_DEV_KEY:-dev-key-change-me-0123456789}
-export TASKFLEET_API_KEYS=${TASKFLEET_API_KEYS:-dev:$TASKFLEET_DEV_KEY}
+# The development client's key (made to exist in the emulator's table at start; real keys are
+# issued with `taskfleet-admin issue`).
+export TASKFLEET_DEV_KEY=${TASKFLEET_DEV_KEY:-tfk_devlocal_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG}
 export METRICS_INTERVAL_SECONDS=${METRICS_INTERVAL_SECONDS:-10}
 
 pids=()

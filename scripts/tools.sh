@@ -45,13 +45,14 @@ wait_for_port() { # port seconds
   done
 }
 
-# Starts moto on 127.0.0.1:$1 (a free port if empty); sets MOTO_PID and exports the AWS_*
-# variables the SDK reads (endpoint, region, dummy credentials).
+# Starts the emulator (moto, with atomic DynamoDB writes: scripts/emulator.py) on
+# 127.0.0.1:$1 (a free port if empty); sets MOTO_PID and exports the AWS_* variables the SDK
+# reads (endpoint, region, dummy credentials).
 start_moto() {
   local port=${1:-$(free_port)}
   local logfile=${MOTO_LOG:-"$ROOT/target/moto.log"}
   mkdir -p "$(dirname "$logfile")"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  "$VENV/bin/python" "$ROOT/scripts/emulator.py" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
   MOTO_PID=$!
   wait_for_port "$port" 30
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"

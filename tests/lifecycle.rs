@@ -79,6 +79,7 @@ async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
             drop_callback: 0.05,
         },
         delivery: DeliveryChaos { duplicate_stream_batch: 0.1, duplicate_message: 0.1 },
+        ..Scenario::default()
     };
     let fleet = TestFleet::start(scenario).await;
     let ids = submit_many(&fleet, 200).await;

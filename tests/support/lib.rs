@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::ClientId;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_example_service::{Chaos, Stats};
 use taskfleet_localfleet::{DeliveryChaos, Fleet, FleetSettings, Names};
 
-pub const KEY_ALPHA: &str = "alpha-key-0123456789abcdef";
-pub const KEY_BETA: &str = "beta-key-0123456789abcdef";
+pub const KEY_ALPHA: &str = "tfk_alpha001_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const KEY_BETA: &str = "tfk_beta0001_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 /// Attempts per series in these tests.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -25,6 +25,8 @@ pub struct Scenario {
     pub delay: Duration,
     pub service: Chaos,
     pub delivery: DeliveryChaos,
+    /// Secrets the fleet and the service share (None: callbacks carry their token alone).
+    pub signing: Option<taskfleet_core::signing::SigningSecrets>,
 }
 
 impl Scenario {
@@ -76,6 +78,7 @@ impl TestFleet {
             delay: scenario.delay,
             chaos: scenario.service.clone(),
             stats: stats.clone(),
+            signing: scenario.signing.clone(),
         };
         let service = tokio::spawn(async move {
             let _ = taskfleet_example_service::serve(service_listener, settings).await;
@@ -107,7 +110,12 @@ impl TestFleet {
     ) -> Fleet {
         let settings = FleetSettings {
             names: names.clone(),
-            api_keys: ApiKeys::parse(&format!("alpha:{KEY_ALPHA},beta:{KEY_BETA}")).unwrap(),
+            client_keys: vec![
+                (ClientId::parse("alpha").unwrap(), KEY_ALPHA.to_owned()),
+                (ClientId::parse("beta").unwrap(), KEY_BETA.to_owned()),
+            ],
+            key_cache: Duration::from_secs(1),
+            signing: scenario.signing.clone(),
             external_service_url: format!("http://{service_addr}/jobs"),
             external_timeout: Duration::from_secs(2),
             callback_base_url: None,

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use taskfleet_core::TtlPolicy;
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::auth::StoredKeys;
+
+use crate::keys::DynamoKeys;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
+use taskfleet_core::signing::SigningSecrets;
 use thiserror::Error;
 
 /// DynamoDB table holding the tasks.
@@ -19,8 +22,13 @@ pub const EXTERNAL_SERVICE_URL: &str = "EXTERNAL_SERVICE_URL";
 pub const EXTERNAL_TIMEOUT_MS: &str = "EXTERNAL_TIMEOUT_MS";
 /// Public base URL of the webhook (callback URLs are `{base}/callbacks/{task_id}`).
 pub const CALLBACK_BASE_URL: &str = "CALLBACK_BASE_URL";
-/// Client keys: `client_id:key,client_id:key`.
-pub const API_KEYS: &str = "TASKFLEET_API_KEYS";
+/// Standard Webhooks secrets (`whsec_…`, comma-separated, newest first) that sign jobs sent to
+/// the external service and must sign its callbacks. Unset: callbacks are authenticated by their
+/// per-attempt token alone.
+pub const WEBHOOK_SIGNING_SECRETS: &str = "WEBHOOK_SIGNING_SECRETS";
+/// Seconds a function instance remembers an API key lookup (revocations take this long).
+pub const API_KEY_CACHE_SECONDS: &str = "API_KEY_CACHE_SECONDS";
+pub const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
 /// CloudWatch namespace of the cron's gauges.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 /// Trailing window (seconds) over which the cron counts finished tasks.
@@ -110,13 +118,19 @@ pub fn policies() -> Result<Policies, ConfigError> {
     })
 }
 
-pub fn api_keys() -> Result<ApiKeys, ConfigError> {
-    let keys = ApiKeys::parse(&required(API_KEYS)?)
-        .map_err(|e| ConfigError::Invalid { name: API_KEYS, reason: e.to_string() })?;
-    if keys.is_empty() {
-        return Err(ConfigError::Invalid { name: API_KEYS, reason: "no keys".into() });
+/// The client keys in the tasks table, with lookups cached per `API_KEY_CACHE_SECONDS`.
+pub fn stored_keys(sdk: &aws_config::SdkConfig) -> Result<StoredKeys<DynamoKeys>, ConfigError> {
+    let ttl = Duration::from_secs(positive(API_KEY_CACHE_SECONDS, DEFAULT_API_KEY_CACHE_SECONDS)?);
+    Ok(StoredKeys::new(DynamoKeys::from_env(sdk)?, ttl))
+}
+
+pub fn signing_secrets() -> Result<Option<SigningSecrets>, ConfigError> {
+    match std::env::var(WEBHOOK_SIGNING_SECRETS).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(spec) => SigningSecrets::parse(&spec)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid { name: WEBHOOK_SIGNING_SECRETS, reason: e.to_string() }),
     }
-    Ok(keys)
 }
 
 pub fn external_timeout() -> Result<Duration, ConfigError> {

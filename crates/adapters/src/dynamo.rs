@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select};
 use taskfleet_core::lifecycle::{Heartbeat, Transition};
-use taskfleet_core::ports::{DueTask, IdempotencyRecord, TaskStore, WriteOutcome};
-use taskfleet_core::{StoreError, Task, TaskId, TaskStatus, Timestamp};
+use taskfleet_core::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
+use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::config::{self, ConfigError};
 use crate::record::{HistoryRecord, IdempotencyItem, TaskRecord, task_from_item};
@@ -103,8 +103,16 @@ impl Update {
         self.conditions.push(format!("{name}[{}] = :expected_token", attempt.saturating_sub(1)));
     }
 
+    /// An expired task takes no write: DynamoDB deletes it late, and until then it stays gone.
+    fn require_unexpired(&mut self, now: Timestamp) {
+        let name = self.name(table::EXPIRES_AT);
+        self.values.insert(":now_seconds".to_owned(), number(now.as_epoch_seconds()));
+        self.conditions.push(format!("{name} > :now_seconds"));
+    }
+
     fn of(transition: &Transition) -> Result<Self, StoreError> {
         let mut update = Update::default();
+        update.require_unexpired(transition.at);
         update.require(table::STATUS, ":from", AttributeValue::S(transition.from.as_str().to_owned()));
         if let Some(expected) = transition.expected_attempts {
             update.require("attempts", ":expected_attempts", number(expected));
@@ -147,6 +155,7 @@ impl Update {
 
     fn of_heartbeat(heartbeat: &Heartbeat) -> Self {
         let mut update = Update::default();
+        update.require_unexpired(heartbeat.at);
         update.require(table::STATUS, ":from", AttributeValue::S(TaskStatus::InProgress.as_str().to_owned()));
         update.require("attempts", ":expected_attempts", number(heartbeat.attempt));
         update.require_token(heartbeat.attempt, &heartbeat.token_digest);
@@ -232,6 +241,31 @@ impl DynamoStore {
             .key_condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
+    }
+}
+
+/// What the client index holds of a task.
+#[derive(serde::Deserialize)]
+struct SummaryItem {
+    task_id: String,
+    status: String,
+    attempts: u32,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: i64,
+}
+
+impl SummaryItem {
+    fn into_summary(self) -> Result<TaskSummary, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("client index: {what}"));
+        Ok(TaskSummary {
+            task_id: TaskId::parse(&self.task_id).map_err(|_| corrupt("bad task_id"))?,
+            status: self.status.parse().map_err(|_| corrupt("bad status"))?,
+            attempts: self.attempts,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+            expires_at: self.expires_at,
+        })
     }
 }
 
@@ -367,6 +401,77 @@ impl TaskStore for DynamoStore {
             Some(item) => Ok(Some(Timestamp::from_millis(number_of(item, table::DUE_AT)?))),
             None => Ok(None),
         }
+    }
+
+    async fn list(
+        &self,
+        client: &ClientId,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&ListPosition>,
+        now: Timestamp,
+    ) -> Result<ListPage, StoreError> {
+        let mut filter = "#expires_at > :now".to_owned();
+        let mut names = HashMap::from([
+            ("#client".to_owned(), table::CLIENT_ID.to_owned()),
+            ("#expires_at".to_owned(), table::EXPIRES_AT.to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (":client".to_owned(), AttributeValue::S(client.to_string())),
+            (":now".to_owned(), number(now.as_epoch_seconds())),
+        ]);
+        if let Some(status) = status {
+            filter.push_str(" AND #status = :status");
+            names.insert("#status".to_owned(), table::STATUS.to_owned());
+            values.insert(":status".to_owned(), AttributeValue::S(status.as_str().to_owned()));
+        }
+        // The start key is rebuilt from the position and the caller's own client id, so a cursor
+        // can never reach into another client's partition.
+        let start = after.map(|position| {
+            HashMap::from([
+                (table::PK.to_owned(), AttributeValue::S(table::task_key(position.task_id.as_str()))),
+                (table::CLIENT_ID.to_owned(), AttributeValue::S(client.to_string())),
+                (table::CREATED_AT.to_owned(), number(position.created_at.as_millis())),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(table::CLIENT_INDEX)
+            .key_condition_expression("#client = :client")
+            .filter_expression(filter)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let tasks = page
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let summary: SummaryItem =
+                    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(format!("client index: {e}")))?;
+                summary.into_summary()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match page.last_evaluated_key {
+            Some(key) => {
+                let created_at = number_of(&key, table::CREATED_AT)?;
+                let task_id = match key.get(table::PK) {
+                    Some(AttributeValue::S(pk)) => table::task_id_of(pk).and_then(|id| TaskId::parse(id).ok()),
+                    _ => None,
+                };
+                let task_id = task_id.ok_or_else(|| StoreError::Corrupt("client index: bad key".into()))?;
+                Some(ListPosition { created_at: Timestamp::from_millis(created_at), task_id })
+            }
+            None => None,
+        };
+        Ok(ListPage { tasks, next })
     }
 
     async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use reqwest::header::RETRY_AFTER;
-use taskfleet_core::ExternalError;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use taskfleet_core::ports::{ExternalService, Job};
+use taskfleet_core::signing::{self, SigningSecrets};
+use taskfleet_core::{ExternalError, Timestamp};
 
 use crate::config::{self, ConfigError};
 
@@ -13,28 +14,45 @@ pub struct HttpExternalService {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
+    /// When set, every job carries Standard Webhooks signature headers.
+    signing: Option<SigningSecrets>,
 }
 
 impl HttpExternalService {
     /// Builds the client once (connection pool, TLS roots); reuse it for every invocation.
-    pub fn new(url: impl Into<String>, timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn new(
+        url: impl Into<String>,
+        timeout: Duration,
+        signing: Option<SigningSecrets>,
+    ) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
             .map_err(|e| ConfigError::Invalid { name: config::EXTERNAL_SERVICE_URL, reason: e.to_string() })?;
-        Ok(Self { client, url: url.into(), timeout })
+        Ok(Self { client, url: url.into(), timeout, signing })
     }
 
     /// The client of `EXTERNAL_SERVICE_URL` with `EXTERNAL_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::new(config::url(config::EXTERNAL_SERVICE_URL)?, config::external_timeout()?)
+        Self::new(config::url(config::EXTERNAL_SERVICE_URL)?, config::external_timeout()?, config::signing_secrets()?)
     }
 }
 
 impl ExternalService for HttpExternalService {
     async fn submit(&self, job: &Job<'_>) -> Result<(), ExternalError> {
-        let answer = self.client.post(&self.url).json(job).send().await;
+        let body =
+            serde_json::to_vec(job).map_err(|e| ExternalError::Unreachable(format!("cannot encode the job: {e}")))?;
+        let mut request = self.client.post(&self.url).header(CONTENT_TYPE, "application/json");
+        if let Some(secrets) = &self.signing {
+            // One message per attempt: the service can de-duplicate on webhook-id.
+            let signed = secrets.sign(&format!("{}.{}", job.task_id, job.attempt), Timestamp::now(), &body);
+            request = request
+                .header(signing::ID, signed.id)
+                .header(signing::TIMESTAMP, signed.timestamp)
+                .header(signing::SIGNATURE, signed.signature);
+        }
+        let answer = request.body(body).send().await;
         let response = answer.map_err(|e| {
             if e.is_timeout() {
                 ExternalError::Timeout { timeout_ms: self.timeout.as_millis() as u64 }

@@ -19,11 +19,21 @@ pub const CLIENT_INDEX_ATTRIBUTES: [&str; 5] = ["task_id", "status", "updated_at
 pub const CLIENT_ID: &str = "client_id";
 pub const CREATED_AT: &str = "created_at";
 pub const UPDATED_AT: &str = "updated_at";
+/// Sparse global secondary index over (`key_owner`, `key_id`): only API key items carry these.
+pub const KEY_OWNER_INDEX: &str = "by_key_owner";
+pub const KEY_OWNER: &str = "key_owner";
+pub const KEY_ID: &str = "key_id";
 /// TTL attribute (epoch seconds).
 pub const EXPIRES_AT: &str = "expires_at";
 
 const TASK_PREFIX: &str = "TASK#";
 const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
+const API_KEY_PREFIX: &str = "APIKEY#";
+
+/// The partition key of a client API key.
+pub fn api_key_key(key_id: &str) -> String {
+    format!("{API_KEY_PREFIX}{key_id}")
+}
 
 /// The partition key of an idempotency record: one per client and key digest.
 pub fn idempotency_key(client_id: &str, key_digest: &str) -> String {
@@ -74,6 +84,12 @@ pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(),
                 .build(),
         )
         .build()?;
+    let key_owner_index = GlobalSecondaryIndex::builder()
+        .index_name(KEY_OWNER_INDEX)
+        .key_schema(key(KEY_OWNER, KeyType::Hash)?)
+        .key_schema(key(KEY_ID, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()?;
     client
         .create_table()
         .table_name(name)
@@ -83,9 +99,12 @@ pub async fn create(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(),
         .attribute_definitions(attribute(DUE_AT, ScalarAttributeType::N)?)
         .attribute_definitions(attribute(CLIENT_ID, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(CREATED_AT, ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(KEY_OWNER, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(KEY_ID, ScalarAttributeType::S)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .global_secondary_indexes(status_index)
         .global_secondary_indexes(client_index)
+        .global_secondary_indexes(key_owner_index)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -77,25 +77,30 @@ async fn the_crons_gauges_arrive_with_names_dimensions_and_values() {
     let store = fresh_store().await;
     let now = Timestamp::now();
     let ago = |seconds: i64| now.as_millis() - seconds * 1000;
-    for (status, updated_at) in [
-        (TaskStatus::Received, ago(90)), // the oldest RECEIVED: 90 s
+    for (status, due_at) in [
+        (TaskStatus::Received, ago(90)), // the earliest due RECEIVED: waiting 90 s
         (TaskStatus::Received, ago(10)),
-        (TaskStatus::InProgress, ago(5)),
+        (TaskStatus::Received, ago(-30)), // a retry waiting for its time
+        (TaskStatus::InProgress, ago(5)), // its callback is overdue
+        (TaskStatus::InProgress, ago(-600)),
+        (TaskStatus::InProgress, ago(-1_200)),
         (TaskStatus::Done, ago(60)),
         (TaskStatus::Done, ago(120)),
         (TaskStatus::Done, ago(7_200)), // outside the one-hour window
         (TaskStatus::Failed, ago(30)),
+        (TaskStatus::Failed, ago(3_601)), // just outside the window
     ] {
-        store.insert(&task_in(status, updated_at, json!({}))).await.unwrap();
+        store.insert(&task_in(status, due_at, json!({}))).await.unwrap();
     }
     let gauges = service::gauges(&store, now, 3_600).await.unwrap();
     assert_eq!(
         gauges,
         [
-            Gauge { name: metrics::TASKS_ACTIVE, status: Some(TaskStatus::Received), value: 2.0, unit: Unit::Count },
-            Gauge { name: metrics::TASKS_ACTIVE, status: Some(TaskStatus::InProgress), value: 1.0, unit: Unit::Count },
+            Gauge { name: metrics::TASKS_ACTIVE, status: Some(TaskStatus::Received), value: 3.0, unit: Unit::Count },
+            Gauge { name: metrics::TASKS_ACTIVE, status: Some(TaskStatus::InProgress), value: 3.0, unit: Unit::Count },
             Gauge { name: metrics::TASKS_FINISHED, status: Some(TaskStatus::Done), value: 2.0, unit: Unit::Count },
             Gauge { name: metrics::TASKS_FINISHED, status: Some(TaskStatus::Failed), value: 1.0, unit: Unit::Count },
+            Gauge { name: metrics::TASKS_OVERDUE, status: None, value: 1.0, unit: Unit::Count },
             Gauge { name: metrics::OLDEST_RECEIVED_AGE, status: None, value: 90.0, unit: Unit::Seconds },
         ]
     );
@@ -107,10 +112,11 @@ async fn the_crons_gauges_arrive_with_names_dimensions_and_values() {
     assert_eq!(
         readings,
         Readings::from([
-            (key("TasksActive", Some("RECEIVED")), 2.0),
-            (key("TasksActive", Some("IN_PROGRESS")), 1.0),
+            (key("TasksActive", Some("RECEIVED")), 3.0),
+            (key("TasksActive", Some("IN_PROGRESS")), 3.0),
             (key("TasksFinished", Some("DONE")), 2.0),
             (key("TasksFinished", Some("FAILED")), 1.0),
+            (key("TasksOverdue", None), 1.0),
             (key("OldestReceivedAgeSeconds", None), 90.0),
         ])
     );

@@ -1,26 +1,25 @@
 //! DynamoStore against the AWS emulator (moto server) through the real SDK: the item it writes,
-//! its conditional transitions (including a lost race), and the counts over the status index.
+//! its conditional transitions and their guards (status, attempt, callback token, the deadline
+//! the writer saw), heartbeats, a lost race, replays and the history every transition appends.
 //!
 //! Needs `AWS_ENDPOINT_URL` (see `taskfleet_testkit`); every test creates its own table.
 
 mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{fresh_store, task_in};
+use common::{T0, TTL, all_items, applied, at, fresh_store, history_map, n, names, raw_item, s, token_digest};
 use serde_json::{Value, json};
-use taskfleet_adapters::{DynamoStore, table};
-use taskfleet_core::lifecycle::{Outcome, Transition};
+use taskfleet_adapters::DynamoStore;
+use taskfleet_core::lifecycle::{CANCELLED, Heartbeat, Outcome, Transition};
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
-use taskfleet_core::{StoreError, Task, TaskId, TaskStatus, Timestamp, TtlPolicy};
+use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::{StoreError, Task, TaskId, TaskStatus};
 
-const TTL: TtlPolicy = TtlPolicy { task_ttl_seconds: 3_600, result_retention_seconds: 86_400 };
+/// How long after its start an attempt's callback is due in these tests (15 minutes).
+const TIMEOUT_MS: i64 = 900_000;
 
-/// A fixed, realistic instant (2025-11-26T23:56:27.123Z), so every expected value is exact.
-const T0: i64 = 1_764_201_387_123;
-
-fn at(offset_ms: i64) -> Timestamp {
-    Timestamp::from_millis(T0 + offset_ms)
-}
+/// The reason a replay records.
+const REPLAYED: &str = "replayed by its owner";
 
 /// A payload that only survives storage if it is kept exactly: nesting deeper than DynamoDB
 /// maps allow (32), integers beyond f64 precision, key order, unicode, nulls, empty containers.
@@ -43,40 +42,53 @@ fn awkward_payload() -> Value {
     })
 }
 
+fn entry(status: TaskStatus, offset_ms: i64, attempt: u32, reason: Option<&str>) -> HistoryEntry {
+    HistoryEntry { status, at: at(offset_ms), attempt, reason: reason.map(str::to_owned) }
+}
+
 async fn received_task(store: &DynamoStore, payload: Value) -> Task {
     let task = Task::received(common::client_id(), payload, at(0), TTL.new_task_expiry(at(0)));
     store.insert(&task).await.expect("insert");
     task
 }
 
+/// Starts attempt `attempt` at `at(offset_ms)` with that attempt's token; due `TIMEOUT_MS` later.
+fn start(task_id: &TaskId, attempt: u32, offset_ms: i64) -> Transition {
+    Transition::start(task_id, attempt, token_digest(attempt), at(offset_ms), at(offset_ms + TIMEOUT_MS))
+}
+
+async fn apply(store: &DynamoStore, transition: &Transition) -> Task {
+    applied(store.apply(transition).await.expect("apply"), &format!("{transition:?}"))
+}
+
+/// A task whose first attempt started at `at(1_000)`.
 async fn in_progress_task(store: &DynamoStore) -> Task {
     let task = received_task(store, json!({"n": 1})).await;
-    match store.apply(&Transition::start(&task.task_id, 1, at(1_000))).await.expect("start") {
-        WriteOutcome::Applied(task) => task,
-        other => panic!("start of a fresh task was not applied: {other:?}"),
+    apply(store, &start(&task.task_id, 1, 1_000)).await
+}
+
+fn succeeded(task_id: &TaskId, attempt: u32, result: Value, offset_ms: i64) -> Transition {
+    let outcome = Outcome::Succeeded { result };
+    Transition::finish(task_id, attempt, token_digest(attempt), outcome, at(offset_ms), &TTL)
+}
+
+fn failed(task_id: &TaskId, attempt: u32, error: &str, offset_ms: i64) -> Transition {
+    let outcome = Outcome::Failed { error: error.to_owned() };
+    Transition::finish(task_id, attempt, token_digest(attempt), outcome, at(offset_ms), &TTL)
+}
+
+fn heartbeat(task_id: &TaskId, attempt: u32, digest: String, offset_ms: i64) -> Heartbeat {
+    Heartbeat {
+        task_id: task_id.clone(),
+        attempt,
+        token_digest: digest,
+        deadline: at(offset_ms + TIMEOUT_MS),
+        at: at(offset_ms),
     }
 }
 
-fn succeeded(task_id: &TaskId, result: Value, offset_ms: i64) -> Transition {
-    Transition::finish(task_id, Outcome::Succeeded { result }, at(offset_ms), &TTL)
-}
-
-fn failed(task_id: &TaskId, error: &str, offset_ms: i64) -> Transition {
-    Transition::finish(task_id, Outcome::Failed { error: error.to_owned() }, at(offset_ms), &TTL)
-}
-
-async fn raw_item(store: &DynamoStore, task_id: &TaskId) -> std::collections::HashMap<String, AttributeValue> {
-    store
-        .client()
-        .get_item()
-        .table_name(store.table())
-        .key(table::PK, AttributeValue::S(table::task_key(task_id.as_str())))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("raw GetItem")
-        .item
-        .expect("the item is stored")
+fn give_up(task_id: &TaskId, from: TaskStatus, attempt: Option<u32>, error: &str, offset_ms: i64) -> Transition {
+    Transition::give_up(task_id, from, attempt, error, at(offset_ms), &TTL).expect("a legal give-up")
 }
 
 #[tokio::test]
@@ -93,9 +105,46 @@ async fn insert_then_get_round_trips_the_task_exactly() {
     assert_eq!(got.result, None);
     assert_eq!(got.error, None);
     assert_eq!(got.attempts, 0);
+    assert_eq!(got.series_start, 0);
     assert_eq!(got.created_at, at(0));
     assert_eq!(got.updated_at, at(0));
+    assert_eq!(got.due_at, at(0));
     assert_eq!(got.expires_at, at(0).as_epoch_seconds() + 3_600);
+    assert_eq!(got.callback_tokens, Vec::<String>::new());
+    assert_eq!(got.history, [entry(TaskStatus::Received, 0, 0, None)]);
+}
+
+#[tokio::test]
+async fn a_task_with_every_field_set_round_trips_exactly() {
+    let store = fresh_store().await;
+    let task = Task {
+        task_id: TaskId::generate(),
+        client_id: common::client_id(),
+        status: TaskStatus::Failed,
+        payload: json!({"deep": {"er": [1, {"x": "ÿ"}]}}),
+        result: Some(json!({"partial": [1.25, null, u64::MAX]})),
+        error: Some("gave up after 2 attempts; last: HTTP 503 «busy»".into()),
+        attempts: 3,
+        series_start: 1,
+        created_at: at(0),
+        updated_at: at(9_000),
+        due_at: at(9_000),
+        expires_at: at(9_000).as_epoch_seconds() + 86_400,
+        callback_tokens: vec![token_digest(1), token_digest(2), token_digest(3)],
+        history: vec![
+            entry(TaskStatus::Received, 0, 0, None),
+            entry(TaskStatus::InProgress, 1_000, 1, None),
+            entry(TaskStatus::Failed, 2_000, 1, Some("boom")),
+            entry(TaskStatus::Received, 3_000, 1, Some(REPLAYED)),
+            entry(TaskStatus::InProgress, 4_000, 2, None),
+            entry(TaskStatus::Received, 5_000, 2, Some("attempt 2: HTTP 503")),
+            entry(TaskStatus::InProgress, 6_000, 3, None),
+            entry(TaskStatus::Failed, 9_000, 3, Some("gave up after 2 attempts; last: HTTP 503 «busy»")),
+        ],
+    };
+    store.insert(&task).await.expect("insert");
+
+    assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
 }
 
 #[tokio::test]
@@ -126,45 +175,93 @@ async fn the_stored_item_has_the_documented_shape() {
 
     let item = raw_item(&store, &task.task_id).await;
 
-    assert_eq!(item.get("pk"), Some(&AttributeValue::S(format!("TASK#{}", task.task_id))));
-    assert_eq!(item.get("task_id"), Some(&AttributeValue::S(task.task_id.to_string())));
-    assert_eq!(item.get("client_id"), Some(&AttributeValue::S("acme-corp_1.eu".into())));
-    assert_eq!(item.get("status"), Some(&AttributeValue::S("RECEIVED".into())));
+    assert_eq!(item.get("pk"), Some(&s(&format!("TASK#{}", task.task_id))));
+    assert_eq!(item.get("task_id"), Some(&s(task.task_id.as_str())));
+    assert_eq!(item.get("client_id"), Some(&s("acme-corp_1.eu")));
+    assert_eq!(item.get("status"), Some(&s("RECEIVED")));
     // The TTL attribute must be a Number in epoch *seconds*, or DynamoDB never expires the item.
     let expected_expiry = T0 / 1000 + 3_600;
-    assert_eq!(item.get("expires_at"), Some(&AttributeValue::N(expected_expiry.to_string())));
+    assert_eq!(item.get("expires_at"), Some(&n(expected_expiry)));
     let AttributeValue::N(expiry) = &item["expires_at"] else { unreachable!() };
     let expiry: i64 = expiry.parse().unwrap();
     assert!((1_000_000_000..10_000_000_000).contains(&expiry), "expires_at {expiry} is not epoch seconds");
-    // updated_at is the status index's sort key: a Number, in milliseconds.
-    assert_eq!(item.get("updated_at"), Some(&AttributeValue::N(T0.to_string())));
-    assert_eq!(item.get("created_at"), Some(&AttributeValue::N(T0.to_string())));
-    assert_eq!(item.get("attempts"), Some(&AttributeValue::N("0".into())));
+    // due_at is the status index's sort key: a Number, in milliseconds. A new task is due at once.
+    assert_eq!(item.get("due_at"), Some(&n(T0)));
+    assert_eq!(item.get("updated_at"), Some(&n(T0)));
+    assert_eq!(item.get("created_at"), Some(&n(T0)));
+    assert_eq!(item.get("attempts"), Some(&n(0)));
+    assert_eq!(item.get("series_start"), Some(&n(0)));
     // Payload is JSON text, byte for byte what serde_json writes.
-    assert_eq!(item.get("payload"), Some(&AttributeValue::S(r#"{"a":[1,{"x":null}],"b":1.5}"#.into())));
+    assert_eq!(item.get("payload"), Some(&s(r#"{"a":[1,{"x":null}],"b":1.5}"#)));
+    // History is a list of maps; the first entry is the task's arrival.
+    assert_eq!(item.get("history"), Some(&AttributeValue::L(vec![history_map("RECEIVED", T0, 0, None)])));
     assert!(!item.contains_key("result"), "no result before DONE");
     assert!(!item.contains_key("error"), "no error before FAILED");
-    let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
-    names.sort_unstable();
+    assert!(!item.contains_key("callback_tokens"), "no token before the first attempt");
     assert_eq!(
-        names,
-        ["attempts", "client_id", "created_at", "expires_at", "payload", "pk", "status", "task_id", "updated_at"]
+        names(&item),
+        [
+            "attempts",
+            "client_id",
+            "created_at",
+            "due_at",
+            "expires_at",
+            "history",
+            "payload",
+            "pk",
+            "series_start",
+            "status",
+            "task_id",
+            "updated_at"
+        ]
     );
+}
+
+#[tokio::test]
+async fn a_started_item_stores_the_token_digest_the_deadline_and_the_step() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+
+    let item = raw_item(&store, &task.task_id).await;
+
+    assert_eq!(item.get("status"), Some(&s("IN_PROGRESS")));
+    assert_eq!(item.get("attempts"), Some(&n(1)));
+    assert_eq!(item.get("updated_at"), Some(&n(T0 + 1_000)));
+    assert_eq!(item.get("due_at"), Some(&n(T0 + 1_000 + TIMEOUT_MS)), "the callback deadline, in ms");
+    assert_eq!(item.get("callback_tokens"), Some(&AttributeValue::L(vec![s(&token_digest(1))])));
+    assert_eq!(
+        item.get("history"),
+        Some(&AttributeValue::L(vec![
+            history_map("RECEIVED", T0, 0, None),
+            history_map("IN_PROGRESS", T0 + 1_000, 1, None)
+        ]))
+    );
+    assert_eq!(item.get("expires_at"), Some(&n(T0 / 1000 + 3_600)), "a start keeps the task TTL");
+    assert_eq!(item.get("series_start"), Some(&n(0)));
 }
 
 #[tokio::test]
 async fn a_finished_item_stores_its_result_and_retention_expiry() {
     let store = fresh_store().await;
     let task = in_progress_task(&store).await;
-    let outcome = store.apply(&succeeded(&task.task_id, json!({"ok": [1, 2]}), 5_000)).await.unwrap();
-    assert!(matches!(outcome, WriteOutcome::Applied(_)), "{outcome:?}");
+    apply(&store, &succeeded(&task.task_id, 1, json!({"ok": [1, 2]}), 5_000)).await;
 
     let item = raw_item(&store, &task.task_id).await;
-    assert_eq!(item.get("status"), Some(&AttributeValue::S("DONE".into())));
-    assert_eq!(item.get("result"), Some(&AttributeValue::S(r#"{"ok":[1,2]}"#.into())));
-    assert_eq!(item.get("expires_at"), Some(&AttributeValue::N(((T0 + 5_000) / 1000 + 86_400).to_string())));
-    assert_eq!(item.get("updated_at"), Some(&AttributeValue::N((T0 + 5_000).to_string())));
-    assert_eq!(item.get("attempts"), Some(&AttributeValue::N("1".into())));
+    assert_eq!(item.get("status"), Some(&s("DONE")));
+    assert_eq!(item.get("result"), Some(&s(r#"{"ok":[1,2]}"#)));
+    assert_eq!(item.get("expires_at"), Some(&n((T0 + 5_000) / 1000 + 86_400)));
+    assert_eq!(item.get("updated_at"), Some(&n(T0 + 5_000)));
+    assert_eq!(item.get("due_at"), Some(&n(T0 + 5_000)), "a finished task is due when it finished");
+    assert_eq!(item.get("attempts"), Some(&n(1)));
+    assert_eq!(item.get("callback_tokens"), Some(&AttributeValue::L(vec![s(&token_digest(1))])));
+    assert_eq!(
+        item.get("history"),
+        Some(&AttributeValue::L(vec![
+            history_map("RECEIVED", T0, 0, None),
+            history_map("IN_PROGRESS", T0 + 1_000, 1, None),
+            history_map("DONE", T0 + 5_000, 1, None),
+        ]))
+    );
     assert!(!item.contains_key("error"));
 }
 
@@ -172,22 +269,25 @@ async fn a_finished_item_stores_its_result_and_retention_expiry() {
 async fn starting_applies_once_and_a_repeat_is_rejected_with_the_current_task() {
     let store = fresh_store().await;
     let task = received_task(&store, json!({"job": "x"})).await;
-    let start = Transition::start(&task.task_id, 1, at(2_000));
+    let first = start(&task.task_id, 1, 2_000);
 
-    let started = match store.apply(&start).await.unwrap() {
-        WriteOutcome::Applied(started) => started,
-        other => panic!("first start not applied: {other:?}"),
+    let started = apply(&store, &first).await;
+    let expected = Task {
+        status: TaskStatus::InProgress,
+        attempts: 1,
+        updated_at: at(2_000),
+        due_at: at(2_000 + TIMEOUT_MS),
+        callback_tokens: vec![token_digest(1)],
+        history: vec![entry(TaskStatus::Received, 0, 0, None), entry(TaskStatus::InProgress, 2_000, 1, None)],
+        ..task.clone()
     };
-    let expected = Task { status: TaskStatus::InProgress, attempts: 1, updated_at: at(2_000), ..task.clone() };
     assert_eq!(started, expected);
 
     // The same dispatch again (a repeated message) must not apply.
-    assert_eq!(store.apply(&start).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
-    // Nor may a later timestamp of the same attempt.
-    assert_eq!(
-        store.apply(&Transition::start(&task.task_id, 1, at(9_000))).await.unwrap(),
-        WriteOutcome::Rejected(Some(expected.clone()))
-    );
+    assert_eq!(store.apply(&first).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
+    // Nor may a later start of the same attempt with another token (a second caller).
+    let again = Transition::start(&task.task_id, 1, token_digest(99), at(9_000), at(9_000 + TIMEOUT_MS));
+    assert_eq!(store.apply(&again).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(expected));
 }
 
@@ -195,10 +295,7 @@ async fn starting_applies_once_and_a_repeat_is_rejected_with_the_current_task() 
 async fn a_start_for_the_wrong_attempt_is_rejected() {
     let store = fresh_store().await;
     let task = received_task(&store, json!({})).await;
-    assert_eq!(
-        store.apply(&Transition::start(&task.task_id, 2, at(1_000))).await.unwrap(),
-        WriteOutcome::Rejected(Some(task.clone()))
-    );
+    assert_eq!(store.apply(&start(&task.task_id, 2, 1_000)).await.unwrap(), WriteOutcome::Rejected(Some(task.clone())));
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
 }
 
@@ -207,26 +304,211 @@ async fn finishing_a_task_that_never_started_is_rejected() {
     let store = fresh_store().await;
     let task = received_task(&store, json!({})).await;
 
+    for transition in [
+        succeeded(&task.task_id, 1, json!(1), 3_000),
+        failed(&task.task_id, 1, "boom", 3_000),
+        succeeded(&task.task_id, 0, json!(1), 3_000),
+    ] {
+        assert_eq!(
+            store.apply(&transition).await.unwrap(),
+            WriteOutcome::Rejected(Some(task.clone())),
+            "{transition:?}"
+        );
+    }
     assert_eq!(
-        store.apply(&succeeded(&task.task_id, json!(1), 3_000)).await.unwrap(),
-        WriteOutcome::Rejected(Some(task.clone()))
-    );
-    assert_eq!(
-        store.apply(&failed(&task.task_id, "boom", 3_000)).await.unwrap(),
+        store.heartbeat(&heartbeat(&task.task_id, 1, token_digest(1), 3_000)).await.unwrap(),
         WriteOutcome::Rejected(Some(task.clone()))
     );
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
 }
 
 #[tokio::test]
-async fn a_transition_of_a_missing_task_is_rejected_and_creates_nothing() {
+async fn a_write_to_a_missing_task_is_rejected_and_creates_nothing() {
     let store = fresh_store().await;
     let missing = TaskId::generate();
 
-    assert_eq!(store.apply(&Transition::start(&missing, 1, at(0))).await.unwrap(), WriteOutcome::Rejected(None));
-    assert_eq!(store.apply(&failed(&missing, "boom", 0)).await.unwrap(), WriteOutcome::Rejected(None));
+    for transition in [
+        start(&missing, 1, 0),
+        succeeded(&missing, 1, json!(1), 0),
+        failed(&missing, 1, "boom", 0),
+        Transition::retry(&missing, 1, "timed out", at(0), at(1_000)),
+        give_up(&missing, TaskStatus::Received, None, CANCELLED, 0),
+        Transition::replay(&missing, 1, at(0), &TTL),
+    ] {
+        assert_eq!(store.apply(&transition).await.unwrap(), WriteOutcome::Rejected(None), "{transition:?}");
+    }
+    assert_eq!(
+        store.heartbeat(&heartbeat(&missing, 1, token_digest(1), 0)).await.unwrap(),
+        WriteOutcome::Rejected(None)
+    );
     assert_eq!(store.get(&missing).await.unwrap(), None);
-    assert_eq!(store.count(TaskStatus::InProgress, None).await.unwrap(), 0);
+    assert_eq!(all_items(&store).await, Vec::new(), "a rejected update must not create an item");
+    assert_eq!(store.count(TaskStatus::InProgress, None, None).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_callback_applies_only_with_its_attempts_token() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let before = raw_item(&store, &task.task_id).await;
+    let id = &task.task_id;
+    let finish_with = |attempt: u32, digest: String| {
+        Transition::finish(id, attempt, digest, Outcome::Succeeded { result: json!("forged") }, at(5_000), &TTL)
+    };
+
+    for forged in [
+        // A token that is nobody's.
+        finish_with(1, taskfleet_core::token::digest("not the token")),
+        // The right attempt with the token of another attempt.
+        finish_with(1, token_digest(2)),
+        // The right token for the wrong attempt (there is no second token yet).
+        finish_with(2, token_digest(1)),
+        finish_with(0, token_digest(1)),
+        // A failure report with a wrong token.
+        Transition::finish(id, 1, token_digest(7), Outcome::Failed { error: "forged".into() }, at(5_000), &TTL),
+    ] {
+        assert_eq!(store.apply(&forged).await.unwrap(), WriteOutcome::Rejected(Some(task.clone())), "{forged:?}");
+    }
+    assert_eq!(raw_item(&store, id).await, before, "a rejected callback changes nothing");
+
+    let done = apply(&store, &succeeded(id, 1, json!({"real": true}), 6_000)).await;
+    let expected = Task {
+        status: TaskStatus::Done,
+        result: Some(json!({"real": true})),
+        updated_at: at(6_000),
+        due_at: at(6_000),
+        expires_at: TTL.finished_expiry(at(6_000)),
+        history: [task.history.clone(), vec![entry(TaskStatus::Done, 6_000, 1, None)]].concat(),
+        ..task.clone()
+    };
+    assert_eq!(done, expected);
+    assert_eq!(store.get(id).await.unwrap(), Some(expected));
+}
+
+#[tokio::test]
+async fn a_callback_of_an_earlier_attempt_is_rejected_even_with_its_own_token() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let id = &task.task_id;
+    apply(&store, &Transition::retry(id, 1, "attempt 1: no callback", at(2_000), at(3_000))).await;
+    let second = apply(&store, &start(id, 2, 3_000)).await;
+    assert_eq!(second.callback_tokens, [token_digest(1), token_digest(2)]);
+    let before = raw_item(&store, id).await;
+
+    for stale in [
+        succeeded(id, 1, json!("late"), 4_000),
+        failed(id, 1, "late", 4_000),
+        Transition::finish(id, 2, token_digest(1), Outcome::Succeeded { result: json!("x") }, at(4_000), &TTL),
+    ] {
+        assert_eq!(store.apply(&stale).await.unwrap(), WriteOutcome::Rejected(Some(second.clone())), "{stale:?}");
+    }
+    assert_eq!(
+        store.heartbeat(&heartbeat(id, 1, token_digest(1), 4_000)).await.unwrap(),
+        WriteOutcome::Rejected(Some(second.clone()))
+    );
+    assert_eq!(raw_item(&store, id).await, before);
+
+    let done = apply(&store, &failed(id, 2, "the service failed", 5_000)).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("the service failed"));
+    assert_eq!(done.attempts, 2);
+}
+
+#[tokio::test]
+async fn a_heartbeat_moves_the_deadline_only_for_the_current_attempt_in_progress() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let id = &task.task_id;
+    assert_eq!(task.due_at, at(1_000 + TIMEOUT_MS));
+
+    // The right attempt and token: the deadline moves, nothing else but updated_at.
+    let beaten = applied(store.heartbeat(&heartbeat(id, 1, token_digest(1), 600_000)).await.unwrap(), "heartbeat");
+    let expected = Task { due_at: at(600_000 + TIMEOUT_MS), updated_at: at(600_000), ..task.clone() };
+    assert_eq!(beaten, expected);
+    let item = raw_item(&store, id).await;
+    assert_eq!(item.get("due_at"), Some(&n(T0 + 600_000 + TIMEOUT_MS)));
+    assert_eq!(item.get("updated_at"), Some(&n(T0 + 600_000)));
+    assert_eq!(item.get("status"), Some(&s("IN_PROGRESS")));
+    let AttributeValue::L(history) = &item["history"] else { panic!("history is a list: {item:?}") };
+    assert_eq!(history.len(), 2, "a heartbeat is not a step of the task's history");
+
+    // A wrong token or attempt changes nothing.
+    for wrong in [
+        heartbeat(id, 1, taskfleet_core::token::digest("not the token"), 700_000),
+        heartbeat(id, 1, token_digest(2), 700_000),
+        heartbeat(id, 2, token_digest(1), 700_000),
+        heartbeat(id, 2, token_digest(2), 700_000),
+        heartbeat(id, 0, token_digest(1), 700_000),
+    ] {
+        assert_eq!(store.heartbeat(&wrong).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())), "{wrong:?}");
+    }
+    assert_eq!(raw_item(&store, id).await, item);
+
+    // Once the attempt is over (put back for a retry), its heartbeat changes nothing.
+    let retried = apply(&store, &Transition::retry(id, 1, "attempt 1: no callback", at(800_000), at(860_000))).await;
+    assert_eq!(retried.status, TaskStatus::Received);
+    assert_eq!(retried.due_at, at(860_000));
+    assert_eq!(
+        store.heartbeat(&heartbeat(id, 1, token_digest(1), 810_000)).await.unwrap(),
+        WriteOutcome::Rejected(Some(retried.clone()))
+    );
+    assert_eq!(store.get(id).await.unwrap(), Some(retried));
+
+    // Nor once the task finished.
+    apply(&store, &start(id, 2, 860_000)).await;
+    let done = apply(&store, &succeeded(id, 2, json!(2), 870_000)).await;
+    assert_eq!(
+        store.heartbeat(&heartbeat(id, 2, token_digest(2), 880_000)).await.unwrap(),
+        WriteOutcome::Rejected(Some(done.clone()))
+    );
+    assert_eq!(store.get(id).await.unwrap(), Some(done));
+}
+
+#[tokio::test]
+async fn a_timeout_guarded_by_the_deadline_it_saw_loses_to_a_heartbeat() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let id = &task.task_id;
+    let deadline = at(1_000 + TIMEOUT_MS);
+
+    // The sweeper finds the attempt overdue...
+    let overdue = store.due(TaskStatus::InProgress, deadline, 10).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].due_at, deadline);
+    // ...a heartbeat lands before its write...
+    let beaten = applied(store.heartbeat(&heartbeat(id, 1, token_digest(1), TIMEOUT_MS)).await.unwrap(), "heartbeat");
+    assert_eq!(beaten.due_at, at(2 * TIMEOUT_MS));
+
+    // ...so neither its retry nor its give-up applies.
+    let now = TIMEOUT_MS + 2_000;
+    let retry = Transition::retry(id, 1, "attempt 1: no callback within 900 s", at(now), at(now + 30_000));
+    assert_eq!(
+        store.apply(&retry.clone().if_due_unchanged(overdue[0].due_at)).await.unwrap(),
+        WriteOutcome::Rejected(Some(beaten.clone()))
+    );
+    let fail = give_up(id, TaskStatus::InProgress, Some(1), "gave up after 1 attempts", now);
+    assert_eq!(
+        store.apply(&fail.if_due_unchanged(overdue[0].due_at)).await.unwrap(),
+        WriteOutcome::Rejected(Some(beaten.clone()))
+    );
+    assert_eq!(store.get(id).await.unwrap(), Some(beaten.clone()));
+    assert_eq!(store.due(TaskStatus::InProgress, at(now), 10).await.unwrap(), []);
+
+    // With the deadline as it now is, the timeout applies.
+    let retried = apply(&store, &retry.if_due_unchanged(beaten.due_at)).await;
+    let expected = Task {
+        status: TaskStatus::Received,
+        updated_at: at(now),
+        due_at: at(now + 30_000),
+        history: [
+            beaten.history.clone(),
+            vec![entry(TaskStatus::Received, now, 1, Some("attempt 1: no callback within 900 s"))],
+        ]
+        .concat(),
+        ..beaten.clone()
+    };
+    assert_eq!(retried, expected);
+    assert_eq!(store.get(id).await.unwrap(), Some(expected));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,8 +518,8 @@ async fn of_two_racing_outcomes_exactly_one_wins() {
     for round in 0..20 {
         let task = in_progress_task(&store).await;
         let result = json!({"round": round});
-        let done = succeeded(&task.task_id, result.clone(), 5_000);
-        let fail = failed(&task.task_id, "external service failed", 5_001);
+        let done = succeeded(&task.task_id, 1, result.clone(), 5_000);
+        let fail = failed(&task.task_id, 1, "external service failed", 5_001);
 
         let (a, b) = (store.clone(), store.clone());
         let (done_outcome, fail_outcome) = tokio::join!(
@@ -254,6 +536,7 @@ async fn of_two_racing_outcomes_exactly_one_wins() {
                 assert_eq!(winner.status, TaskStatus::Done, "round {round}");
                 assert_eq!(winner.result.as_ref(), Some(&result), "round {round}");
                 assert_eq!(winner.error, None, "round {round}");
+                assert_eq!(winner.history.last(), Some(&entry(TaskStatus::Done, 5_000, 1, None)), "round {round}");
                 assert_eq!(seen, winner, "the loser sees the winner (round {round})");
                 assert_eq!(&stored, winner, "round {round}");
             }
@@ -262,115 +545,226 @@ async fn of_two_racing_outcomes_exactly_one_wins() {
                 assert_eq!(winner.status, TaskStatus::Failed, "round {round}");
                 assert_eq!(winner.error.as_deref(), Some("external service failed"), "round {round}");
                 assert_eq!(winner.result, None, "round {round}");
+                assert_eq!(
+                    winner.history.last(),
+                    Some(&entry(TaskStatus::Failed, 5_001, 1, Some("external service failed"))),
+                    "round {round}"
+                );
                 assert_eq!(seen, winner, "the loser sees the winner (round {round})");
                 assert_eq!(&stored, winner, "round {round}");
             }
             other => panic!("round {round}: not exactly one winner: {other:?}"),
         }
-        // Exactly one outcome is stored, never both.
+        // Exactly one outcome is stored, never both, and it is one step of the history.
         assert!(stored.result.is_some() != stored.error.is_some(), "round {round}: {stored:?}");
         assert_eq!(stored.attempts, 1, "round {round}");
+        assert_eq!(stored.history.len(), 3, "round {round}: {stored:?}");
     }
     eprintln!("race winners (DONE, FAILED): {wins:?}");
     assert_eq!(wins[0] + wins[1], 20, "wins (DONE, FAILED): {wins:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_racing_the_sweepers_timeout_has_exactly_one_winner() {
+    let store = fresh_store().await;
+    for round in 0..10 {
+        let task = in_progress_task(&store).await;
+        let now = 1_000 + TIMEOUT_MS + 1;
+        let callback = succeeded(&task.task_id, 1, json!({"round": round}), now);
+        let timeout = Transition::retry(&task.task_id, 1, "attempt 1: no callback", at(now), at(now + 5_000))
+            .if_due_unchanged(task.due_at);
+
+        let (a, b) = (store.clone(), store.clone());
+        let (callback_outcome, timeout_outcome) = tokio::join!(
+            tokio::spawn(async move { a.apply(&callback).await }),
+            tokio::spawn(async move { b.apply(&timeout).await }),
+        );
+        let stored = store.get(&task.task_id).await.unwrap().unwrap();
+        match (callback_outcome.unwrap().unwrap(), timeout_outcome.unwrap().unwrap()) {
+            (WriteOutcome::Applied(winner), WriteOutcome::Rejected(Some(seen)))
+            | (WriteOutcome::Rejected(Some(seen)), WriteOutcome::Applied(winner)) => {
+                assert_eq!(seen, winner, "round {round}");
+                assert_eq!(stored, winner, "round {round}");
+                assert!(matches!(stored.status, TaskStatus::Done | TaskStatus::Received), "round {round}: {stored:?}");
+                assert_eq!(stored.history.len(), 3, "round {round}: {stored:?}");
+            }
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn late_and_duplicate_events_never_move_a_finished_task() {
     let store = fresh_store().await;
-    let task = in_progress_task(&store).await;
-    let done = match store.apply(&succeeded(&task.task_id, json!({"answer": 42}), 5_000)).await.unwrap() {
-        WriteOutcome::Applied(done) => done,
-        other => panic!("finish not applied: {other:?}"),
-    };
-    assert_eq!(done.status, TaskStatus::Done);
-    assert_eq!(done.result, Some(json!({"answer": 42})));
+    for outcome in [Outcome::Succeeded { result: json!({"answer": 42}) }, Outcome::Failed { error: "it broke".into() }]
+    {
+        let task = in_progress_task(&store).await;
+        let id = &task.task_id;
+        let finish = Transition::finish(id, 1, token_digest(1), outcome.clone(), at(5_000), &TTL);
+        let finished = apply(&store, &finish).await;
+        assert_eq!(finished.status, outcome.status());
 
-    let late = [
-        Transition::start(&task.task_id, 1, at(6_000)),
-        Transition::start(&task.task_id, 2, at(6_000)),
-        succeeded(&task.task_id, json!({"answer": 42}), 6_000),
-        succeeded(&task.task_id, json!({"answer": "other"}), 6_000),
-        failed(&task.task_id, "late failure", 6_000),
-        Transition::fail(&task.task_id, TaskStatus::Received, "gave up", at(6_000), &TTL).unwrap(),
-        Transition::fail(&task.task_id, TaskStatus::InProgress, "gave up", at(6_000), &TTL).unwrap(),
-        Transition::fail(&task.task_id, TaskStatus::InProgress, "gave up", at(6_000), &TTL).unwrap().for_attempt(1),
-    ];
-    for transition in &late {
+        let late = [
+            finish.clone(),
+            start(id, 1, 6_000),
+            start(id, 2, 6_000),
+            succeeded(id, 1, json!({"answer": 42}), 6_000),
+            succeeded(id, 1, json!({"answer": "other"}), 6_000),
+            failed(id, 1, "late failure", 6_000),
+            failed(id, 1, "it broke", 6_000),
+            succeeded(id, 2, json!(2), 6_000),
+            Transition::retry(id, 1, "attempt 1: no callback", at(6_000), at(7_000)),
+            Transition::retry(id, 1, "attempt 1: no callback", at(6_000), at(7_000)).if_due_unchanged(finished.due_at),
+            give_up(id, TaskStatus::Received, None, "gave up", 6_000),
+            give_up(id, TaskStatus::Received, Some(1), CANCELLED, 6_000),
+            give_up(id, TaskStatus::InProgress, None, "gave up", 6_000),
+            give_up(id, TaskStatus::InProgress, Some(1), "gave up", 6_000),
+            give_up(id, TaskStatus::InProgress, Some(1), CANCELLED, 6_000).if_due_unchanged(finished.due_at),
+        ];
+        for transition in &late {
+            assert_eq!(
+                store.apply(transition).await.unwrap(),
+                WriteOutcome::Rejected(Some(finished.clone())),
+                "{transition:?}"
+            );
+        }
         assert_eq!(
-            store.apply(transition).await.unwrap(),
-            WriteOutcome::Rejected(Some(done.clone())),
-            "{transition:?}"
+            store.heartbeat(&heartbeat(id, 1, token_digest(1), 6_000)).await.unwrap(),
+            WriteOutcome::Rejected(Some(finished.clone()))
         );
+        if finished.status == TaskStatus::Done {
+            // Only a FAILED task may be replayed.
+            assert_eq!(
+                store.apply(&Transition::replay(id, 1, at(6_000), &TTL)).await.unwrap(),
+                WriteOutcome::Rejected(Some(finished.clone()))
+            );
+        }
+        assert_eq!(store.get(id).await.unwrap(), Some(finished));
     }
-    assert_eq!(store.get(&task.task_id).await.unwrap(), Some(done));
 }
 
 #[tokio::test]
-async fn counts_and_backlog_age_come_from_the_status_index() {
+async fn a_replay_starts_a_new_series_and_every_transition_is_one_step_of_history() {
     let store = fresh_store().await;
-    // Nothing stored yet.
-    for status in TaskStatus::ALL {
-        assert_eq!(store.count(status, None).await.unwrap(), 0, "{status}");
-        assert_eq!(store.oldest_update(status).await.unwrap(), None, "{status}");
-    }
+    let task = received_task(&store, json!({"job": "replay me"})).await;
+    let id = &task.task_id;
 
-    let tasks = [
-        (TaskStatus::Received, 30_000),
-        (TaskStatus::Received, 10_000), // the oldest RECEIVED
-        (TaskStatus::Received, 20_000),
-        (TaskStatus::InProgress, 5_000),
-        (TaskStatus::InProgress, 40_000),
-        (TaskStatus::Done, 1_000),
-        (TaskStatus::Done, 50_000),
-        (TaskStatus::Done, 60_000),
-        (TaskStatus::Done, 70_000),
-        (TaskStatus::Failed, 2_000),
-        (TaskStatus::Failed, 80_000),
-    ];
-    for (status, offset) in tasks {
-        store.insert(&task_in(status, T0 + offset, json!({"o": offset}))).await.unwrap();
-    }
+    apply(&store, &start(id, 1, 1_000)).await;
+    let failed_task = apply(&store, &failed(id, 1, "boom", 2_000)).await;
+    let item = raw_item(&store, id).await;
+    assert_eq!(item.get("error"), Some(&s("boom")));
+    assert_eq!(item.get("expires_at"), Some(&n((T0 + 2_000) / 1000 + 86_400)));
 
-    let count = |status, since: Option<i64>| {
-        let store = store.clone();
-        async move { store.count(status, since.map(|s| Timestamp::from_millis(T0 + s))).await.unwrap() }
+    // A replay must name the attempts the task has made.
+    assert_eq!(
+        store.apply(&Transition::replay(id, 0, at(3_000), &TTL)).await.unwrap(),
+        WriteOutcome::Rejected(Some(failed_task.clone()))
+    );
+
+    let replayed = apply(&store, &Transition::replay(id, 1, at(3_000), &TTL)).await;
+    let expected = Task {
+        status: TaskStatus::Received,
+        error: None,
+        attempts: 1,
+        series_start: 1,
+        updated_at: at(3_000),
+        due_at: at(3_000),
+        expires_at: TTL.new_task_expiry(at(3_000)),
+        history: [failed_task.history.clone(), vec![entry(TaskStatus::Received, 3_000, 1, Some(REPLAYED))]].concat(),
+        ..failed_task.clone()
     };
-    assert_eq!(count(TaskStatus::Received, None).await, 3);
-    assert_eq!(count(TaskStatus::InProgress, None).await, 2);
-    assert_eq!(count(TaskStatus::Done, None).await, 4);
-    assert_eq!(count(TaskStatus::Failed, None).await, 2);
+    assert_eq!(replayed, expected);
+    assert_eq!(replayed.attempt_in_series(), 0);
+    let item = raw_item(&store, id).await;
+    assert!(!item.contains_key("error"), "a replay removes the error: {item:?}");
+    assert!(!item.contains_key("result"));
+    assert_eq!(item.get("series_start"), Some(&n(1)));
+    assert_eq!(item.get("status"), Some(&s("RECEIVED")));
+    assert_eq!(item.get("due_at"), Some(&n(T0 + 3_000)));
+    assert_eq!(item.get("expires_at"), Some(&n((T0 + 3_000) / 1000 + 3_600)));
 
-    // `since` is inclusive and filters on updated_at.
-    assert_eq!(count(TaskStatus::Done, Some(50_000)).await, 3);
-    assert_eq!(count(TaskStatus::Done, Some(50_001)).await, 2);
-    assert_eq!(count(TaskStatus::Done, Some(70_001)).await, 0);
-    assert_eq!(count(TaskStatus::Failed, Some(3_000)).await, 1);
-    assert_eq!(count(TaskStatus::Received, Some(0)).await, 3);
+    // A replayed task is not FAILED any more: replaying it again changes nothing.
+    assert_eq!(
+        store.apply(&Transition::replay(id, 1, at(3_500), &TTL)).await.unwrap(),
+        WriteOutcome::Rejected(Some(expected.clone()))
+    );
 
-    assert_eq!(store.oldest_update(TaskStatus::Received).await.unwrap(), Some(at(10_000)));
-    assert_eq!(store.oldest_update(TaskStatus::InProgress).await.unwrap(), Some(at(5_000)));
-    assert_eq!(store.oldest_update(TaskStatus::Done).await.unwrap(), Some(at(1_000)));
+    // The new series: attempt 2 is refused and retried, attempt 3 gives up.
+    let second = apply(&store, &start(id, 2, 4_000)).await;
+    assert_eq!(second.attempt_in_series(), 1);
+    apply(&store, &Transition::retry(id, 2, "attempt 2: HTTP 503", at(5_000), at(65_000))).await;
+    apply(&store, &start(id, 3, 65_000)).await;
+    let last = apply(&store, &give_up(id, TaskStatus::InProgress, Some(3), "gave up after 2 attempts", 70_000)).await;
 
-    // A transition moves a task between the index's partitions.
-    let oldest_received = store
-        .apply(&Transition::start(&find(&store, TaskStatus::Received, 10_000).await, 1, at(90_000)))
-        .await
-        .unwrap();
-    assert!(matches!(oldest_received, WriteOutcome::Applied(_)));
-    assert_eq!(count(TaskStatus::Received, None).await, 2);
-    assert_eq!(count(TaskStatus::InProgress, None).await, 3);
-    assert_eq!(count(TaskStatus::InProgress, Some(90_000)).await, 1);
-    assert_eq!(store.oldest_update(TaskStatus::Received).await.unwrap(), Some(at(20_000)));
+    let expected_history = vec![
+        entry(TaskStatus::Received, 0, 0, None),
+        entry(TaskStatus::InProgress, 1_000, 1, None),
+        entry(TaskStatus::Failed, 2_000, 1, Some("boom")),
+        entry(TaskStatus::Received, 3_000, 1, Some(REPLAYED)),
+        entry(TaskStatus::InProgress, 4_000, 2, None),
+        entry(TaskStatus::Received, 5_000, 2, Some("attempt 2: HTTP 503")),
+        entry(TaskStatus::InProgress, 65_000, 3, None),
+        entry(TaskStatus::Failed, 70_000, 3, Some("gave up after 2 attempts")),
+    ];
+    assert_eq!(last.history, expected_history);
+    assert_eq!(last.status, TaskStatus::Failed);
+    assert_eq!(last.error.as_deref(), Some("gave up after 2 attempts"));
+    assert_eq!((last.attempts, last.series_start), (3, 1));
+    assert_eq!(last.callback_tokens, [token_digest(1), token_digest(2), token_digest(3)]);
+    assert_eq!(store.get(id).await.unwrap(), Some(last));
+
+    let item = raw_item(&store, id).await;
+    assert_eq!(
+        item.get("history"),
+        Some(&AttributeValue::L(vec![
+            history_map("RECEIVED", T0, 0, None),
+            history_map("IN_PROGRESS", T0 + 1_000, 1, None),
+            history_map("FAILED", T0 + 2_000, 1, Some("boom")),
+            history_map("RECEIVED", T0 + 3_000, 1, Some(REPLAYED)),
+            history_map("IN_PROGRESS", T0 + 4_000, 2, None),
+            history_map("RECEIVED", T0 + 5_000, 2, Some("attempt 2: HTTP 503")),
+            history_map("IN_PROGRESS", T0 + 65_000, 3, None),
+            history_map("FAILED", T0 + 70_000, 3, Some("gave up after 2 attempts")),
+        ]))
+    );
+    assert_eq!(
+        item.get("callback_tokens"),
+        Some(&AttributeValue::L(vec![s(&token_digest(1)), s(&token_digest(2)), s(&token_digest(3))]))
+    );
 }
 
-/// The id of the task in `status` updated at T0 + `offset` (payload `{"o": offset}`).
-async fn find(store: &DynamoStore, status: TaskStatus, offset: i64) -> TaskId {
-    let items = store.client().scan().table_name(store.table()).send().await.unwrap().items.unwrap_or_default();
-    items
-        .into_iter()
-        .map(|item| taskfleet_adapters::record::task_from_item(item).unwrap())
-        .find(|task| task.status == status && task.payload == json!({"o": offset}))
-        .map(|task| task.task_id)
-        .expect("the task is stored")
+#[tokio::test]
+async fn a_cancelled_task_can_be_replayed_and_loses_its_error() {
+    let store = fresh_store().await;
+    let task = received_task(&store, json!({})).await;
+    let id = &task.task_id;
+
+    // A cancel guarded by the attempts the owner saw: a stale count loses.
+    assert_eq!(
+        store.apply(&give_up(id, TaskStatus::Received, Some(1), CANCELLED, 1_000)).await.unwrap(),
+        WriteOutcome::Rejected(Some(task.clone()))
+    );
+    let cancelled = apply(&store, &give_up(id, TaskStatus::Received, Some(0), CANCELLED, 1_000)).await;
+    let expected = Task {
+        status: TaskStatus::Failed,
+        error: Some(CANCELLED.into()),
+        updated_at: at(1_000),
+        due_at: at(1_000),
+        expires_at: TTL.finished_expiry(at(1_000)),
+        history: vec![entry(TaskStatus::Received, 0, 0, None), entry(TaskStatus::Failed, 1_000, 0, Some(CANCELLED))],
+        ..task.clone()
+    };
+    assert_eq!(cancelled, expected);
+    assert_eq!(raw_item(&store, id).await.get("error"), Some(&s("cancelled")));
+
+    let replayed = apply(&store, &Transition::replay(id, 0, at(2_000), &TTL)).await;
+    assert_eq!(replayed.status, TaskStatus::Received);
+    assert_eq!(replayed.error, None);
+    assert_eq!((replayed.attempts, replayed.series_start), (0, 0));
+    assert_eq!(replayed.history.len(), 3);
+    assert_eq!(replayed.history[2], entry(TaskStatus::Received, 2_000, 0, Some(REPLAYED)));
+    let item = raw_item(&store, id).await;
+    assert!(!item.contains_key("error"), "{item:?}");
+    assert_eq!(item.get("series_start"), Some(&n(0)));
+    assert_eq!(store.get(id).await.unwrap(), Some(replayed));
 }

@@ -1,18 +1,33 @@
-//! The table `table::create` makes, against the AWS emulator (moto server): its layout, and a
-//! stream whose records carry the images the dispatcher reads.
+//! The table `table::create` makes, against the AWS emulator (moto server): its layout (key,
+//! stream, both indexes, TTL), and a stream whose records carry the images the dispatcher reads
+//! (status, attempts, due_at).
 //!
 //! Needs `AWS_ENDPOINT_URL` (see `taskfleet_testkit`); every test creates its own table.
 
 mod common;
 
-use aws_sdk_dynamodb::types::{KeyType, ProjectionType, StreamViewType as TableStreamViewType, TimeToLiveStatus};
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue as TableAttributeValue, BillingMode, KeyType, ProjectionType, ScalarAttributeType,
+    StreamViewType as TableStreamViewType, TimeToLiveStatus,
+};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
 use common::fresh_store;
 use serde_json::json;
-use taskfleet_adapters::{DynamoStore, table};
-use taskfleet_core::lifecycle::Transition;
+use taskfleet_adapters::{DynamoStore, record, table};
+use taskfleet_core::dispatch::{DispatchMessage, Snapshot, dispatch_for};
+use taskfleet_core::lifecycle::{Heartbeat, Transition};
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
-use taskfleet_core::{Task, Timestamp};
+use taskfleet_core::{Task, TaskId, TaskStatus, Timestamp};
+
+/// An index as DescribeTable reports it: keys, projection type, projected attributes (sorted).
+#[derive(Debug, PartialEq)]
+struct IndexLayout {
+    keys: Vec<(String, KeyType)>,
+    projection: Option<ProjectionType>,
+    projected: Vec<String>,
+}
 
 async fn stream_arn(store: &DynamoStore) -> String {
     store
@@ -47,11 +62,55 @@ async fn the_table_has_the_declared_layout() {
     assert!(stream.stream_enabled());
     assert_eq!(stream.stream_view_type(), Some(&TableStreamViewType::NewAndOldImages));
 
-    let [index] = description.global_secondary_indexes() else { panic!("one index: {description:?}") };
-    assert_eq!(index.index_name(), Some(table::STATUS_INDEX));
-    let index_keys: Vec<_> = index.key_schema().iter().map(|k| (k.attribute_name(), k.key_type().clone())).collect();
-    assert_eq!(index_keys, [(table::STATUS, KeyType::Hash), (table::UPDATED_AT, KeyType::Range)]);
-    assert_eq!(index.projection().and_then(|p| p.projection_type()), Some(&ProjectionType::KeysOnly));
+    // Both task indexes, with their keys and what they project. (Looked up by name: the table
+    // may carry indexes for other kinds of items.)
+    let indexes: BTreeMap<String, IndexLayout> = description
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            let keys =
+                index.key_schema().iter().map(|k| (k.attribute_name().to_owned(), k.key_type().clone())).collect();
+            let projection = index.projection().expect("projection");
+            let mut projected = projection.non_key_attributes().to_vec();
+            projected.sort_unstable();
+            let layout = IndexLayout { keys, projection: projection.projection_type().cloned(), projected };
+            (index.index_name().expect("index name").to_owned(), layout)
+        })
+        .collect();
+    let owned = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+    assert_eq!((table::STATUS_INDEX, table::CLIENT_INDEX), ("by_status", "by_client"));
+    assert_eq!(
+        indexes.get("by_status"),
+        Some(&IndexLayout {
+            keys: vec![("status".to_owned(), KeyType::Hash), ("due_at".to_owned(), KeyType::Range)],
+            projection: Some(ProjectionType::Include),
+            projected: owned(&["attempts", "series_start"]),
+        }),
+        "{indexes:#?}"
+    );
+    assert_eq!(
+        indexes.get("by_client"),
+        Some(&IndexLayout {
+            keys: vec![("client_id".to_owned(), KeyType::Hash), ("created_at".to_owned(), KeyType::Range)],
+            projection: Some(ProjectionType::Include),
+            projected: owned(&["attempts", "expires_at", "status", "task_id", "updated_at"]),
+        }),
+        "{indexes:#?}"
+    );
+
+    // The keys are declared with their types: strings, and numbers (milliseconds) for the times.
+    let attributes: BTreeMap<&str, &ScalarAttributeType> =
+        description.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type())).collect();
+    for (name, kind) in [
+        ("pk", ScalarAttributeType::S),
+        ("status", ScalarAttributeType::S),
+        ("due_at", ScalarAttributeType::N),
+        ("client_id", ScalarAttributeType::S),
+        ("created_at", ScalarAttributeType::N),
+    ] {
+        assert_eq!(attributes.get(name), Some(&&kind), "{name}: {attributes:?}");
+    }
+    assert_eq!(description.billing_mode_summary().and_then(|b| b.billing_mode()), Some(&BillingMode::PayPerRequest));
 
     let ttl = store
         .client()
@@ -66,17 +125,54 @@ async fn the_table_has_the_declared_layout() {
     assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
 }
 
+/// A stream image's attribute as the table's SDK types it (the two SDKs have one shape each).
+fn table_value(value: &AttributeValue) -> TableAttributeValue {
+    match value {
+        AttributeValue::S(text) => TableAttributeValue::S(text.clone()),
+        AttributeValue::N(number) => TableAttributeValue::N(number.clone()),
+        AttributeValue::Bool(flag) => TableAttributeValue::Bool(*flag),
+        AttributeValue::Null(null) => TableAttributeValue::Null(*null),
+        AttributeValue::L(list) => TableAttributeValue::L(list.iter().map(table_value).collect()),
+        AttributeValue::M(map) => {
+            TableAttributeValue::M(map.iter().map(|(k, v)| (k.clone(), table_value(v))).collect())
+        }
+        other => panic!("a task image holds no {other:?}"),
+    }
+}
+
+/// What the dispatcher reads of an image.
+fn snapshot(image: &HashMap<String, AttributeValue>) -> (TaskId, Snapshot) {
+    let item: HashMap<String, TableAttributeValue> = image.iter().map(|(k, v)| (k.clone(), table_value(v))).collect();
+    record::snapshot_from_image(&serde_dynamo::Item::from(item)).expect("a readable image").expect("a task image")
+}
+
 #[tokio::test]
-async fn the_stream_carries_new_and_old_images() {
+async fn the_stream_carries_new_and_old_images_with_due_at() {
     let store = fresh_store().await;
     let now = Timestamp::now();
+    let deadline = now.plus_seconds(900);
+    let later = now.plus_seconds(1_800);
+    let retry_at = now.plus_seconds(120);
     let task = Task::received(common::client_id(), json!({"n": 1}), now, 4_000_000_000);
     store.insert(&task).await.unwrap();
-    let started = store.apply(&Transition::start(&task.task_id, 1, now)).await.unwrap();
+    let start = Transition::start(&task.task_id, 1, common::token_digest(1), now, deadline);
+    let started = store.apply(&start).await.unwrap();
     assert!(matches!(started, WriteOutcome::Applied(_)), "{started:?}");
     // A rejected (conditional-check-failed) write changes nothing, so it is not in the stream.
-    let repeated = store.apply(&Transition::start(&task.task_id, 1, now)).await.unwrap();
+    let repeated = store.apply(&start).await.unwrap();
     assert!(matches!(repeated, WriteOutcome::Rejected(Some(_))), "{repeated:?}");
+    let beat = Heartbeat {
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        token_digest: common::token_digest(1),
+        deadline: later,
+        at: now.plus_seconds(60),
+    };
+    let beaten = store.heartbeat(&beat).await.unwrap();
+    assert!(matches!(beaten, WriteOutcome::Applied(_)), "{beaten:?}");
+    let retry = Transition::retry(&task.task_id, 1, "attempt 1: refused", now.plus_seconds(61), retry_at);
+    let retried = store.apply(&retry).await.unwrap();
+    assert!(matches!(retried, WriteOutcome::Applied(_)), "{retried:?}");
 
     let sdk = taskfleet_testkit::sdk_config().await;
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
@@ -106,30 +202,61 @@ async fn the_stream_carries_new_and_old_images() {
     }
 
     let pk = AttributeValue::S(table::task_key(task.task_id.as_str()));
-    let status = |image: Option<&std::collections::HashMap<String, AttributeValue>>| {
+    let ms = |t: Timestamp| Some(AttributeValue::N(t.as_millis().to_string()));
+    let fields = |image: Option<&HashMap<String, AttributeValue>>| {
         let image = image.expect("image");
         assert_eq!(image.get("pk"), Some(&pk));
-        (image.get("status").cloned(), image.get("attempts").cloned())
+        (image.get("status").cloned(), image.get("attempts").cloned(), image.get("due_at").cloned())
     };
-    let [insert, modify] = records.as_slice() else { panic!("two records: {records:#?}") };
+    let received = |attempts: &str, due: Timestamp| {
+        (Some(AttributeValue::S("RECEIVED".into())), Some(AttributeValue::N(attempts.into())), ms(due))
+    };
+    let in_progress =
+        |due: Timestamp| (Some(AttributeValue::S("IN_PROGRESS".into())), Some(AttributeValue::N("1".into())), ms(due));
+    let [insert, start, heartbeat, retry] = records.as_slice() else { panic!("four records: {records:#?}") };
 
     assert_eq!(insert.event_name(), Some(&OperationType::Insert));
     let change = insert.dynamodb().expect("change");
     assert_eq!(change.keys().and_then(|k| k.get("pk")), Some(&pk));
     assert_eq!(change.old_image(), None, "an insert has no old image");
+    assert_eq!(fields(change.new_image()), received("0", now));
+    let new = snapshot(change.new_image().unwrap());
+    assert_eq!(new, (task.task_id.clone(), Snapshot { status: TaskStatus::Received, attempts: 0, due_at: now }));
     assert_eq!(
-        status(change.new_image()),
-        (Some(AttributeValue::S("RECEIVED".into())), Some(AttributeValue::N("0".into())))
+        dispatch_for(&task.task_id, None, Some(new.1), now),
+        Some(DispatchMessage { task_id: task.task_id.to_string(), attempt: 1 }),
+        "a new task is dispatched at once"
     );
 
-    assert_eq!(modify.event_name(), Some(&OperationType::Modify));
-    let change = modify.dynamodb().expect("change");
+    assert_eq!(start.event_name(), Some(&OperationType::Modify));
+    let change = start.dynamodb().expect("change");
+    assert_eq!(fields(change.old_image()), received("0", now));
+    assert_eq!(fields(change.new_image()), in_progress(deadline));
+    let new_image = change.new_image().unwrap();
     assert_eq!(
-        status(change.old_image()),
-        (Some(AttributeValue::S("RECEIVED".into())), Some(AttributeValue::N("0".into())))
+        new_image.get("callback_tokens"),
+        Some(&AttributeValue::L(vec![AttributeValue::S(common::token_digest(1))]))
     );
+    let AttributeValue::L(history) = &new_image["history"] else { panic!("history is a list: {new_image:?}") };
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(AttributeValue::is_m), "{history:?}");
+    assert_eq!(snapshot(new_image).1, Snapshot { status: TaskStatus::InProgress, attempts: 1, due_at: deadline });
+
+    assert_eq!(heartbeat.event_name(), Some(&OperationType::Modify));
+    let change = heartbeat.dynamodb().expect("change");
+    assert_eq!(fields(change.old_image()), in_progress(deadline));
+    assert_eq!(fields(change.new_image()), in_progress(later), "a heartbeat moves only the deadline");
+
+    assert_eq!(retry.event_name(), Some(&OperationType::Modify));
+    let change = retry.dynamodb().expect("change");
+    assert_eq!(fields(change.old_image()), in_progress(later));
+    assert_eq!(fields(change.new_image()), received("1", retry_at));
+    let (old, new) = (snapshot(change.old_image().unwrap()).1, snapshot(change.new_image().unwrap()).1);
+    assert_eq!(new, Snapshot { status: TaskStatus::Received, attempts: 1, due_at: retry_at });
+    // A retry waiting for its time is the sweeper's; once due, the dispatcher sends attempt 2.
+    assert_eq!(dispatch_for(&task.task_id, Some(old), Some(new), now.plus_seconds(61)), None);
     assert_eq!(
-        status(change.new_image()),
-        (Some(AttributeValue::S("IN_PROGRESS".into())), Some(AttributeValue::N("1".into())))
+        dispatch_for(&task.task_id, Some(old), Some(new), retry_at),
+        Some(DispatchMessage { task_id: task.task_id.to_string(), attempt: 2 })
     );
 }

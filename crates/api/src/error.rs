@@ -28,6 +28,8 @@ pub enum ApiError {
     StaleAttempt,
     #[error("the callback URL's attempt and token do not match this task")]
     InvalidCallbackToken,
+    #[error("{0}")]
+    InvalidSignature(taskfleet_core::signing::SignatureError),
     #[error("the task store is unavailable; retry later")]
     Store(#[from] StoreError),
 }
@@ -35,7 +37,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::InvalidCallbackToken => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidCallbackToken | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             Self::IdempotencyConflict | Self::StaleAttempt => StatusCode::CONFLICT,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -62,6 +64,7 @@ impl ApiError {
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::StaleAttempt => "stale_attempt",
             Self::InvalidCallbackToken => "invalid_callback_token",
+            Self::InvalidSignature(_) => "invalid_signature",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) => "internal",
         }

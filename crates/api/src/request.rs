@@ -3,8 +3,9 @@
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
-use taskfleet_core::auth::ApiKeys;
-use taskfleet_core::{ClientId, TaskId};
+use taskfleet_core::auth::ClientKeys;
+use taskfleet_core::signing::{self, SignatureError, Signed, SigningSecrets};
+use taskfleet_core::{ClientId, TaskId, Timestamp};
 
 use crate::error::ApiError;
 
@@ -12,14 +13,10 @@ use crate::error::ApiError;
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The client whose key the request carries.
-pub fn client(request: &Request, keys: &ApiKeys) -> Result<ClientId, ApiError> {
-    request
-        .headers()
-        .get(API_KEY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|key| keys.client_for(key))
-        .cloned()
-        .ok_or(ApiError::Unauthorized)
+pub async fn client(request: &Request, keys: &impl ClientKeys) -> Result<ClientId, ApiError> {
+    let presented = request.headers().get(API_KEY_HEADER).and_then(|value| value.to_str().ok());
+    let Some(presented) = presented else { return Err(ApiError::Unauthorized) };
+    keys.client_for_key(presented).await?.ok_or(ApiError::Unauthorized)
 }
 
 /// The `{task_id}` path parameter.
@@ -55,6 +52,24 @@ pub fn callback_credentials(request: &Request) -> Result<(u32, String), ApiError
     }
 }
 
+/// Checks the Standard Webhooks headers against the request's body.
+pub fn verify_signature(request: &Request, secrets: &SigningSecrets, now: Timestamp) -> Result<(), ApiError> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let signed = match (header(signing::ID), header(signing::TIMESTAMP), header(signing::SIGNATURE)) {
+        (Some(id), Some(timestamp), Some(signature)) => Signed { id, timestamp, signature },
+        _ => return Err(ApiError::InvalidSignature(SignatureError::Missing)),
+    };
+    secrets.verify(&signed, raw_body(request), now).map_err(ApiError::InvalidSignature)
+}
+
+fn raw_body(request: &Request) -> &[u8] {
+    match request.body() {
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
+
 /// The body of a JSON request. Anything but `application/json` (parameters allowed) is refused.
 pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -62,12 +77,7 @@ pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
-    Ok(match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-        _ => &[],
-    })
+    Ok(raw_body(request))
 }
 
 #[cfg(test)]
@@ -88,13 +98,14 @@ mod tests {
         builder.body(body).unwrap()
     }
 
-    #[test]
-    fn the_api_key_names_the_client() {
-        let keys = ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
-        let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).unwrap();
+    #[tokio::test]
+    async fn the_api_key_names_the_client() {
+        let keys = taskfleet_core::auth::ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
+        let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).await.unwrap();
         assert_eq!(found.as_str(), "alpha");
-        assert!(matches!(client(&request(&[], Body::Empty), &keys), Err(ApiError::Unauthorized)));
-        assert!(matches!(client(&request(&[("x-api-key", "nope")], Body::Empty), &keys), Err(ApiError::Unauthorized)));
+        assert!(matches!(client(&request(&[], Body::Empty), &keys).await, Err(ApiError::Unauthorized)));
+        let wrong = request(&[("x-api-key", "nope")], Body::Empty);
+        assert!(matches!(client(&wrong, &keys).await, Err(ApiError::Unauthorized)));
     }
 
     #[test]

@@ -73,3 +73,41 @@ impl From<&Task> for Accepted {
         }
     }
 }
+
+/// `GET /tasks`: one page of the caller's tasks, newest first.
+#[derive(Debug, Serialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskSummaryView>,
+    /// Pass as `cursor` for the next page; null when there is no more.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskSummaryView {
+    pub task_id: String,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+}
+
+impl From<&taskfleet_core::ports::ListPage> for TaskList {
+    fn from(page: &taskfleet_core::ports::ListPage) -> Self {
+        Self {
+            tasks: page
+                .tasks
+                .iter()
+                .map(|t| TaskSummaryView {
+                    task_id: t.task_id.to_string(),
+                    status: t.status.as_str(),
+                    attempts: t.attempts,
+                    created_at: t.created_at.to_rfc3339(),
+                    updated_at: t.updated_at.to_rfc3339(),
+                    expires_at: taskfleet_core::Timestamp::from_millis(t.expires_at.saturating_mul(1000)).to_rfc3339(),
+                })
+                .collect(),
+            next_cursor: page.next.as_ref().map(taskfleet_core::validation::encode_cursor),
+        }
+    }
+}

@@ -1,14 +1,154 @@
 //! Client API keys: which client a presented `x-api-key` belongs to.
 //!
-//! Keys are kept only as SHA-256 digests; a presented key is hashed and looked up, so no
-//! comparison runs over secret bytes.
+//! Issued keys look like `tfk_<key id>_<secret>`: the key id (public, 8 characters) names the
+//! stored record, which keeps only the secret's SHA-256 digest; the presented secret is hashed
+//! and compared in constant time. Keys are issued, listed and revoked by the admin CLI, without
+//! a redeploy; functions cache lookups briefly ([`StoredKeys`]), so a revocation takes effect
+//! within the cache's lifetime. [`ApiKeys`] is a fixed in-memory key set, for tests.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
 
+use crate::error::StoreError;
 use crate::task::ClientId;
+use crate::time::Timestamp;
+use crate::token::{self, TokenError};
+
+/// Who a presented key belongs to.
+pub trait ClientKeys: Send + Sync {
+    fn client_for_key(&self, presented: &str) -> impl Future<Output = Result<Option<ClientId>, StoreError>> + Send;
+}
+
+/// A stored key: its public id, its owner, and the digest of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub client_id: ClientId,
+    pub secret_digest: String,
+    pub created_at: Timestamp,
+}
+
+/// Where issued keys live.
+pub trait KeyStore: Send + Sync {
+    fn find(&self, key_id: &str) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+    /// Stores a new key; fails with [`StoreError::AlreadyExists`] if its id is taken.
+    fn save(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every key, or one client's, oldest first.
+    fn list(&self, client: Option<&ClientId>) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+    /// Deletes a key; answers whether it existed.
+    fn revoke(&self, key_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+const KEY_PREFIX: &str = "tfk_";
+const KEY_ID_LEN: usize = 8;
+const SECRET_LEN: usize = 43;
+
+/// A newly issued key: shown once, then only its record remains.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    pub key: String,
+    pub record: KeyRecord,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+/// Splits a presented key into (key id, secret); None if it is not shaped like one of ours.
+pub fn split_key(presented: &str) -> Option<(&str, &str)> {
+    let rest = presented.strip_prefix(KEY_PREFIX)?;
+    let (key_id, secret) = rest.split_at_checked(KEY_ID_LEN)?;
+    let secret = secret.strip_prefix('_')?;
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (key_id.bytes().all(|b| b.is_ascii_alphanumeric()) && secret.len() == SECRET_LEN && plain(secret))
+        .then_some((key_id, secret))
+}
+
+/// Issues a new random key for `client`.
+pub fn issue(client: &ClientId, now: Timestamp) -> Result<IssuedKey, TokenError> {
+    let mut bytes = [0u8; KEY_ID_LEN + 32];
+    getrandom::fill(&mut bytes).map_err(|e| TokenError::new(e.to_string()))?;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let key_id: String =
+        bytes[..KEY_ID_LEN].iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    let secret = URL_SAFE_NO_PAD.encode(&bytes[KEY_ID_LEN..]);
+    let key = format!("{KEY_PREFIX}{key_id}_{secret}");
+    adopt(client, &key, now).ok_or_else(|| TokenError::new("generated key is malformed".into()))
+}
+
+/// The record of a key chosen by the operator (e.g. a fixed development key); None if the key
+/// is not shaped `tfk_<8 alphanumerics>_<43 base64url characters>`.
+pub fn adopt(client: &ClientId, key: &str, now: Timestamp) -> Option<IssuedKey> {
+    let (key_id, secret) = split_key(key)?;
+    let record = KeyRecord {
+        key_id: key_id.to_owned(),
+        client_id: client.clone(),
+        secret_digest: token::digest(secret),
+        created_at: now,
+    };
+    Some(IssuedKey { key: key.to_owned(), record })
+}
+
+/// Keys from a [`KeyStore`], with lookups (found or not) cached for `ttl` per function instance.
+pub struct StoredKeys<K> {
+    store: K,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Option<KeyRecord>, Instant)>>,
+}
+
+impl<K> StoredKeys<K> {
+    /// Most cached lookups; past it the cache starts over (bounded memory under key spraying).
+    const CACHE_LIMIT: usize = 10_000;
+
+    pub fn new(store: K, ttl: Duration) -> Self {
+        Self { store, ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn store(&self) -> &K {
+        &self.store
+    }
+
+    fn cached(&self, key_id: &str) -> Option<Option<KeyRecord>> {
+        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(key_id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(record, _)| record.clone())
+    }
+
+    fn remember(&self, key_id: &str, record: Option<KeyRecord>) {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= Self::CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key_id.to_owned(), (record, Instant::now()));
+    }
+}
+
+impl<K: KeyStore> ClientKeys for StoredKeys<K> {
+    async fn client_for_key(&self, presented: &str) -> Result<Option<ClientId>, StoreError> {
+        let Some((key_id, secret)) = split_key(presented) else { return Ok(None) };
+        let record = match self.cached(key_id) {
+            Some(record) => record,
+            None => {
+                let record = self.store.find(key_id).await?;
+                self.remember(key_id, record.clone());
+                record
+            }
+        };
+        let presented_digest = token::digest(secret);
+        Ok(record
+            .filter(|r| bool::from(r.secret_digest.as_bytes().ct_eq(presented_digest.as_bytes())))
+            .map(|r| r.client_id))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyConfigError {
@@ -22,7 +162,7 @@ pub enum KeyConfigError {
     DuplicateKey(usize),
 }
 
-/// The set of valid client keys.
+/// A fixed, in-memory set of client keys (any string of 16+ characters), for tests and tools.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     by_digest: HashMap<[u8; 32], ClientId>,
@@ -62,6 +202,12 @@ impl ApiKeys {
 
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
+    }
+}
+
+impl ClientKeys for ApiKeys {
+    async fn client_for_key(&self, presented: &str) -> Result<Option<ClientId>, StoreError> {
+        Ok(self.client_for(presented).cloned())
     }
 }
 
@@ -106,6 +252,82 @@ mod tests {
     fn an_empty_spec_has_no_keys() {
         assert!(ApiKeys::parse("").unwrap().is_empty());
         assert!(ApiKeys::parse(" , ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn issued_keys_split_into_id_and_secret_and_keep_only_the_digest() {
+        let issued = issue(&ClientId::parse("alpha").unwrap(), Timestamp::from_millis(0)).unwrap();
+        let (key_id, secret) = split_key(&issued.key).unwrap();
+        assert_eq!(key_id, issued.record.key_id);
+        assert_eq!(issued.record.secret_digest, token::digest(secret));
+        assert!(!format!("{issued:?}").contains(secret));
+        let other = issue(&ClientId::parse("alpha").unwrap(), Timestamp::from_millis(0)).unwrap();
+        assert_ne!(issued.key, other.key);
+    }
+
+    #[test]
+    fn keys_not_shaped_like_ours_are_refused_before_any_lookup() {
+        let good = format!("tfk_abcd2345_{}", "s".repeat(43));
+        assert!(split_key(&good).is_some());
+        for bad in [
+            String::new(),
+            "tfk_".into(),
+            format!("tfk_abcd234_{}", "s".repeat(43)),
+            format!("tfk_abcd2345_{}", "s".repeat(42)),
+            format!("tfk_abcd2345-{}", "s".repeat(43)),
+            format!("tfk_abcd2345_{}!", "s".repeat(42)),
+            format!("xyz_abcd2345_{}", "s".repeat(43)),
+        ] {
+            assert!(split_key(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[derive(Default)]
+    struct Keys(Mutex<Vec<KeyRecord>>, std::sync::atomic::AtomicUsize);
+
+    impl KeyStore for Keys {
+        async fn find(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.0.lock().unwrap().iter().find(|r| r.key_id == key_id).cloned())
+        }
+        async fn save(&self, record: &KeyRecord) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(record.clone());
+            Ok(())
+        }
+        async fn list(&self, _: Option<&ClientId>) -> Result<Vec<KeyRecord>, StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        async fn revoke(&self, key_id: &str) -> Result<bool, StoreError> {
+            let mut keys = self.0.lock().unwrap();
+            let before = keys.len();
+            keys.retain(|r| r.key_id != key_id);
+            Ok(keys.len() < before)
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_keys_name_their_client_only_with_the_right_secret_and_cache_lookups() {
+        let alpha = ClientId::parse("alpha").unwrap();
+        let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
+        let keys = StoredKeys::new(Keys::default(), Duration::from_secs(60));
+        keys.store().save(&issued.record).await.unwrap();
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), Some(alpha.clone()));
+        let (key_id, _) = split_key(&issued.key).unwrap();
+        let wrong_secret = format!("tfk_{key_id}_{}", "x".repeat(43));
+        assert_eq!(keys.client_for_key(&wrong_secret).await.unwrap(), None);
+        assert_eq!(keys.client_for_key("nonsense").await.unwrap(), None);
+        assert_eq!(keys.store().1.load(std::sync::atomic::Ordering::SeqCst), 1, "one lookup, then the cache");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_stops_working_when_the_cache_expires() {
+        let alpha = ClientId::parse("alpha").unwrap();
+        let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
+        let keys = StoredKeys::new(Keys::default(), Duration::ZERO);
+        keys.store().save(&issued.record).await.unwrap();
+        assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
+        assert!(keys.store().revoke(&issued.record.key_id).await.unwrap());
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), None);
     }
 
     #[test]

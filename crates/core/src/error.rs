@@ -19,6 +19,8 @@ pub enum ValidationError {
     MalformedJson(String),
     #[error("the request body does not match the schema: {0}")]
     Schema(String),
+    #[error("{0}")]
+    Header(String),
     #[error("`{field}` is larger than the {limit} bytes allowed")]
     TooLarge { field: &'static str, limit: usize },
 }

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod ports;
 pub mod retry;
 pub mod service;
+pub mod signing;
 pub mod task;
 pub mod time;
 pub mod token;

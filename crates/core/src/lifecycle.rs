@@ -217,9 +217,11 @@ impl Transition {
         self
     }
 
-    /// Whether the conditional write matches a task as stored.
+    /// Whether the conditional write matches a task as stored. An expired task matches nothing:
+    /// storage deletes it late, and until then it must not come back to life.
     pub fn matches(&self, task: &Task) -> bool {
         task.task_id == self.task_id
+            && !task.is_expired(self.at)
             && task.status == self.from
             && self.expected_attempts.is_none_or(|expected| task.attempts == expected)
             && self.expected_due.is_none_or(|due| task.due_at == due)
@@ -277,6 +279,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     pub fn matches(&self, task: &Task) -> bool {
         task.task_id == self.task_id
+            && !task.is_expired(self.at)
             && task.status == TaskStatus::InProgress
             && task.attempts == self.attempt
             && token_of(task, self.attempt) == Some(&self.token_digest)

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use crate::error::StoreError;
 use crate::lifecycle::{Heartbeat, Transition};
-use crate::ports::{DueTask, IdempotencyRecord, TaskStore, WriteOutcome};
+use crate::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
+use crate::task::ClientId;
 use crate::task::{Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 
@@ -89,6 +90,37 @@ impl TaskStore for MemoryStore {
 
     async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.due_at).min())
+    }
+
+    async fn list(
+        &self,
+        client: &ClientId,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&ListPosition>,
+        now: Timestamp,
+    ) -> Result<ListPage, StoreError> {
+        let mut mine: Vec<TaskSummary> = self
+            .tasks()
+            .values()
+            .filter(|t| &t.client_id == client && !t.is_expired(now) && status.is_none_or(|s| t.status == s))
+            .map(|t| TaskSummary {
+                task_id: t.task_id.clone(),
+                status: t.status,
+                attempts: t.attempts,
+                created_at: t.created_at,
+                updated_at: t.updated_at,
+                expires_at: t.expires_at,
+            })
+            .filter(|t| after.is_none_or(|a| (t.created_at, &t.task_id) < (a.created_at, &a.task_id)))
+            .collect();
+        mine.sort_by(|a, b| (b.created_at, &b.task_id).cmp(&(a.created_at, &a.task_id)));
+        let more = mine.len() > limit;
+        mine.truncate(limit);
+        let next = more
+            .then(|| mine.last().map(|t| ListPosition { created_at: t.created_at, task_id: t.task_id.clone() }))
+            .flatten();
+        Ok(ListPage { tasks: mine, next })
     }
 
     async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {

@@ -45,6 +45,32 @@ pub struct IdempotencyRecord {
     pub expires_at: i64,
 }
 
+/// What a listing shows of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSummary {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: i64,
+}
+
+/// Where a listing goes on: after this task (in newest-first order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: Timestamp,
+    pub task_id: TaskId,
+}
+
+/// One page of a client's tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub tasks: Vec<TaskSummary>,
+    /// Where the next page starts; None when there is no more.
+    pub next: Option<ListPosition>,
+}
+
 /// Where tasks live.
 pub trait TaskStore: Send + Sync {
     /// Stores a new task; fails with [`StoreError::AlreadyExists`] if its id is taken.
@@ -76,6 +102,17 @@ pub trait TaskStore: Send + Sync {
 
     /// The earliest `due_at` of the tasks in `status`.
     fn earliest_due(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Up to `limit` of `client`'s unexpired tasks (only those in `status`, if given), newest
+    /// first, after `after`. A page may hold fewer than `limit` and still have a next one.
+    fn list(
+        &self,
+        client: &ClientId,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&ListPosition>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 
     /// Up to `limit` tasks in `status` due at or before `until`, earliest first.
     fn due(

@@ -9,7 +9,9 @@ use crate::error::{ExternalError, StoreError};
 use crate::lifecycle::{CANCELLED, Heartbeat, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
-use crate::ports::{ExternalService, IdempotencyRecord, Job, Publisher, TaskStore, WriteOutcome};
+use crate::ports::{
+    ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, Publisher, TaskStore, WriteOutcome,
+};
 use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
@@ -100,6 +102,29 @@ pub async fn task_for_client(
     Ok(store.get(task_id).await?.filter(|task| &task.client_id == client && !task.is_expired(now)))
 }
 
+/// List (owner): one page of the client's own tasks, newest first. Pages are filled from up to
+/// a few store pages, so a status filter rarely answers an empty page that has a next one.
+pub async fn list_tasks(
+    store: &impl TaskStore,
+    client: &ClientId,
+    status: Option<TaskStatus>,
+    limit: usize,
+    after: Option<ListPosition>,
+    now: Timestamp,
+) -> Result<ListPage, StoreError> {
+    const STORE_PAGES: usize = 5;
+    let mut page = ListPage { tasks: Vec::new(), next: after };
+    for _ in 0..STORE_PAGES {
+        let more = store.list(client, status, limit - page.tasks.len(), page.next.as_ref(), now).await?;
+        page.tasks.extend(more.tasks);
+        page.next = more.next;
+        if page.next.is_none() || page.tasks.len() >= limit {
+            break;
+        }
+    }
+    Ok(page)
+}
+
 /// What became of one dispatch message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HandOver {
@@ -148,7 +173,6 @@ pub async fn hand_over(
     let Err(error) = service.submit(&job).await else {
         return Ok(HandOver::Accepted { task });
     };
-    let now = Timestamp::now().max(now);
     let in_series = task.attempt_in_series();
     if is_retryable(&error) && policies.retry.allows_another(in_series) {
         let retry_after = match &error {
@@ -159,8 +183,11 @@ pub async fn hand_over(
         };
         let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
         let reason = format!("attempt {attempt}: {error}");
-        store.apply(&Transition::retry(task_id, attempt, reason, now, retry_at)).await?;
-        return Ok(HandOver::Retrying { error, retry_at });
+        return Ok(match store.apply(&Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
+            WriteOutcome::Applied(_) => HandOver::Retrying { error, retry_at },
+            // The task moved on meanwhile (e.g. its owner cancelled it): nothing to retry.
+            WriteOutcome::Rejected(_) => HandOver::Skipped,
+        });
     }
     let reason = if is_retryable(&error) {
         format!("gave up after {in_series} attempts; last: {error}")
@@ -343,12 +370,12 @@ pub async fn replay(
 }
 
 /// What one sweeper run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SweepReport {
     /// Attempts whose callback did not come in time, put back for another attempt.
     pub timed_out_retried: Vec<TaskId>,
-    /// Attempts whose callback did not come in time, with no attempts left: FAILED.
-    pub timed_out_failed: Vec<TaskId>,
+    /// Attempts whose callback did not come in time, with no attempts left: now FAILED.
+    pub timed_out_failed: Vec<Task>,
     /// RECEIVED tasks due for longer than the grace, dispatched (again).
     pub dispatched: usize,
     /// Dispatches the publisher did not take (the next run tries again).
@@ -380,12 +407,11 @@ pub async fn sweep(
             Transition::give_up(&overdue.task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
                 .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
         };
-        let retried = transition.to == TaskStatus::Received;
-        if let WriteOutcome::Applied(_) = store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
-            if retried {
+        if let WriteOutcome::Applied(task) = store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
+            if task.status == TaskStatus::Received {
                 report.timed_out_retried.push(overdue.task_id);
             } else {
-                report.timed_out_failed.push(overdue.task_id);
+                report.timed_out_failed.push(task);
             }
         }
     }

@@ -7,8 +7,14 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-#[error("no randomness available for a callback token: {0}")]
+#[error("no randomness available for a secret: {0}")]
 pub struct TokenError(String);
+
+impl TokenError {
+    pub fn new(reason: String) -> Self {
+        Self(reason)
+    }
+}
 
 /// A fresh token: 256 random bits, base64url. Its `Debug` output hides the secret.
 #[derive(Clone, PartialEq, Eq)]

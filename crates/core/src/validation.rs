@@ -58,13 +58,64 @@ pub fn parse_callback(body: &[u8]) -> Result<Outcome, ValidationError> {
     }
 }
 
+/// Page sizes of `GET /tasks`.
+pub const DEFAULT_PAGE: usize = 20;
+pub const MAX_PAGE: usize = 100;
+
+/// What `GET /tasks` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub status: Option<crate::TaskStatus>,
+    pub limit: usize,
+    pub after: Option<crate::ports::ListPosition>,
+}
+
+/// Parses `GET /tasks?status=&limit=&cursor=` (each optional).
+pub fn parse_list_query(
+    status: Option<&str>,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<ListQuery, ValidationError> {
+    let status = status.map(str::parse).transpose()?;
+    let limit =
+        match limit {
+            None => DEFAULT_PAGE,
+            Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ValidationError::Schema(format!("`limit` must be a whole number from 1 to {MAX_PAGE}"))
+            })?,
+        };
+    let after = cursor.map(decode_cursor).transpose()?;
+    Ok(ListQuery { status, limit, after })
+}
+
+/// The opaque cursor of a listing position.
+pub fn encode_cursor(position: &crate::ports::ListPosition) -> String {
+    use base64::Engine;
+    let raw = format!("{}.{}", position.created_at.as_millis(), position.task_id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Result<crate::ports::ListPosition, ValidationError> {
+    use base64::Engine;
+    let invalid = || ValidationError::Schema("`cursor` is not a cursor this API returned".into());
+    if cursor.len() > 128 {
+        return Err(invalid());
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+    let (millis, task_id) = raw.split_once('.').ok_or_else(invalid)?;
+    let millis = millis.parse::<i64>().ok().filter(|m| *m >= 0).ok_or_else(invalid)?;
+    let task_id = crate::TaskId::parse(task_id).map_err(|_| invalid())?;
+    Ok(crate::ports::ListPosition { created_at: crate::Timestamp::from_millis(millis), task_id })
+}
+
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
 pub fn parse_idempotency_key(raw: &str) -> Result<&str, ValidationError> {
     if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !raw.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ValidationError::Schema(format!(
+        return Err(ValidationError::Header(format!(
             "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
         )));
     }
@@ -149,6 +200,38 @@ mod tests {
         let mut body = body;
         body[0] = b'{';
         assert_eq!(parse_submission(&body), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
+    }
+
+    #[test]
+    fn a_list_query_defaults_and_limits() {
+        let query = parse_list_query(None, None, None).unwrap();
+        assert_eq!((query.status, query.limit, query.after), (None, DEFAULT_PAGE, None));
+        let query = parse_list_query(Some("DONE"), Some("100"), None).unwrap();
+        assert_eq!((query.status, query.limit), (Some(crate::TaskStatus::Done), 100));
+        for limit in ["0", "101", "-1", "ten", ""] {
+            assert!(parse_list_query(None, Some(limit), None).is_err(), "{limit}");
+        }
+        assert_eq!(parse_list_query(Some("done"), None, None), Err(ValidationError::UnknownStatus));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_anything_else_is_refused() {
+        let position = crate::ports::ListPosition {
+            created_at: crate::Timestamp::from_millis(1_234),
+            task_id: crate::TaskId::generate(),
+        };
+        let cursor = encode_cursor(&position);
+        assert_eq!(parse_list_query(None, None, Some(&cursor)).unwrap().after, Some(position));
+        for bad in [
+            "",
+            "x",
+            "%%%",
+            &"A".repeat(500),
+            "MTIzNC5ub3QtYS11dWlk",
+            "LTEuNmY5NjE5ZmYtOGI4Ni1kMDExLWI0MmQtMDBjMDRmYzk2NGZm",
+        ] {
+            assert!(parse_list_query(None, None, Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,17 +10,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use taskfleet_core::Timestamp;
+use taskfleet_core::signing::{self, Signed, SigningSecrets};
 
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// How long a job "runs" before the callback.
     pub delay: Duration,
+    /// When set, jobs must carry a valid Standard Webhooks signature and callbacks are signed.
+    pub signing: Option<SigningSecrets>,
     pub chaos: Chaos,
     pub stats: Arc<Stats>,
 }
@@ -86,13 +91,22 @@ pub fn router(settings: Settings) -> Router {
     Router::new().route("/jobs", post(accept)).with_state(Arc::new(Service { settings, client }))
 }
 
-async fn accept(
-    State(service): State<Arc<Service>>,
-    job: Result<Json<Job>, axum::extract::rejection::JsonRejection>,
-) -> (StatusCode, Json<Value>) {
-    let Json(job) = match job {
+async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> (StatusCode, Json<Value>) {
+    if let Some(secrets) = &service.settings.signing {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let verified = match (header(signing::ID), header(signing::TIMESTAMP), header(signing::SIGNATURE)) {
+            (Some(id), Some(timestamp), Some(signature)) => {
+                secrets.verify(&Signed { id, timestamp, signature }, &body, Timestamp::now()).is_ok()
+            }
+            _ => false,
+        };
+        if !verified {
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad or missing webhook signature"})));
+        }
+    }
+    let job: Job = match serde_json::from_slice(&body) {
         Ok(job) => job,
-        Err(rejection) => return (StatusCode::BAD_REQUEST, Json(json!({"error": rejection.body_text()}))),
+        Err(error) => return (StatusCode::BAD_REQUEST, Json(json!({"error": error.to_string()}))),
     };
     let chaos = &service.settings.chaos;
     service
@@ -126,9 +140,10 @@ async fn accept(
         tokio::spawn(async move {
             tokio::time::sleep(service.settings.delay).await;
             let outcome = outcome_of(&job);
-            call_back(&service.client, &job.callback_url, &outcome).await;
+            let signing = service.settings.signing.as_ref();
+            call_back(&service.client, signing, &job.callback_url, &outcome).await;
             if twice {
-                call_back(&service.client, &job.callback_url, &outcome).await;
+                call_back(&service.client, signing, &job.callback_url, &outcome).await;
             }
         });
     }
@@ -143,9 +158,20 @@ fn outcome_of(job: &Job) -> Value {
 }
 
 /// Delivers a callback, retrying server errors and network failures a few times.
-async fn call_back(client: &reqwest::Client, url: &str, outcome: &Value) {
+async fn call_back(client: &reqwest::Client, signing: Option<&SigningSecrets>, url: &str, outcome: &Value) {
+    let body = outcome.to_string();
+    let message_id = format!("cb_{}", fastrand::u64(..));
     for attempt in 0..5u32 {
-        match client.post(url).json(outcome).send().await {
+        let mut request = client.post(url).header("content-type", "application/json");
+        if let Some(secrets) = signing {
+            // Signed afresh per delivery (a fresh timestamp), under one message id.
+            let signed = secrets.sign(&message_id, Timestamp::now(), body.as_bytes());
+            request = request
+                .header(signing::ID, signed.id)
+                .header(signing::TIMESTAMP, signed.timestamp)
+                .header(signing::SIGNATURE, signed.signature);
+        }
+        match request.body(body.clone()).send().await {
             Ok(answer) if !answer.status().is_server_error() => {
                 tracing::info!(status = answer.status().as_u16(), "callback delivered");
                 return;

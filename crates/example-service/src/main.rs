@@ -24,6 +24,16 @@ async fn main() -> std::process::ExitCode {
             drop_callback: ratio("EXAMPLE_DROP_CALLBACK_RATIO"),
         },
         stats: Default::default(),
+        signing: match std::env::var("WEBHOOK_SIGNING_SECRETS").ok().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(spec) => match taskfleet_core::signing::SigningSecrets::parse(&spec) {
+                Ok(secrets) => Some(secrets),
+                Err(error) => {
+                    eprintln!("example-service: WEBHOOK_SIGNING_SECRETS: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            },
+        },
     };
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await {
         Ok(listener) => listener,

@@ -15,9 +15,11 @@ use serde_json::Value;
 use std::sync::Arc;
 use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, SdkConfig, SnsPublisher};
 
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_adapters::DynamoKeys;
+use taskfleet_core::auth::StoredKeys;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::EventSink;
+use taskfleet_core::signing::SigningSecrets;
 
 /// What the local fleet is configured with (the deployed functions read the same from their
 /// environment).
@@ -25,7 +27,10 @@ use taskfleet_core::ports::EventSink;
 pub struct FunctionSettings {
     pub table: String,
     pub topic_arn: String,
-    pub api_keys: ApiKeys,
+    /// How long a function instance remembers an API key lookup.
+    pub key_cache: Duration,
+    /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).
+    pub signing: Option<SigningSecrets>,
     pub external_service_url: String,
     pub external_timeout: Duration,
     pub callback_base_url: String,
@@ -63,20 +68,27 @@ impl Functions {
         let store = || DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
         let publisher = || SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn);
         let events = || settings.events.clone();
+        let keys = || {
+            StoredKeys::new(DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table), settings.key_cache)
+        };
         let policies = settings.policies;
         Ok(Self {
-            ingest: taskfleet_ingest::App {
+            ingest: taskfleet_ingest::App { store: store(), keys: keys(), ttl: policies.ttl, events: events() },
+            status: taskfleet_status::App { store: store(), keys: keys() },
+            webhook: taskfleet_webhook::App {
                 store: store(),
-                keys: settings.api_keys.clone(),
-                ttl: policies.ttl,
+                policies,
                 events: events(),
+                signing: settings.signing.clone(),
             },
-            status: taskfleet_status::App { store: store(), keys: settings.api_keys.clone() },
-            webhook: taskfleet_webhook::App { store: store(), policies, events: events() },
             dispatcher: taskfleet_dispatcher::App { publisher: publisher() },
             caller: taskfleet_caller::App {
                 store: store(),
-                service: HttpExternalService::new(&settings.external_service_url, settings.external_timeout)?,
+                service: HttpExternalService::new(
+                    &settings.external_service_url,
+                    settings.external_timeout,
+                    settings.signing.clone(),
+                )?,
                 callback_base: settings.callback_base_url.clone(),
                 policies,
                 events: events(),

@@ -10,6 +10,7 @@
 //! Every function gets its event as the JSON AWS would send ([`events`]) and runs the same
 //! handler and adapters as the deployed binary ([`functions`]).
 
+pub mod dashboard;
 pub mod events;
 pub mod front;
 pub mod functions;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskfleet_adapters::{ConfigError, SdkConfig};
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::ClientId;
 use taskfleet_core::policy::Policies;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -50,7 +51,12 @@ impl DeadLetters {
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
     pub names: Names,
-    pub api_keys: ApiKeys,
+    /// Client keys to make sure exist (e.g. the development key): (client, `tfk_…` key).
+    pub client_keys: Vec<(ClientId, String)>,
+    /// How long the functions remember an API key lookup.
+    pub key_cache: Duration,
+    /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).
+    pub signing: Option<taskfleet_core::signing::SigningSecrets>,
     pub external_service_url: String,
     pub external_timeout: Duration,
     /// Public base of callback URLs; defaults to the front's own address.
@@ -100,6 +106,7 @@ impl Fleet {
     pub async fn start(sdk: &SdkConfig, settings: FleetSettings, listener: TcpListener) -> Result<Self, FleetError> {
         let addr = listener.local_addr()?;
         let resources = resources::ensure(sdk, &settings.names).await?;
+        resources::ensure_keys(sdk, &resources.table, &settings.client_keys).await?;
         let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let local_metrics = Arc::new(local_metrics::LocalMetrics::default());
         let functions = Arc::new(Functions::new(
@@ -107,7 +114,8 @@ impl Fleet {
             &FunctionSettings {
                 table: resources.table.clone(),
                 topic_arn: resources.topic_arn.clone(),
-                api_keys: settings.api_keys.clone(),
+                key_cache: settings.key_cache,
+                signing: settings.signing.clone(),
                 external_service_url: settings.external_service_url.clone(),
                 external_timeout: settings.external_timeout,
                 callback_base_url: callback_base_url.clone(),
@@ -122,7 +130,14 @@ impl Fleet {
         let dead_letters = DeadLetters::default();
         let mut tasks = Vec::new();
 
-        let app = front::router(functions.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let dashboard = dashboard::Dashboard {
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            namespace: settings.metrics_namespace.clone(),
+            region: region.clone(),
+        };
+        let app = front::router(functions.clone())
+            .merge(dashboard::router(dashboard))
+            .into_make_service_with_connect_info::<SocketAddr>();
         tasks.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "HTTP front stopped");

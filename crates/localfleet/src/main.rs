@@ -16,6 +16,18 @@ const SWEEP_INTERVAL_SECONDS: &str = "SWEEP_INTERVAL_SECONDS";
 /// Seconds between metrics runs.
 const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
 
+/// A client key to make sure exists, for the development client.
+const DEV_KEY: &str = "TASKFLEET_DEV_KEY";
+/// The development client's id.
+const DEV_CLIENT: &str = "TASKFLEET_DEV_CLIENT";
+
+fn dev_key() -> Result<Option<(taskfleet_core::ClientId, String)>, config::ConfigError> {
+    let Ok(key) = std::env::var(DEV_KEY) else { return Ok(None) };
+    let client = taskfleet_core::ClientId::parse(&config::or_default(DEV_CLIENT, "dev"))
+        .map_err(|e| config::ConfigError::Invalid { name: DEV_CLIENT, reason: e.to_string() })?;
+    Ok(Some((client, key)))
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     #[error(transparent)]
@@ -45,7 +57,9 @@ async fn run() -> Result<(), StartError> {
     let port = config::positive(PORT, 3000)?;
     let settings = FleetSettings {
         names: Names::with_prefix(&config::or_default(PREFIX, "taskfleet-dev")),
-        api_keys: config::api_keys()?,
+        client_keys: dev_key()?.into_iter().collect(),
+        key_cache: Duration::from_secs(config::positive(config::API_KEY_CACHE_SECONDS, 5)?),
+        signing: config::signing_secrets()?,
         external_service_url: config::url(config::EXTERNAL_SERVICE_URL)?,
         external_timeout: config::external_timeout()?,
         callback_base_url: std::env::var(config::CALLBACK_BASE_URL)

@@ -102,6 +102,26 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
     })
 }
 
+/// Stores the given client keys unless they exist (keys chosen by the operator, e.g. the
+/// development key; the admin CLI issues random ones).
+pub async fn ensure_keys(
+    sdk: &SdkConfig,
+    table: &str,
+    keys: &[(taskfleet_core::ClientId, String)],
+) -> Result<(), ProvisionError> {
+    use taskfleet_core::auth::KeyStore;
+    let store = taskfleet_adapters::DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), table);
+    for (client, key) in keys {
+        let issued = taskfleet_core::auth::adopt(client, key, taskfleet_core::Timestamp::now())
+            .ok_or_else(|| failed("a client key")("not shaped tfk_<8 alphanumerics>_<43 base64url>".into()))?;
+        match store.save(&issued.record).await {
+            Ok(()) | Err(taskfleet_core::StoreError::AlreadyExists) => {}
+            Err(e) => return Err(failed("a client key")(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// Seconds a received message stays invisible before it is delivered again (a failed caller
 /// invocation is retried after this, like Lambda's async retries).
 pub const VISIBILITY_TIMEOUT_SECONDS: i32 = 5;

@@ -1,17 +1,24 @@
 use super::*;
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use lambda_runtime::Context;
 use serde_json::{Value, json};
 use taskfleet_core::ExternalError;
-use taskfleet_core::memory::MemoryStore;
-use taskfleet_core::ports::Job;
-use taskfleet_core::{ClientId, Task, TaskId, TaskStatus};
+use taskfleet_core::lifecycle::Transition;
+use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::ports::{Job, WriteOutcome};
+use taskfleet_core::retry::RetryPolicy;
+use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::token;
+use taskfleet_core::{ClientId, Task, TaskId, TaskStatus, TtlPolicy};
 
 const CALLBACK_BASE: &str = "https://hooks.example.com/prod";
 const TASK_TTL: u64 = 3_600;
 const RETENTION: u64 = 86_400;
+const CALLBACK_TIMEOUT_SECONDS: u64 = 600;
+const MAX_ATTEMPTS: u32 = 3;
 
 /// An SNS notification as Lambda delivers it, from aws_lambda_events' `example-sns-event.json`
 /// with the dispatch topic's ARN. `Message` and `MessageId` are set per test; the original
@@ -40,16 +47,20 @@ const SNS_EVENT: &str = r#"{
 }"#;
 
 /// An external service that records each job exactly as it would be POSTed (the serialized
-/// `Job`) and answers as told.
+/// `Job`) and answers as told, one answer per call (the last one repeats).
 #[derive(Default)]
 struct Service {
-    refuse_with: Option<ExternalError>,
+    answers: Vec<Option<ExternalError>>,
     jobs: Mutex<Vec<Value>>,
 }
 
 impl Service {
     fn refusing(error: ExternalError) -> Self {
-        Self { refuse_with: Some(error), ..Self::default() }
+        Self { answers: vec![Some(error)], ..Self::default() }
+    }
+
+    fn answering(answers: Vec<Option<ExternalError>>) -> Self {
+        Self { answers, ..Self::default() }
     }
 
     fn jobs(&self) -> Vec<Value> {
@@ -59,18 +70,36 @@ impl Service {
 
 impl ExternalService for Service {
     async fn submit(&self, job: &Job<'_>) -> Result<(), ExternalError> {
-        self.jobs.lock().unwrap().push(serde_json::to_value(job).unwrap());
-        self.refuse_with.clone().map_or(Ok(()), Err)
+        let mut jobs = self.jobs.lock().unwrap();
+        jobs.push(serde_json::to_value(job).unwrap());
+        let answer = self.answers.get(jobs.len() - 1).or(self.answers.last()).cloned().flatten();
+        answer.map_or(Ok(()), Err)
     }
 }
 
-fn app(service: Service) -> App<MemoryStore, Service> {
-    App {
+fn policies() -> Policies {
+    Policies {
+        ttl: TtlPolicy::new(TASK_TTL, RETENTION),
+        retry: RetryPolicy {
+            max_attempts: MAX_ATTEMPTS,
+            base_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(120),
+        },
+        callback_timeout: Duration::from_secs(CALLBACK_TIMEOUT_SECONDS),
+        dispatch_grace: Duration::from_secs(30),
+    }
+}
+
+fn app(service: Service) -> (App<MemoryStore, Service>, Arc<RecordedEvents>) {
+    let events = Arc::new(RecordedEvents::default());
+    let app = App {
         store: MemoryStore::new(),
         service,
         callback_base: CALLBACK_BASE.to_owned(),
-        ttl: TtlPolicy::new(TASK_TTL, RETENTION),
-    }
+        policies: policies(),
+        events: events.clone(),
+    };
+    (app, events)
 }
 
 /// An SNS event carrying these messages, one record each.
@@ -110,54 +139,99 @@ async fn current(app: &App<MemoryStore, Service>, task: &Task) -> Task {
     app.store.get(&task.task_id).await.unwrap().unwrap()
 }
 
+/// The callback URL's token, checking the URL's exact shape for `task` and `attempt`.
+fn token_in(job: &Value, task: &Task, attempt: u32) -> String {
+    let url = job["callback_url"].as_str().unwrap();
+    let prefix = format!("{CALLBACK_BASE}/callbacks/{}?attempt={attempt}&token=", task.task_id);
+    let token = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url} does not start with {prefix}"));
+    assert!(token::is_well_formed(token), "{url}");
+    token.to_owned()
+}
+
+fn last_entry(task: &Task) -> (TaskStatus, u32, Option<&str>) {
+    let entry = task.history.last().unwrap();
+    (entry.status, entry.attempt, entry.reason.as_deref())
+}
+
 #[tokio::test]
 async fn the_fixture_event_parses_and_its_plain_text_message_is_dropped() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let event: SnsEvent = serde_json::from_str(SNS_EVENT).unwrap();
     assert_eq!(event.records[0].sns.message, "Hello\r\nworld!");
     let result = handle(&app, LambdaEvent::new(event, Context::default())).await;
     assert!(result.is_ok());
     assert_eq!(app.service.jobs(), Vec::<Value>::new());
+    assert_eq!(events.events(), []);
 }
 
 #[tokio::test]
 async fn a_dispatch_message_starts_the_attempt_and_hands_the_job_over() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let task = received(&app).await;
     let before = Timestamp::now();
     handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
     let after = Timestamp::now();
 
+    let jobs = app.service.jobs();
+    assert_eq!(jobs.len(), 1);
+    let token = token_in(&jobs[0], &task, 1);
     assert_eq!(
-        app.service.jobs(),
-        [json!({
+        jobs[0],
+        json!({
             "task_id": task.task_id.as_str(),
             "payload": {"job": "resize", "sizes": [64, 128], "opts": {"keep": true}},
-            "callback_url": format!("https://hooks.example.com/prod/callbacks/{}", task.task_id),
+            "callback_url": format!("https://hooks.example.com/prod/callbacks/{}?attempt=1&token={token}", task.task_id),
             "attempt": 1
-        })]
+        })
     );
     let stored = current(&app, &task).await;
     assert_eq!(stored.status, TaskStatus::InProgress);
     assert_eq!(stored.attempts, 1);
     assert_eq!(stored.error, None);
     assert!(before <= stored.updated_at && stored.updated_at <= after);
+    // The callback is due a callback timeout after the start.
+    assert_eq!(stored.due_at, stored.updated_at.plus_seconds(CALLBACK_TIMEOUT_SECONDS));
+    // Only the token's digest is kept.
+    assert_eq!(stored.callback_tokens, [token::digest(&token)]);
+    assert!(!format!("{stored:?}").contains(&token), "the token itself is never stored");
+    assert_eq!(
+        stored.history[1..],
+        [HistoryEntry { status: TaskStatus::InProgress, at: stored.updated_at, attempt: 1, reason: None }]
+    );
     // Starting an attempt keeps the task's TTL.
     assert_eq!(stored.expires_at, task.expires_at);
+    assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: true }]);
+}
+
+#[tokio::test]
+async fn every_attempt_gets_its_own_token() {
+    let (app, _) =
+        app(Service::answering(vec![Some(ExternalError::Rejected { status: 503, retry_after_seconds: None }), None]));
+    let task = received(&app).await;
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 2)])).await.unwrap();
+    let jobs = app.service.jobs();
+    let first = token_in(&jobs[0], &task, 1);
+    let second = token_in(&jobs[1], &task, 2);
+    assert_ne!(first, second);
+    let stored = current(&app, &task).await;
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::InProgress, 2));
+    assert_eq!(stored.callback_tokens, [token::digest(&first), token::digest(&second)]);
 }
 
 #[tokio::test]
 async fn a_trailing_slash_on_the_callback_base_is_not_doubled() {
-    let mut app = app(Service::default());
+    let (mut app, _) = app(Service::default());
     app.callback_base = format!("{CALLBACK_BASE}/");
     let task = received(&app).await;
     handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
-    assert_eq!(app.service.jobs()[0]["callback_url"], format!("{CALLBACK_BASE}/callbacks/{}", task.task_id));
+    let url = app.service.jobs()[0]["callback_url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("{CALLBACK_BASE}/callbacks/{}?attempt=1&token=", task.task_id)), "{url}");
 }
 
 #[tokio::test]
 async fn a_duplicate_message_calls_the_service_once() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let task = received(&app).await;
     let message = dispatch(&task.task_id, 1);
 
@@ -171,20 +245,26 @@ async fn a_duplicate_message_calls_the_service_once() {
     assert_eq!(current(&app, &task).await, after_first);
     assert_eq!(after_first.status, TaskStatus::InProgress);
     assert_eq!(after_first.attempts, 1);
+    assert_eq!(after_first.callback_tokens.len(), 1);
+    assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: true }]);
 }
 
 #[tokio::test]
 async fn an_attempt_that_does_not_follow_the_stored_count_is_skipped() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let task = received(&app).await;
     handle(&app, sns_event(&[&dispatch(&task.task_id, 2)])).await.unwrap();
     assert_eq!(app.service.jobs(), Vec::<Value>::new());
     assert_eq!(current(&app, &task).await, task);
+    assert_eq!(events.events(), []);
 }
 
 #[tokio::test]
-async fn a_refusing_service_leaves_the_task_failed_with_the_reason() {
-    let app = app(Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: Some(30) }));
+async fn a_service_asking_to_come_back_later_puts_the_task_back_for_a_retry() {
+    let (app, events) = app(Service::answering(vec![
+        Some(ExternalError::Rejected { status: 503, retry_after_seconds: Some(30) }),
+        None,
+    ]));
     let task = received(&app).await;
     let before = Timestamp::now();
     let result = handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await;
@@ -194,38 +274,146 @@ async fn a_refusing_service_leaves_the_task_failed_with_the_reason() {
     assert!(result.is_ok());
     assert_eq!(app.service.jobs().len(), 1);
     let stored = current(&app, &task).await;
-    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.status, TaskStatus::Received);
     assert_eq!(stored.attempts, 1);
-    assert_eq!(stored.error.as_deref(), Some("external service refused attempt 1: the external service answered 503"));
+    assert_eq!(stored.error, None);
     assert_eq!(stored.result, None);
     assert!(before <= stored.updated_at && stored.updated_at <= after);
-    assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+    // Backoff for attempt 1 is 5-10 s; the service's Retry-After (30 s) is the floor.
+    assert_eq!(stored.due_at, stored.updated_at.plus_seconds(30));
+    assert_eq!(stored.expires_at, task.expires_at, "still an unfinished task");
+    assert_eq!(last_entry(&stored), (TaskStatus::Received, 1, Some("attempt 1: the external service answered 503")));
+    assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: false }, TaskEvent::Retried]);
+
+    // The next attempt (the sweeper dispatches it when due) starts from there.
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 2)])).await.unwrap();
+    let restarted = current(&app, &task).await;
+    assert_eq!((restarted.status, restarted.attempts), (TaskStatus::InProgress, 2));
+    assert_eq!(app.service.jobs().len(), 2);
 }
 
 #[tokio::test]
-async fn an_unreachable_or_slow_service_also_fails_the_task() {
+async fn a_slow_or_unreachable_service_is_retried_with_backoff() {
     for (error, reason) in [
         (
             ExternalError::Timeout { timeout_ms: 10_000 },
-            "external service refused attempt 1: the external service did not answer within 10000 ms",
+            "attempt 1: the external service did not answer within 10000 ms",
         ),
         (
             ExternalError::Unreachable("connection refused".into()),
-            "external service refused attempt 1: the external service could not be reached: connection refused",
+            "attempt 1: the external service could not be reached: connection refused",
+        ),
+        (
+            ExternalError::Rejected { status: 429, retry_after_seconds: None },
+            "attempt 1: the external service answered 429",
         ),
     ] {
-        let app = app(Service::refusing(error));
+        let (app, events) = app(Service::refusing(error));
         let task = received(&app).await;
         handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
         let stored = current(&app, &task).await;
-        assert_eq!(stored.status, TaskStatus::Failed);
-        assert_eq!(stored.error.as_deref(), Some(reason));
+        assert_eq!((stored.status, stored.attempts, stored.error.as_deref()), (TaskStatus::Received, 1, None));
+        assert_eq!(last_entry(&stored), (TaskStatus::Received, 1, Some(reason)));
+        // Half of the 10 s base delay fixed, half jitter.
+        let wait = stored.due_at.millis_since(stored.updated_at);
+        assert!((5_000..10_000).contains(&wait), "{reason}: waits {wait} ms");
+        assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: false }, TaskEvent::Retried]);
     }
 }
 
 #[tokio::test]
+async fn a_client_error_fails_the_task_at_once() {
+    for status in [400, 422] {
+        let (app, events) = app(Service::refusing(ExternalError::Rejected { status, retry_after_seconds: None }));
+        let task = received(&app).await;
+        let before = Timestamp::now();
+        handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
+        let after = Timestamp::now();
+
+        let stored = current(&app, &task).await;
+        let reason = format!("attempt 1: the external service answered {status}");
+        assert_eq!(stored.status, TaskStatus::Failed);
+        assert_eq!(stored.attempts, 1);
+        assert_eq!(stored.error.as_deref(), Some(reason.as_str()));
+        assert_eq!(stored.result, None);
+        assert!(before <= stored.updated_at && stored.updated_at <= after);
+        assert_eq!(stored.due_at, stored.updated_at);
+        assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+        assert_eq!(last_entry(&stored), (TaskStatus::Failed, 1, Some(reason.as_str())));
+        let latency = stored.updated_at.millis_since(stored.created_at);
+        assert!(latency >= 5_000, "{latency}");
+        assert_eq!(
+            events.events(),
+            [
+                TaskEvent::ExternalCall { accepted: false },
+                TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(latency) }
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_last_attempt_of_a_series_gives_up() {
+    let (app, events) = app(Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None }));
+    let task = received(&app).await;
+    for attempt in 1..=MAX_ATTEMPTS {
+        handle(&app, sns_event(&[&dispatch(&task.task_id, attempt)])).await.unwrap();
+    }
+    assert_eq!(app.service.jobs().len(), 3);
+    let stored = current(&app, &task).await;
+    let reason = "gave up after 3 attempts; last: the external service answered 503";
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.attempts, 3);
+    assert_eq!(stored.error.as_deref(), Some(reason));
+    assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+    assert_eq!(
+        stored.history.iter().map(|e| (e.status, e.attempt, e.reason.as_deref())).collect::<Vec<_>>(),
+        [
+            (TaskStatus::Received, 0, None),
+            (TaskStatus::InProgress, 1, None),
+            (TaskStatus::Received, 1, Some("attempt 1: the external service answered 503")),
+            (TaskStatus::InProgress, 2, None),
+            (TaskStatus::Received, 2, Some("attempt 2: the external service answered 503")),
+            (TaskStatus::InProgress, 3, None),
+            (TaskStatus::Failed, 3, Some(reason)),
+        ]
+    );
+    let latency = stored.updated_at.millis_since(stored.created_at);
+    assert_eq!(
+        events.events(),
+        [
+            TaskEvent::ExternalCall { accepted: false },
+            TaskEvent::Retried,
+            TaskEvent::ExternalCall { accepted: false },
+            TaskEvent::Retried,
+            TaskEvent::ExternalCall { accepted: false },
+            TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(latency) },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_task_gets_a_fresh_series_of_attempts() {
+    let (app, _) = app(Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None }));
+    let task = received(&app).await;
+    for attempt in 1..=MAX_ATTEMPTS {
+        handle(&app, sns_event(&[&dispatch(&task.task_id, attempt)])).await.unwrap();
+    }
+    let ttl = app.policies.ttl;
+    let replay = Transition::replay(&task.task_id, MAX_ATTEMPTS, Timestamp::now(), &ttl);
+    assert!(matches!(app.store.apply(&replay).await.unwrap(), WriteOutcome::Applied(_)));
+
+    // Attempt 4 is the first of the new series: refused, it is retried, not given up.
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 4)])).await.unwrap();
+    let stored = current(&app, &task).await;
+    assert_eq!((stored.status, stored.attempts, stored.series_start), (TaskStatus::Received, 4, 3));
+    assert_eq!(last_entry(&stored), (TaskStatus::Received, 4, Some("attempt 4: the external service answered 503")));
+    assert_eq!(token_in(&app.service.jobs()[3], &task, 4).len(), 43);
+}
+
+#[tokio::test]
 async fn an_unparseable_message_is_dropped_without_error() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let task = received(&app).await;
     let unreadable = [
         "Hello\r\nworld!".to_owned(),
@@ -241,11 +429,12 @@ async fn an_unparseable_message_is_dropped_without_error() {
     }
     assert_eq!(app.service.jobs(), Vec::<Value>::new());
     assert_eq!(current(&app, &task).await, task);
+    assert_eq!(events.events(), []);
 }
 
 #[tokio::test]
 async fn an_unreadable_message_does_not_stop_the_others_in_the_event() {
-    let app = app(Service::default());
+    let (app, _) = app(Service::default());
     let task = received(&app).await;
     handle(&app, sns_event(&["not json", &dispatch(&task.task_id, 1)])).await.unwrap();
     assert_eq!(app.service.jobs().len(), 1);
@@ -254,8 +443,31 @@ async fn an_unreadable_message_does_not_stop_the_others_in_the_event() {
 
 #[tokio::test]
 async fn a_message_for_a_task_that_no_longer_exists_is_ignored() {
-    let app = app(Service::default());
+    let (app, events) = app(Service::default());
     let result = handle(&app, sns_event(&[&dispatch(&TaskId::generate(), 1)])).await;
     assert!(result.is_ok());
     assert_eq!(app.service.jobs(), Vec::<Value>::new());
+    assert_eq!(events.events(), []);
+}
+
+#[tokio::test]
+async fn a_message_for_a_cancelled_task_calls_nobody() {
+    let (app, events) = app(Service::default());
+    let task = received(&app).await;
+    let ttl = app.policies.ttl;
+    let cancel =
+        Transition::give_up(&task.task_id, TaskStatus::Received, Some(0), "cancelled", Timestamp::now(), &ttl).unwrap();
+    assert!(matches!(app.store.apply(&cancel).await.unwrap(), WriteOutcome::Applied(_)));
+    let cancelled = current(&app, &task).await;
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
+    assert_eq!(app.service.jobs(), Vec::<Value>::new());
+    assert_eq!(current(&app, &task).await, cancelled);
+    assert_eq!(events.events(), []);
+}
+
+#[test]
+fn errors_that_lambda_retries_are_reported_by_kind() {
+    let store = Diagnostic::from(CallerError::Store(StoreError::Unavailable("throttled".into())));
+    assert_eq!(store.error_type, "StoreUnavailable");
+    assert_eq!(store.error_message, "task store unavailable: storage is unavailable: throttled");
 }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use lambda_http::http::header::LOCATION;
 use lambda_http::http::{HeaderValue, StatusCode};
+use taskfleet_adapters::DynamoKeys;
 use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, config};
 use taskfleet_api::view::{Accepted, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::auth::{ClientKeys, StoredKeys};
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, OwnerAction, SubmitError, Submitted};
 use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validation};
@@ -21,9 +22,9 @@ use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validatio
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S> {
+pub struct App<S, K = StoredKeys<DynamoKeys>> {
     pub store: S,
-    pub keys: ApiKeys,
+    pub keys: K,
     pub ttl: TtlPolicy,
     pub events: Arc<dyn EventSink>,
 }
@@ -32,19 +33,19 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: config::api_keys()?,
+            keys: config::stored_keys(sdk)?,
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
         })
     }
 }
 
-pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: Request) -> Response<Body> {
     route(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
-    let client = request::client(request, &app.keys)?;
+async fn route<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) -> Result<Response<Body>, ApiError> {
+    let client = request::client(request, &app.keys).await?;
     match request::route_key(request).as_deref() {
         Some("DELETE /tasks/{task_id}") => cancel(app, &client, request).await,
         Some("POST /tasks/{task_id}/retry") => replay(app, &client, request).await,
@@ -52,7 +53,11 @@ async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response
     }
 }
 
-async fn submit<S: TaskStore>(app: &App<S>, client: &ClientId, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn submit<S: TaskStore, K: ClientKeys>(
+    app: &App<S, K>,
+    client: &ClientId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let key = match request.headers().get(IDEMPOTENCY_KEY) {
         Some(value) => Some(validation::parse_idempotency_key(value.to_str().unwrap_or("\u{0}"))?),
         None => None,
@@ -77,7 +82,11 @@ async fn submit<S: TaskStore>(app: &App<S>, client: &ClientId, request: &Request
     Ok(located(response::json(status, &Accepted::from(task)), task))
 }
 
-async fn cancel<S: TaskStore>(app: &App<S>, client: &ClientId, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn cancel<S: TaskStore, K: ClientKeys>(
+    app: &App<S, K>,
+    client: &ClientId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
     match service::cancel(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await? {
         OwnerAction::Applied(task) => {
@@ -93,7 +102,11 @@ async fn cancel<S: TaskStore>(app: &App<S>, client: &ClientId, request: &Request
     }
 }
 
-async fn replay<S: TaskStore>(app: &App<S>, client: &ClientId, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn replay<S: TaskStore, K: ClientKeys>(
+    app: &App<S, K>,
+    client: &ClientId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
     match service::replay(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await? {
         OwnerAction::Applied(task) => {

@@ -2,16 +2,24 @@ use super::*;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
-use taskfleet_core::memory::MemoryStore;
-use taskfleet_core::validation::{MAX_BODY_BYTES, MAX_PAYLOAD_BYTES};
+use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::lifecycle::{CANCELLED, Outcome, Transition};
+use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::ports::WriteOutcome;
+use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::token;
+use taskfleet_core::validation::{MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES};
 use taskfleet_core::{ClientId, TaskId, TaskStatus};
 
 const ALPHA_KEY: &str = "alpha-key-0123456789";
 const BETA_KEY: &str = "beta-key-0123456789x";
+const TASK_TTL: u64 = 3_600;
+const RETENTION: u64 = 86_400;
 
 /// An API Gateway HTTP API (payload format 2.0) event as Lambda receives it, trimmed from
 /// aws_lambda_events' `example-apigw-v2-request-no-authorizer.json` and routed to `POST /tasks`.
-/// Headers and body are set per test.
+/// Headers and body are set per test; the owner routes (`DELETE /tasks/{task_id}`,
+/// `POST /tasks/{task_id}/retry`) change the route key, method, path and path parameters.
 const POST_TASKS_EVENT: &str = r#"{
     "version": "2.0",
     "routeKey": "POST /tasks",
@@ -47,16 +55,25 @@ const POST_TASKS_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-fn app() -> App<MemoryStore> {
-    App {
+fn app() -> (App<MemoryStore, ApiKeys>, Arc<RecordedEvents>) {
+    let events = Arc::new(RecordedEvents::default());
+    let app = App {
         store: MemoryStore::new(),
         keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
-        ttl: TtlPolicy::new(3_600, 86_400),
-    }
+        ttl: TtlPolicy::new(TASK_TTL, RETENTION),
+        events: events.clone(),
+    };
+    (app, events)
 }
 
 /// Builds the request the way lambda_http does in Lambda: the event JSON is deserialized into a
 /// `LambdaRequest` and converted into an `http::Request`.
+fn into_request(event: Value) -> Request {
+    let lambda: LambdaRequest = serde_json::from_value(event).unwrap();
+    assert!(matches!(lambda, LambdaRequest::ApiGatewayV2(_)));
+    Request::from(lambda)
+}
+
 fn request_with(headers: &[(&str, &str)], body: Option<&str>, base64: bool) -> Request {
     let mut event: Value = serde_json::from_str(POST_TASKS_EVENT).unwrap();
     for (name, value) in headers {
@@ -67,9 +84,7 @@ fn request_with(headers: &[(&str, &str)], body: Option<&str>, base64: bool) -> R
         event["body"] = json!(body);
         event["isBase64Encoded"] = json!(base64);
     }
-    let lambda: LambdaRequest = serde_json::from_value(event).unwrap();
-    assert!(matches!(lambda, LambdaRequest::ApiGatewayV2(_)));
-    Request::from(lambda)
+    into_request(event)
 }
 
 fn post(headers: &[(&str, &str)], body: &str) -> Request {
@@ -78,6 +93,35 @@ fn post(headers: &[(&str, &str)], body: &str) -> Request {
 
 fn json_post(body: &str) -> Request {
     post(&[("x-api-key", ALPHA_KEY), ("content-type", "application/json")], body)
+}
+
+fn keyed_post(api_key: &str, idempotency_key: &str, body: &str) -> Request {
+    post(&[("x-api-key", api_key), ("content-type", "application/json"), ("idempotency-key", idempotency_key)], body)
+}
+
+/// A request on one of the owner routes, e.g. `DELETE /tasks/{task_id}`: the route key is set
+/// where API Gateway sets it, at the top and in the request context.
+fn owner_request(method: &str, route_key: &str, path: &str, task_id: &str, api_key: Option<&str>) -> Request {
+    let mut event: Value = serde_json::from_str(POST_TASKS_EVENT).unwrap();
+    event["routeKey"] = json!(route_key);
+    event["requestContext"]["routeKey"] = json!(route_key);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["pathParameters"] = json!({"task_id": task_id});
+    event["headers"]["content-length"] = json!("0");
+    if let Some(key) = api_key {
+        event["headers"]["x-api-key"] = json!(key);
+    }
+    into_request(event)
+}
+
+fn delete(task_id: &str, api_key: Option<&str>) -> Request {
+    owner_request("DELETE", "DELETE /tasks/{task_id}", &format!("/tasks/{task_id}"), task_id, api_key)
+}
+
+fn retry(task_id: &str, api_key: Option<&str>) -> Request {
+    owner_request("POST", "POST /tasks/{task_id}/retry", &format!("/tasks/{task_id}/retry"), task_id, api_key)
 }
 
 fn body_json(response: &Response<Body>) -> Value {
@@ -100,17 +144,117 @@ fn assert_error(response: &Response<Body>, status: u16, code: &str) -> String {
     body["error"]["message"].as_str().unwrap().to_owned()
 }
 
-async fn stored_count(app: &App<MemoryStore>) -> u64 {
+async fn stored_count(app: &App<MemoryStore, ApiKeys>) -> u64 {
     let mut total = 0;
     for status in TaskStatus::ALL {
-        total += app.store.count(status, None).await.unwrap();
+        total += app.store.count(status, None, None).await.unwrap();
     }
     total
 }
 
+async fn current(app: &App<MemoryStore, ApiKeys>, task_id: &TaskId) -> Task {
+    app.store.get(task_id).await.unwrap().unwrap()
+}
+
+/// Submits `{"payload":{"n":1}}` for alpha through the handler; the new task's id.
+async fn submitted(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+    let response = handle(app, json_post(r#"{"payload":{"n":1}}"#)).await;
+    assert_eq!(response.status().as_u16(), 202);
+    TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap()
+}
+
+fn later(millis: i64) -> Timestamp {
+    Timestamp::from_millis(Timestamp::now().as_millis() + millis)
+}
+
+/// Starts attempt `attempt` of a RECEIVED task, as the caller would.
+async fn start(app: &App<MemoryStore, ApiKeys>, task_id: &TaskId, attempt: u32) {
+    let at = later(0);
+    let start =
+        Transition::start(task_id, attempt, token::digest(&format!("token-{attempt}")), at, at.plus_seconds(900));
+    assert!(matches!(app.store.apply(&start).await.unwrap(), WriteOutcome::Applied(_)));
+}
+
+async fn apply(app: &App<MemoryStore, ApiKeys>, transition: Transition) -> Task {
+    match app.store.apply(&transition).await.unwrap() {
+        WriteOutcome::Applied(task) => task,
+        WriteOutcome::Rejected(current) => panic!("{transition:?} rejected on {current:?}"),
+    }
+}
+
+/// A task that went through two attempts: the first timed out and was retried, the second was
+/// refused for good.
+async fn failed_after_two_attempts(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+    let task_id = submitted(app).await;
+    start(app, &task_id, 1).await;
+    apply(app, Transition::retry(&task_id, 1, "attempt 1: no callback within 900 s", later(0), later(0))).await;
+    start(app, &task_id, 2).await;
+    let give_up = Transition::give_up(
+        &task_id,
+        TaskStatus::InProgress,
+        Some(2),
+        "attempt 2: the external service answered 422",
+        later(0),
+        &app.ttl,
+    )
+    .unwrap();
+    apply(app, give_up).await;
+    task_id
+}
+
+async fn done(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+    let task_id = submitted(app).await;
+    start(app, &task_id, 1).await;
+    let finish = Transition::finish(
+        &task_id,
+        1,
+        token::digest("token-1"),
+        Outcome::Succeeded { result: json!({"ok": true}) },
+        later(0),
+        &app.ttl,
+    );
+    apply(app, finish).await;
+    task_id
+}
+
+/// What `TaskView` shows of a stored task.
+fn view_of(task: &Task) -> Value {
+    let history: Vec<Value> = task
+        .history
+        .iter()
+        .map(|entry| {
+            let mut view =
+                json!({"status": entry.status.as_str(), "at": entry.at.to_rfc3339(), "attempt": entry.attempt});
+            if let Some(reason) = &entry.reason {
+                view["reason"] = json!(reason);
+            }
+            view
+        })
+        .collect();
+    let mut view = json!({
+        "task_id": task.task_id.as_str(),
+        "status": task.status.as_str(),
+        "attempts": task.attempts,
+        "created_at": task.created_at.to_rfc3339(),
+        "updated_at": task.updated_at.to_rfc3339(),
+        "expires_at": Timestamp::from_millis(task.expires_at * 1000).to_rfc3339(),
+        "history": history,
+    });
+    if let Some(result) = &task.result {
+        view["result"] = result.clone();
+    }
+    if let Some(error) = &task.error {
+        view["error"] = json!(error);
+    }
+    view
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /tasks
+
 #[tokio::test]
 async fn a_submission_is_accepted_with_its_location_and_stored_as_received() {
-    let app = app();
+    let (app, events) = app();
     let before = Timestamp::now();
     let response =
         handle(&app, json_post(r#"{"payload": {"n": 1, "nested": {"list": [1, 2.5, "x"], "none": null}}}"#)).await;
@@ -128,23 +272,32 @@ async fn a_submission_is_accepted_with_its_location_and_stored_as_received() {
     let task_id = TaskId::parse(body["task_id"].as_str().unwrap()).unwrap();
     assert_eq!(header(&response, "location"), Some(format!("/tasks/{task_id}").as_str()));
 
-    let task = app.store.get(&task_id).await.unwrap().unwrap();
+    let task = current(&app, &task_id).await;
     assert_eq!(task.status, TaskStatus::Received);
     assert_eq!(task.client_id, ClientId::parse("alpha").unwrap());
     assert_eq!(task.payload, json!({"n": 1, "nested": {"list": [1, 2.5, "x"], "none": null}}));
     assert_eq!(task.attempts, 0);
+    assert_eq!(task.series_start, 0);
     assert_eq!(task.result, None);
     assert_eq!(task.error, None);
     assert!(before <= task.created_at && task.created_at <= after);
     assert_eq!(task.updated_at, task.created_at);
-    assert_eq!(task.expires_at, task.created_at.plus_seconds(3_600).as_epoch_seconds());
+    // Due for dispatch at once.
+    assert_eq!(task.due_at, task.created_at);
+    assert_eq!(task.expires_at, task.created_at.plus_seconds(TASK_TTL).as_epoch_seconds());
+    assert_eq!(task.callback_tokens, Vec::<String>::new());
+    assert_eq!(
+        task.history,
+        [HistoryEntry { status: TaskStatus::Received, at: task.created_at, attempt: 0, reason: None }]
+    );
     assert_eq!(body["created_at"], task.created_at.to_rfc3339());
     assert_eq!(stored_count(&app).await, 1);
+    assert_eq!(events.events(), [TaskEvent::Created]);
 }
 
 #[tokio::test]
 async fn each_submission_gets_its_own_task_for_the_calling_client() {
-    let app = app();
+    let (app, events) = app();
     let first = body_json(&handle(&app, json_post(r#"{"payload":{}}"#)).await);
     let second =
         handle(&app, post(&[("x-api-key", BETA_KEY), ("content-type", "application/json")], r#"{"payload":{}}"#)).await;
@@ -153,14 +306,14 @@ async fn each_submission_gets_its_own_task_for_the_calling_client() {
     assert_ne!(first["task_id"], second["task_id"]);
 
     let second_id = TaskId::parse(second["task_id"].as_str().unwrap()).unwrap();
-    let task = app.store.get(&second_id).await.unwrap().unwrap();
-    assert_eq!(task.client_id.as_str(), "beta");
+    assert_eq!(current(&app, &second_id).await.client_id.as_str(), "beta");
     assert_eq!(stored_count(&app).await, 2);
+    assert_eq!(events.events(), [TaskEvent::Created, TaskEvent::Created]);
 }
 
 #[tokio::test]
 async fn json_with_a_charset_and_a_base64_encoded_body_is_accepted() {
-    let app = app();
+    let (app, _) = app();
     // `{"payload":{"n":1}}`, as API Gateway forwards a body it treats as binary.
     let request = request_with(
         &[("x-api-key", ALPHA_KEY), ("content-type", "application/json; charset=utf-8")],
@@ -170,23 +323,23 @@ async fn json_with_a_charset_and_a_base64_encoded_body_is_accepted() {
     let response = handle(&app, request).await;
     assert_eq!(response.status().as_u16(), 202);
     let task_id = TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap();
-    let task = app.store.get(&task_id).await.unwrap().unwrap();
-    assert_eq!(task.payload, json!({"n": 1}));
+    assert_eq!(current(&app, &task_id).await.payload, json!({"n": 1}));
 }
 
 #[tokio::test]
 async fn a_missing_api_key_is_refused_with_401() {
-    let app = app();
+    let (app, events) = app();
     let response = handle(&app, post(&[("content-type", "application/json")], r#"{"payload":{}}"#)).await;
     let message = assert_error(&response, 401, "unauthorized");
     assert_eq!(message, "a valid x-api-key header is required");
     assert_eq!(response.headers().get("location"), None);
     assert_eq!(stored_count(&app).await, 0);
+    assert_eq!(events.events(), []);
 }
 
 #[tokio::test]
 async fn an_unknown_or_empty_api_key_is_refused_with_401() {
-    let app = app();
+    let (app, _) = app();
     for key in ["not-a-known-key-at-all", "", &ALPHA_KEY[1..]] {
         let response =
             handle(&app, post(&[("x-api-key", key), ("content-type", "application/json")], r#"{"payload":{}}"#)).await;
@@ -197,14 +350,14 @@ async fn an_unknown_or_empty_api_key_is_refused_with_401() {
 
 #[tokio::test]
 async fn the_key_is_checked_before_the_body() {
-    let app = app();
+    let (app, _) = app();
     let response = handle(&app, post(&[("content-type", "text/plain")], "nonsense")).await;
     assert_error(&response, 401, "unauthorized");
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_declared_json_is_refused_with_415() {
-    let app = app();
+    let (app, _) = app();
     for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
         let response =
             handle(&app, post(&[("x-api-key", ALPHA_KEY), ("content-type", content_type)], r#"{"payload":{}}"#)).await;
@@ -218,7 +371,7 @@ async fn a_body_that_is_not_declared_json_is_refused_with_415() {
 
 #[tokio::test]
 async fn malformed_json_is_refused_with_400() {
-    let app = app();
+    let (app, _) = app();
     for body in [r#"{"payload": {"#, "payload=1", "{'payload': {}}"] {
         let response = handle(&app, json_post(body)).await;
         let message = assert_error(&response, 400, "malformed_json");
@@ -229,7 +382,7 @@ async fn malformed_json_is_refused_with_400() {
 
 #[tokio::test]
 async fn an_empty_body_is_refused_with_400() {
-    let app = app();
+    let (app, _) = app();
     let no_body = request_with(&[("x-api-key", ALPHA_KEY), ("content-type", "application/json")], None, false);
     for request in [no_body, json_post(""), json_post(" \n")] {
         let message = assert_error(&handle(&app, request).await, 400, "malformed_json");
@@ -240,7 +393,7 @@ async fn an_empty_body_is_refused_with_400() {
 
 #[tokio::test]
 async fn a_payload_that_is_not_an_object_is_refused_with_400() {
-    let app = app();
+    let (app, _) = app();
     for body in [r#"{"payload": [1, 2]}"#, r#"{"payload": "text"}"#, r#"{"payload": null}"#, r#"{"payload": 7}"#] {
         let response = handle(&app, json_post(body)).await;
         let message = assert_error(&response, 400, "invalid_request");
@@ -251,7 +404,7 @@ async fn a_payload_that_is_not_an_object_is_refused_with_400() {
 
 #[tokio::test]
 async fn an_unknown_or_missing_field_is_refused_with_400() {
-    let app = app();
+    let (app, _) = app();
     let unknown = handle(&app, json_post(r#"{"payload": {}, "priority": 1}"#)).await;
     let message = assert_error(&unknown, 400, "invalid_request");
     assert!(message.contains("priority"), "{message}");
@@ -266,7 +419,7 @@ async fn an_unknown_or_missing_field_is_refused_with_400() {
 
 #[tokio::test]
 async fn a_payload_over_the_limit_is_refused_with_413() {
-    let app = app();
+    let (app, _) = app();
     let body = json!({"payload": {"s": "a".repeat(MAX_PAYLOAD_BYTES)}}).to_string();
     assert!(body.len() <= MAX_BODY_BYTES);
     let response = handle(&app, json_post(&body)).await;
@@ -281,10 +434,313 @@ async fn a_payload_over_the_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
-    let app = app();
+    let (app, _) = app();
     let body = format!(r#"{{"payload": {{}}}}{}"#, " ".repeat(MAX_BODY_BYTES));
     let response = handle(&app, json_post(&body)).await;
     let message = assert_error(&response, 413, "too_large");
     assert_eq!(message, format!("`body` is larger than the {MAX_BODY_BYTES} bytes allowed"));
     assert_eq!(stored_count(&app).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /tasks with an Idempotency-Key
+
+#[tokio::test]
+async fn repeating_a_keyed_submission_answers_200_with_the_same_task() {
+    let (app, events) = app();
+    let first = handle(&app, keyed_post(ALPHA_KEY, "order-42/attempt#1", r#"{"payload":{"a":1,"b":[1,2]}}"#)).await;
+    assert_eq!(first.status().as_u16(), 202);
+    let first_body = body_json(&first);
+    let task_id = TaskId::parse(first_body["task_id"].as_str().unwrap()).unwrap();
+    let stored = current(&app, &task_id).await;
+
+    // The same request again, and the same payload written differently (key order, spacing).
+    for body in [r#"{"payload":{"a":1,"b":[1,2]}}"#, r#"{ "payload": { "b": [1, 2], "a": 1 } }"#] {
+        let again = handle(&app, keyed_post(ALPHA_KEY, "order-42/attempt#1", body)).await;
+        assert_eq!(again.status().as_u16(), 200, "{body}");
+        assert_eq!(header(&again, "content-type"), Some("application/json"));
+        assert_eq!(header(&again, "location"), Some(format!("/tasks/{task_id}").as_str()));
+        assert_eq!(body_json(&again), first_body);
+    }
+    assert_eq!(first_body["status"], "RECEIVED");
+    assert_eq!(first_body["created_at"], stored.created_at.to_rfc3339());
+    assert_eq!(stored_count(&app).await, 1);
+    assert_eq!(current(&app, &task_id).await, stored);
+    assert_eq!(events.events(), [TaskEvent::Created], "one task, one TasksCreated");
+}
+
+#[tokio::test]
+async fn a_repeat_answers_the_task_as_it_is_now() {
+    let (app, _) = app();
+    let first = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{}}"#)).await;
+    let task_id = body_json(&first)["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(handle(&app, delete(&task_id, Some(ALPHA_KEY))).await.status().as_u16(), 200);
+
+    let again = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{}}"#)).await;
+    assert_eq!(again.status().as_u16(), 200);
+    let body = body_json(&again);
+    assert_eq!(body["task_id"], task_id);
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(stored_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_payload_is_refused_with_409() {
+    let (app, events) = app();
+    let first = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{"n":1}}"#)).await;
+    assert_eq!(first.status().as_u16(), 202);
+
+    let other = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{"n":2}}"#)).await;
+    let message = assert_error(&other, 409, "idempotency_conflict");
+    assert_eq!(message, "this Idempotency-Key was already used with a different payload");
+    assert_eq!(other.headers().get("location"), None);
+    assert_eq!(stored_count(&app).await, 1);
+    assert_eq!(events.events(), [TaskEvent::Created]);
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_one_client() {
+    let (app, events) = app();
+    let alpha = body_json(&handle(&app, keyed_post(ALPHA_KEY, "shared", r#"{"payload":{}}"#)).await);
+    let beta = handle(&app, keyed_post(BETA_KEY, "shared", r#"{"payload":{}}"#)).await;
+    assert_eq!(beta.status().as_u16(), 202);
+    let beta = body_json(&beta);
+    assert_ne!(alpha["task_id"], beta["task_id"]);
+    let beta_id = TaskId::parse(beta["task_id"].as_str().unwrap()).unwrap();
+    assert_eq!(current(&app, &beta_id).await.client_id.as_str(), "beta");
+    // A keyless submission is never a repeat.
+    assert_eq!(handle(&app, json_post(r#"{"payload":{}}"#)).await.status().as_u16(), 202);
+    assert_eq!(stored_count(&app).await, 3);
+    assert_eq!(events.events(), [TaskEvent::Created; 3]);
+}
+
+#[tokio::test]
+async fn an_invalid_idempotency_key_is_refused_with_400() {
+    let (app, events) = app();
+    let too_long = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1);
+    for key in ["", " ", "a b", "é", "clé-1", too_long.as_str()] {
+        let response = handle(&app, keyed_post(ALPHA_KEY, key, r#"{"payload":{}}"#)).await;
+        let message = assert_error(&response, 400, "invalid_request");
+        assert_eq!(
+            message,
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+            "{key:?}"
+        );
+    }
+    assert_eq!(stored_count(&app).await, 0);
+    assert_eq!(events.events(), []);
+
+    // The longest allowed key is accepted.
+    let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN);
+    assert_eq!(handle(&app, keyed_post(ALPHA_KEY, &longest, r#"{"payload":{}}"#)).await.status().as_u16(), 202);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DELETE /tasks/{task_id}
+
+#[tokio::test]
+async fn the_owner_cancels_a_received_task() {
+    let (app, events) = app();
+    let task_id = submitted(&app).await;
+    let before = Timestamp::now();
+    let response = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    let after = Timestamp::now();
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(header(&response, "content-type"), Some("application/json"));
+    let task = current(&app, &task_id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.error.as_deref(), Some(CANCELLED));
+    assert_eq!(task.attempts, 0);
+    assert!(before <= task.updated_at && task.updated_at <= after);
+    assert_eq!(task.expires_at, task.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+    assert_eq!(
+        task.history[1..],
+        [HistoryEntry {
+            status: TaskStatus::Failed,
+            at: task.updated_at,
+            attempt: 0,
+            reason: Some("cancelled".into())
+        }]
+    );
+
+    let body = body_json(&response);
+    assert_eq!(body, view_of(&task));
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["error"], "cancelled");
+    assert_eq!(body["history"].as_array().unwrap().len(), 2);
+    assert!(body.get("payload").is_none());
+    let latency = task.updated_at.millis_since(task.created_at);
+    assert_eq!(
+        events.events(),
+        [TaskEvent::Created, TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(latency) }]
+    );
+}
+
+#[tokio::test]
+async fn the_owner_cancels_a_task_in_progress() {
+    let (app, _) = app();
+    let task_id = submitted(&app).await;
+    start(&app, &task_id, 1).await;
+    let response = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let task = current(&app, &task_id).await;
+    assert_eq!((task.status, task.attempts, task.error.as_deref()), (TaskStatus::Failed, 1, Some("cancelled")));
+    let last = task.history.last().unwrap();
+    assert_eq!((last.status, last.attempt, last.reason.as_deref()), (TaskStatus::Failed, 1, Some("cancelled")));
+    assert_eq!(body_json(&response), view_of(&task));
+}
+
+#[tokio::test]
+async fn cancelling_again_answers_200_and_changes_nothing() {
+    let (app, events) = app();
+    let task_id = submitted(&app).await;
+    let first = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(first.status().as_u16(), 200);
+    let cancelled = current(&app, &task_id).await;
+
+    let again = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(body_json(&again), body_json(&first));
+    assert_eq!(current(&app, &task_id).await, cancelled);
+    assert_eq!(events.events().len(), 2, "Created and one Finished: {:?}", events.events());
+}
+
+#[tokio::test]
+async fn another_client_cannot_cancel_and_sees_404() {
+    let (app, _) = app();
+    let task_id = submitted(&app).await;
+    let before = current(&app, &task_id).await;
+    let foreign = handle(&app, delete(task_id.as_str(), Some(BETA_KEY))).await;
+    let message = assert_error(&foreign, 404, "not_found");
+    assert_eq!(message, "no such task");
+    let unknown = handle(&app, delete(TaskId::generate().as_str(), Some(BETA_KEY))).await;
+    assert_eq!(body_json(&unknown), body_json(&foreign), "a foreign task looks exactly like a missing one");
+    assert_eq!(current(&app, &task_id).await, before);
+}
+
+#[tokio::test]
+async fn a_finished_task_cannot_be_cancelled() {
+    let (app, events) = app();
+    let task_id = done(&app).await;
+    let before = current(&app, &task_id).await;
+    let response = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is DONE and cannot be cancelled");
+    assert_eq!(current(&app, &task_id).await, before);
+
+    let failed = failed_after_two_attempts(&app).await;
+    let response = handle(&app, delete(failed.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is FAILED and cannot be cancelled");
+    assert_eq!(current(&app, &failed).await.error.as_deref(), Some("attempt 2: the external service answered 422"));
+    assert_eq!(events.events(), [TaskEvent::Created, TaskEvent::Created]);
+}
+
+#[tokio::test]
+async fn cancel_checks_the_key_and_the_id() {
+    let (app, _) = app();
+    let task_id = submitted(&app).await;
+    assert_error(&handle(&app, delete(task_id.as_str(), None)).await, 401, "unauthorized");
+    assert_error(&handle(&app, delete(task_id.as_str(), Some("not-a-known-key-at-all"))).await, 401, "unauthorized");
+    assert_error(&handle(&app, delete("not-a-uuid", Some(ALPHA_KEY))).await, 400, "invalid_task_id");
+    assert_eq!(current(&app, &task_id).await.status, TaskStatus::Received);
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /tasks/{task_id}/retry
+
+#[tokio::test]
+async fn the_owner_replays_a_failed_task_with_a_new_attempt_series() {
+    let (app, events) = app();
+    let task_id = failed_after_two_attempts(&app).await;
+    let failed = current(&app, &task_id).await;
+    let before = Timestamp::now();
+    let response = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
+    let after = Timestamp::now();
+
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(header(&response, "content-type"), Some("application/json"));
+    assert_eq!(header(&response, "location"), Some(format!("/tasks/{task_id}").as_str()));
+    let task = current(&app, &task_id).await;
+    assert_eq!(task.status, TaskStatus::Received);
+    assert_eq!(task.attempts, 2);
+    assert_eq!(task.series_start, 2, "the next attempt is the first of a new series");
+    assert_eq!(task.attempt_in_series(), 0);
+    assert_eq!(task.error, None);
+    assert!(before <= task.updated_at && task.updated_at <= after);
+    assert_eq!(task.due_at, task.updated_at, "due for dispatch at once");
+    assert_eq!(task.expires_at, task.updated_at.plus_seconds(TASK_TTL).as_epoch_seconds());
+    assert_eq!(task.callback_tokens, failed.callback_tokens);
+    assert_eq!(task.history[..failed.history.len()], failed.history[..]);
+    assert_eq!(
+        task.history[failed.history.len()..],
+        [HistoryEntry {
+            status: TaskStatus::Received,
+            at: task.updated_at,
+            attempt: 2,
+            reason: Some("replayed by its owner".into())
+        }]
+    );
+    let body = body_json(&response);
+    assert_eq!(body, view_of(&task));
+    assert!(body.get("error").is_none());
+    assert_eq!(
+        body["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["RECEIVED", "IN_PROGRESS", "RECEIVED", "IN_PROGRESS", "FAILED", "RECEIVED"]
+    );
+    assert_eq!(events.events(), [TaskEvent::Created]);
+}
+
+#[tokio::test]
+async fn a_cancelled_task_can_be_replayed() {
+    let (app, _) = app();
+    let task_id = submitted(&app).await;
+    assert_eq!(handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await.status().as_u16(), 200);
+    let response = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let task = current(&app, &task_id).await;
+    assert_eq!((task.status, task.attempts, task.series_start, task.error), (TaskStatus::Received, 0, 0, None));
+}
+
+#[tokio::test]
+async fn only_a_failed_task_can_be_replayed() {
+    let (app, _) = app();
+    let received = submitted(&app).await;
+    let response = handle(&app, retry(received.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is RECEIVED; only a FAILED task can be retried");
+    assert_eq!(response.headers().get("location"), None);
+
+    let in_progress = submitted(&app).await;
+    start(&app, &in_progress, 1).await;
+    let response = handle(&app, retry(in_progress.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is IN_PROGRESS; only a FAILED task can be retried");
+
+    let finished = done(&app).await;
+    let before = current(&app, &finished).await;
+    let response = handle(&app, retry(finished.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is DONE; only a FAILED task can be retried");
+    assert_eq!(current(&app, &finished).await, before);
+}
+
+#[tokio::test]
+async fn replaying_twice_is_refused_the_second_time() {
+    let (app, _) = app();
+    let task_id = failed_after_two_attempts(&app).await;
+    assert_eq!(handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await.status().as_u16(), 202);
+    let replayed = current(&app, &task_id).await;
+    let again = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_error(&again, 409, "conflict");
+    assert_eq!(current(&app, &task_id).await, replayed);
+}
+
+#[tokio::test]
+async fn another_client_cannot_replay_and_sees_404() {
+    let (app, _) = app();
+    let task_id = failed_after_two_attempts(&app).await;
+    let before = current(&app, &task_id).await;
+    let response = handle(&app, retry(task_id.as_str(), Some(BETA_KEY))).await;
+    assert_eq!(assert_error(&response, 404, "not_found"), "no such task");
+    assert_eq!(current(&app, &task_id).await, before);
+    assert_error(&handle(&app, retry(TaskId::generate().as_str(), Some(ALPHA_KEY))).await, 404, "not_found");
+    assert_error(&handle(&app, retry(task_id.as_str(), None)).await, 401, "unauthorized");
+    assert_error(&handle(&app, retry("nope", Some(ALPHA_KEY))).await, 400, "invalid_task_id");
 }

@@ -48,19 +48,22 @@ fn scheduled() -> LambdaEvent<EventBridgeEvent> {
     LambdaEvent::new(serde_json::from_str(SCHEDULED_EVENT).unwrap(), Context::default())
 }
 
-/// Stores a task that has been in `status` since `seconds_ago`.
+/// Stores a task in `status` whose `due_at` is `seconds_ago` (negative: in the future). For
+/// RECEIVED that is when it became dispatchable, for IN_PROGRESS its callback deadline, for DONE
+/// and FAILED when it finished.
 async fn task_in(app: &App<MemoryStore, Sink>, status: TaskStatus, seconds_ago: i64) {
     let now = Timestamp::now().as_millis();
-    let updated = Timestamp::from_millis(now - seconds_ago * 1000);
+    let due = Timestamp::from_millis(now - seconds_ago * 1000);
     let created = Timestamp::from_millis(now - 7_200_000);
     let mut task = Task::received(
         ClientId::parse("alpha").unwrap(),
         json!({}),
         created,
-        updated.plus_seconds(86_400).as_epoch_seconds(),
+        created.plus_seconds(86_400).as_epoch_seconds(),
     );
     task.status = status;
-    task.updated_at = updated;
+    task.due_at = due;
+    task.updated_at = Timestamp::from_millis(now - 7_000_000);
     if status != TaskStatus::Received {
         task.attempts = 1;
     }
@@ -75,13 +78,17 @@ fn pushed(app: &App<MemoryStore, Sink>) -> Vec<(&'static str, Option<&'static st
 }
 
 #[tokio::test]
-async fn a_scheduled_run_pushes_the_five_gauges_of_the_store() {
+async fn a_scheduled_run_pushes_the_six_gauges_of_the_store() {
     let app = app(Sink::default());
-    // Active: three waiting (the oldest for 90 s), one in progress for an hour.
+    // Waiting: three due (the oldest for 90 s), one retry due only in a minute.
     task_in(&app, TaskStatus::Received, 90).await;
     task_in(&app, TaskStatus::Received, 30).await;
     task_in(&app, TaskStatus::Received, 1).await;
-    task_in(&app, TaskStatus::InProgress, 3_600).await;
+    task_in(&app, TaskStatus::Received, -60).await;
+    // In progress: one past its callback deadline, two not.
+    task_in(&app, TaskStatus::InProgress, 10).await;
+    task_in(&app, TaskStatus::InProgress, -600).await;
+    task_in(&app, TaskStatus::InProgress, -3_600).await;
     // Finished within the 60 s window: two DONE, one FAILED; older finishes are not counted.
     task_in(&app, TaskStatus::Done, 10).await;
     task_in(&app, TaskStatus::Done, 45).await;
@@ -94,21 +101,37 @@ async fn a_scheduled_run_pushes_the_five_gauges_of_the_store() {
     let after = Timestamp::now();
 
     let gauges = pushed(&app);
-    assert_eq!(gauges.len(), 5);
+    assert_eq!(gauges.len(), 6);
     assert_eq!(
-        gauges[..4],
+        gauges[..5],
         [
-            ("TasksActive", Some("RECEIVED"), 3.0, Unit::Count),
-            ("TasksActive", Some("IN_PROGRESS"), 1.0, Unit::Count),
+            ("TasksActive", Some("RECEIVED"), 4.0, Unit::Count),
+            ("TasksActive", Some("IN_PROGRESS"), 3.0, Unit::Count),
             ("TasksFinished", Some("DONE"), 2.0, Unit::Count),
             ("TasksFinished", Some("FAILED"), 1.0, Unit::Count),
+            ("TasksOverdue", None, 1.0, Unit::Count),
         ]
     );
-    let (name, status, age, unit) = gauges[4];
+    let (name, status, age, unit) = gauges[5];
     assert_eq!((name, status, unit), ("OldestReceivedAgeSeconds", None, Unit::Seconds));
-    // The oldest RECEIVED task was updated 90 s before `before`; the run read the clock later.
+    // The oldest RECEIVED task became due 90 s before `before`; the run read the clock later.
     let slack = after.millis_since(before) as f64 / 1000.0;
     assert!((90.0..=90.0 + slack + 0.001).contains(&age), "age {age} not within [90, {}]", 90.0 + slack);
+    // Every gauge name is one the dashboard knows.
+    for (name, ..) in &gauges {
+        assert!(taskfleet_core::metrics::GAUGES.contains(name), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_of_retries_not_yet_due_has_no_age() {
+    let app = app(Sink::default());
+    task_in(&app, TaskStatus::Received, -30).await;
+    task_in(&app, TaskStatus::Received, -300).await;
+    handle(&app, scheduled()).await.unwrap();
+    let gauges = pushed(&app);
+    assert_eq!(gauges[0], ("TasksActive", Some("RECEIVED"), 2.0, Unit::Count));
+    assert_eq!(gauges[5], ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds));
 }
 
 #[tokio::test]
@@ -122,6 +145,7 @@ async fn an_empty_store_pushes_zeros() {
             ("TasksActive", Some("IN_PROGRESS"), 0.0, Unit::Count),
             ("TasksFinished", Some("DONE"), 0.0, Unit::Count),
             ("TasksFinished", Some("FAILED"), 0.0, Unit::Count),
+            ("TasksOverdue", None, 0.0, Unit::Count),
             ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds),
         ]
     );

@@ -2,8 +2,11 @@ use super::*;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
+use taskfleet_core::auth::ApiKeys;
 use taskfleet_core::lifecycle::{Outcome, Transition};
 use taskfleet_core::memory::MemoryStore;
+use taskfleet_core::ports::WriteOutcome;
+use taskfleet_core::token;
 use taskfleet_core::{ClientId, Task, TaskId, TaskStatus, TtlPolicy};
 
 const ALPHA_KEY: &str = "alpha-key-0123456789";
@@ -53,7 +56,7 @@ const GET_TASK_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-fn app() -> App<MemoryStore> {
+fn app() -> App<MemoryStore, ApiKeys> {
     App { store: MemoryStore::new(), keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap() }
 }
 
@@ -101,8 +104,29 @@ fn task_of(client: &str, expires_at: i64) -> Task {
     )
 }
 
-async fn stored(app: &App<MemoryStore>, task: &Task) {
+async fn stored(app: &App<MemoryStore, ApiKeys>, task: &Task) {
     app.store.insert(task).await.unwrap();
+}
+
+/// `CREATED_MS` plus `millis`.
+fn at(millis: i64) -> Timestamp {
+    Timestamp::from_millis(CREATED_MS + millis)
+}
+
+async fn apply(app: &App<MemoryStore, ApiKeys>, transition: Transition) {
+    let outcome = app.store.apply(&transition).await.unwrap();
+    assert!(matches!(outcome, WriteOutcome::Applied(_)), "{transition:?}: {outcome:?}");
+}
+
+/// Starts attempt `attempt` at `CREATED_MS + millis`, as the caller does.
+fn start(task: &Task, attempt: u32, millis: i64) -> Transition {
+    Transition::start(
+        &task.task_id,
+        attempt,
+        token::digest(&format!("token-{attempt}")),
+        at(millis),
+        at(millis + 900_000),
+    )
 }
 
 #[tokio::test]
@@ -122,7 +146,8 @@ async fn a_client_sees_its_received_task_without_the_payload() {
             "attempts": 0,
             "created_at": "2025-11-26T23:56:27.123Z",
             "updated_at": "2025-11-26T23:56:27.123Z",
-            "expires_at": "2100-01-01T00:00:00.000Z"
+            "expires_at": "2100-01-01T00:00:00.000Z",
+            "history": [{"status": "RECEIVED", "at": "2025-11-26T23:56:27.123Z", "attempt": 0}]
         })
     );
 }
@@ -133,17 +158,17 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
     let ttl = TtlPolicy::new(3_600, 86_400);
     let done = task_of("alpha", FAR_EXPIRY);
     stored(&app, &done).await;
-    let started = Timestamp::from_millis(CREATED_MS + 1_000);
-    let finished = Timestamp::from_millis(CREATED_MS + 2_500);
-    app.store.apply(&Transition::start(&done.task_id, 1, started)).await.unwrap();
+    apply(&app, start(&done, 1, 1_000)).await;
     let mut finish = Transition::finish(
         &done.task_id,
+        1,
+        token::digest("token-1"),
         Outcome::Succeeded { result: json!({"answer": 42, "items": [1, 2]}) },
-        finished,
+        at(2_500),
         &ttl,
     );
     finish.expires_at = Some(FAR_EXPIRY);
-    app.store.apply(&finish).await.unwrap();
+    apply(&app, finish).await;
 
     let response = handle(&app, get(done.task_id.as_str(), Some(ALPHA_KEY))).await;
     assert_eq!(response.status().as_u16(), 200);
@@ -157,25 +182,134 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
             "attempts": 1,
             "created_at": "2025-11-26T23:56:27.123Z",
             "updated_at": "2025-11-26T23:56:29.623Z",
-            "expires_at": "2100-01-01T00:00:00.000Z"
+            "expires_at": "2100-01-01T00:00:00.000Z",
+            "history": [
+                {"status": "RECEIVED", "at": "2025-11-26T23:56:27.123Z", "attempt": 0},
+                {"status": "IN_PROGRESS", "at": "2025-11-26T23:56:28.123Z", "attempt": 1},
+                {"status": "DONE", "at": "2025-11-26T23:56:29.623Z", "attempt": 1}
+            ]
         })
     );
     assert!(body.get("payload").is_none());
     assert!(body.get("error").is_none());
+    // Nothing about callback tokens or due times leaks into the view.
+    for hidden in ["callback_tokens", "due_at", "series_start", "client_id"] {
+        assert!(body.get(hidden).is_none(), "{hidden}");
+    }
 
     let failed = task_of("alpha", FAR_EXPIRY);
     stored(&app, &failed).await;
-    let mut fail =
-        Transition::fail(&failed.task_id, TaskStatus::Received, "external service refused attempt 1", finished, &ttl)
-            .unwrap();
+    apply(&app, start(&failed, 1, 1_000)).await;
+    let mut fail = Transition::give_up(
+        &failed.task_id,
+        TaskStatus::InProgress,
+        Some(1),
+        "attempt 1: the external service answered 422",
+        at(2_500),
+        &ttl,
+    )
+    .unwrap();
     fail.expires_at = Some(FAR_EXPIRY);
-    app.store.apply(&fail).await.unwrap();
+    apply(&app, fail).await;
 
     let body = body_json(&handle(&app, get(failed.task_id.as_str(), Some(ALPHA_KEY))).await);
     assert_eq!(body["status"], "FAILED");
-    assert_eq!(body["error"], "external service refused attempt 1");
+    assert_eq!(body["error"], "attempt 1: the external service answered 422");
+    assert_eq!(
+        body["history"][2],
+        json!({
+            "status": "FAILED",
+            "at": "2025-11-26T23:56:29.623Z",
+            "attempt": 1,
+            "reason": "attempt 1: the external service answered 422"
+        })
+    );
     assert!(body.get("result").is_none());
     assert!(body.get("payload").is_none());
+}
+
+#[tokio::test]
+async fn the_history_tells_why_a_task_is_where_it_is() {
+    let app = app();
+    let ttl = TtlPolicy::new(3_600, 86_400);
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    // Attempt 1 timed out and was retried; attempt 2 was refused for good; the owner replayed the
+    // task; attempt 3 is running.
+    apply(&app, start(&task, 1, 1_000)).await;
+    apply(&app, Transition::retry(&task.task_id, 1, "attempt 1: no callback within 900 s", at(901_000), at(931_000)))
+        .await;
+    apply(&app, start(&task, 2, 931_500)).await;
+    let give_up = Transition::give_up(
+        &task.task_id,
+        TaskStatus::InProgress,
+        Some(2),
+        "attempt 2: the external service answered 400",
+        at(932_000),
+        &ttl,
+    )
+    .unwrap();
+    apply(&app, give_up).await;
+    let mut replay = Transition::replay(&task.task_id, 2, at(3_600_000), &ttl);
+    replay.expires_at = Some(FAR_EXPIRY);
+    apply(&app, replay).await;
+    apply(&app, start(&task, 3, 3_600_250)).await;
+
+    let response = handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        body_json(&response),
+        json!({
+            "task_id": task.task_id.as_str(),
+            "status": "IN_PROGRESS",
+            "attempts": 3,
+            "created_at": "2025-11-26T23:56:27.123Z",
+            "updated_at": "2025-11-27T00:56:27.373Z",
+            "expires_at": "2100-01-01T00:00:00.000Z",
+            "history": [
+                {"status": "RECEIVED", "at": "2025-11-26T23:56:27.123Z", "attempt": 0},
+                {"status": "IN_PROGRESS", "at": "2025-11-26T23:56:28.123Z", "attempt": 1},
+                {
+                    "status": "RECEIVED",
+                    "at": "2025-11-27T00:11:28.123Z",
+                    "attempt": 1,
+                    "reason": "attempt 1: no callback within 900 s"
+                },
+                {"status": "IN_PROGRESS", "at": "2025-11-27T00:11:58.623Z", "attempt": 2},
+                {
+                    "status": "FAILED",
+                    "at": "2025-11-27T00:11:59.123Z",
+                    "attempt": 2,
+                    "reason": "attempt 2: the external service answered 400"
+                },
+                {"status": "RECEIVED", "at": "2025-11-27T00:56:27.123Z", "attempt": 2, "reason": "replayed by its owner"},
+                {"status": "IN_PROGRESS", "at": "2025-11-27T00:56:27.373Z", "attempt": 3}
+            ]
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_task_shows_why_it_failed() {
+    let app = app();
+    let ttl = TtlPolicy::new(3_600, 86_400);
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    let cancelled = service::cancel(&app.store, &task.client_id, &task.task_id, Timestamp::now(), &ttl).await.unwrap();
+    assert!(matches!(cancelled, service::OwnerAction::Applied(_)), "{cancelled:?}");
+    let stored = app.store.get(&task.task_id).await.unwrap().unwrap();
+
+    let body = body_json(&handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["error"], "cancelled");
+    assert_eq!(body["updated_at"], stored.updated_at.to_rfc3339());
+    assert_eq!(
+        body["history"],
+        json!([
+            {"status": "RECEIVED", "at": "2025-11-26T23:56:27.123Z", "attempt": 0},
+            {"status": "FAILED", "at": stored.updated_at.to_rfc3339(), "attempt": 0, "reason": "cancelled"}
+        ])
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, SnsPublis
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, Publisher, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, SweepReport};
-use taskfleet_core::{StoreError, TaskStatus, Timestamp};
+use taskfleet_core::{StoreError, Timestamp};
 use thiserror::Error;
 
 /// Everything the function needs, built once per cold start.
@@ -56,9 +56,9 @@ pub async fn handle<S: TaskStore, P: Publisher>(
         tracing::warn!(%task_id, "callback overdue; attempt timed out, will retry");
         app.events.record(TaskEvent::Retried);
     }
-    for task_id in &report.timed_out_failed {
-        tracing::warn!(%task_id, "callback overdue; no attempts left, task failed");
-        app.events.record(TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: None });
+    for task in &report.timed_out_failed {
+        tracing::warn!(task_id = %task.task_id, "callback overdue; no attempts left, task failed");
+        app.events.record(TaskEvent::finished(task));
     }
     tracing::info!(
         timed_out_retried = report.timed_out_retried.len(),

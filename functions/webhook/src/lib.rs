@@ -7,7 +7,9 @@
 //! - `POST /callbacks/{task_id}/heartbeat?attempt=n&token=…` → the attempt's callback is due a
 //!   full `CALLBACK_TIMEOUT_SECONDS` from now.
 //!
-//! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing.
+//! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing. With
+//! `WEBHOOK_SIGNING_SECRETS` set, a callback must also carry a Standard Webhooks signature over
+//! its body, made within five minutes: otherwise 401 `invalid_signature`.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, CallbackResult};
+use taskfleet_core::signing::SigningSecrets;
 use taskfleet_core::{Task, Timestamp, validation};
 
 /// Everything the function needs, built once per cold start.
@@ -25,6 +28,8 @@ pub struct App<S> {
     pub store: S,
     pub policies: Policies,
     pub events: Arc<dyn EventSink>,
+    /// When set, every callback must carry a valid Standard Webhooks signature.
+    pub signing: Option<SigningSecrets>,
 }
 
 impl App<DynamoStore> {
@@ -33,6 +38,7 @@ impl App<DynamoStore> {
             store: DynamoStore::from_env(sdk)?,
             policies: config::policies()?,
             events: Arc::new(EmfSink::from_env()),
+            signing: config::signing_secrets()?,
         })
     }
 }
@@ -45,6 +51,9 @@ async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response
     let task_id = request::task_id(request)?;
     let (attempt, token) = request::callback_credentials(request)?;
     let now = Timestamp::now();
+    if let Some(secrets) = &app.signing {
+        request::verify_signature(request, secrets, now)?;
+    }
     if request::route_key(request).as_deref() == Some("POST /callbacks/{task_id}/heartbeat") {
         let answer = service::heartbeat(&app.store, &task_id, attempt, &token, now, &app.policies).await?;
         return match answered(answer)? {
@@ -81,7 +90,7 @@ fn answered(result: CallbackResult) -> Result<Answer, ApiError> {
         CallbackResult::Recorded(task) => Ok(Answer::Changed(task)),
         CallbackResult::Repeated(task) => Ok(Answer::Same(task)),
         CallbackResult::Conflict(task) => {
-            Err(ApiError::Conflict(format!("the task is {} and cannot take this outcome", task.status)))
+            Err(ApiError::Conflict(format!("the attempt already ended: the task is {}", task.status)))
         }
         CallbackResult::Stale => Err(ApiError::StaleAttempt),
         CallbackResult::Unauthorized => Err(ApiError::InvalidCallbackToken),

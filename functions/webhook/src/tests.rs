@@ -1,16 +1,33 @@
 use super::*;
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
-use taskfleet_core::memory::MemoryStore;
-use taskfleet_core::{ClientId, Task, TaskId, TaskStatus};
+use taskfleet_core::dispatch::DispatchMessage;
+use taskfleet_core::lifecycle::{CANCELLED, Transition};
+use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::ports::{ExternalService, Job, Publisher, WriteOutcome};
+use taskfleet_core::retry::RetryPolicy;
+use taskfleet_core::service::HandOver;
+use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::token::{self, CallbackToken};
+use taskfleet_core::{ClientId, ExternalError, PublishError, TaskId, TaskStatus, TtlPolicy};
 
 const TASK_TTL: u64 = 3_600;
 const RETENTION: u64 = 86_400;
+const CALLBACK_TIMEOUT_SECONDS: u64 = 300;
+/// The webhook's public base, as the caller puts it into callback URLs (API Gateway's
+/// `$default` stage: no stage prefix in the path).
+const CALLBACK_BASE: &str = "https://aaaaaaaaaa.execute-api.us-west-2.amazonaws.com";
+const CALLBACK_ROUTE: &str = "POST /callbacks/{task_id}";
+const HEARTBEAT_ROUTE: &str = "POST /callbacks/{task_id}/heartbeat";
 
 /// An API Gateway HTTP API (payload format 2.0) event as Lambda receives it, trimmed from
 /// aws_lambda_events' `example-apigw-v2-request-no-authorizer.json` and routed to
-/// `POST /callbacks/{task_id}`. Path, path parameters, headers and body are set per test.
+/// `POST /callbacks/{task_id}`. Route key, path, query, path parameters, headers and body are set
+/// per test.
 const CALLBACK_EVENT: &str = r#"{
     "version": "2.0",
     "routeKey": "POST /callbacks/{task_id}",
@@ -46,30 +63,167 @@ const CALLBACK_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-fn app() -> App<MemoryStore> {
-    App { store: MemoryStore::new(), ttl: TtlPolicy::new(TASK_TTL, RETENTION) }
+fn policies() -> Policies {
+    Policies {
+        ttl: TtlPolicy::new(TASK_TTL, RETENTION),
+        retry: RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10), max_delay: Duration::from_secs(60) },
+        callback_timeout: Duration::from_secs(CALLBACK_TIMEOUT_SECONDS),
+        dispatch_grace: Duration::from_secs(30),
+    }
+}
+
+fn app() -> (App<MemoryStore>, Arc<RecordedEvents>) {
+    let events = Arc::new(RecordedEvents::default());
+    (App { store: MemoryStore::new(), policies: policies(), events: events.clone(), signing: None }, events)
+}
+
+/// An external service that accepts every job and keeps the callback URL it was given.
+#[derive(Default)]
+struct Service {
+    callback_urls: Mutex<Vec<String>>,
+}
+
+impl ExternalService for Service {
+    async fn submit(&self, job: &Job<'_>) -> Result<(), ExternalError> {
+        self.callback_urls.lock().unwrap().push(job.callback_url.to_owned());
+        Ok(())
+    }
+}
+
+/// A topic that takes every message (the sweeper's dispatches are not what these tests look at).
+struct Topic;
+
+impl Publisher for Topic {
+    async fn publish(&self, messages: &[DispatchMessage]) -> Vec<Result<(), PublishError>> {
+        messages.iter().map(|_| Ok(())).collect()
+    }
+}
+
+/// What the external service was told for one attempt: where to call back.
+#[derive(Debug, Clone)]
+struct Attempt {
+    task_id: TaskId,
+    attempt: u32,
+    token: String,
+}
+
+impl Attempt {
+    /// Reads the credentials out of a callback URL, checking its exact shape.
+    fn from_url(url: &str) -> Self {
+        let rest = url.strip_prefix(&format!("{CALLBACK_BASE}/callbacks/")).unwrap_or_else(|| panic!("{url}"));
+        let (task_id, query) = rest.split_once("?attempt=").unwrap();
+        let (attempt, token) = query.split_once("&token=").unwrap();
+        assert!(token::is_well_formed(token), "{url}");
+        Self { task_id: TaskId::parse(task_id).unwrap(), attempt: attempt.parse().unwrap(), token: token.to_owned() }
+    }
+
+    fn query(&self) -> String {
+        format!("attempt={}&token={}", self.attempt, self.token)
+    }
+}
+
+fn minutes_ago(minutes: i64) -> Timestamp {
+    Timestamp::from_millis(Timestamp::now().as_millis() - minutes * 60_000)
+}
+
+/// A task created five minutes ago.
+async fn received(app: &App<MemoryStore>) -> Task {
+    let created = minutes_ago(5);
+    let task = Task::received(
+        ClientId::parse("alpha").unwrap(),
+        json!({"n": 1}),
+        created,
+        created.plus_seconds(TASK_TTL).as_epoch_seconds(),
+    );
+    app.store.insert(&task).await.unwrap();
+    task
+}
+
+/// Hands attempt `attempt` of `task_id` over, as the caller does, a minute ago; what the
+/// external service received.
+async fn hand_over(app: &App<MemoryStore>, task_id: &TaskId, attempt: u32) -> Attempt {
+    let service = Service::default();
+    let outcome =
+        service::hand_over(&app.store, &service, task_id, attempt, CALLBACK_BASE, minutes_ago(1), &app.policies)
+            .await
+            .unwrap();
+    assert!(matches!(outcome, HandOver::Accepted { .. }), "{outcome:?}");
+    let urls = service.callback_urls.lock().unwrap();
+    assert_eq!(urls.len(), 1);
+    let handed = Attempt::from_url(&urls[0]);
+    assert_eq!((&handed.task_id, handed.attempt), (task_id, attempt));
+    handed
+}
+
+/// A task handed to the external service as attempt 1; its callback credentials.
+async fn in_progress(app: &App<MemoryStore>) -> (Task, Attempt) {
+    let task = received(app).await;
+    let attempt = hand_over(app, &task.task_id, 1).await;
+    (current(app, &task.task_id).await, attempt)
+}
+
+async fn current(app: &App<MemoryStore>, task_id: &TaskId) -> Task {
+    app.store.get(task_id).await.unwrap().unwrap()
 }
 
 /// Builds the request the way lambda_http does in Lambda: the event JSON is deserialized into a
-/// `LambdaRequest` and converted into an `http::Request`.
-fn callback_with(task_id: &str, content_type: Option<&str>, body: &str) -> Request {
+/// `LambdaRequest` and converted into an `http::Request`. The route key is set where API Gateway
+/// sets it, at the top and in the request context; the query both raw and parsed.
+fn request(
+    route_key: &str,
+    path: &str,
+    task_id: &str,
+    query: &str,
+    content_type: Option<&str>,
+    body: Option<&str>,
+) -> Request {
     let mut event: Value = serde_json::from_str(CALLBACK_EVENT).unwrap();
-    let path = format!("/callbacks/{task_id}");
+    event["routeKey"] = json!(route_key);
+    event["requestContext"]["routeKey"] = json!(route_key);
     event["rawPath"] = json!(path);
     event["requestContext"]["http"]["path"] = json!(path);
     event["pathParameters"] = json!({"task_id": task_id});
+    event["rawQueryString"] = json!(query);
+    if !query.is_empty() {
+        let parameters: serde_json::Map<String, Value> = query
+            .split('&')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (name.to_owned(), json!(value))
+            })
+            .collect();
+        event["queryStringParameters"] = Value::Object(parameters);
+    }
     if let Some(content_type) = content_type {
         event["headers"]["content-type"] = json!(content_type);
     }
+    let body = body.unwrap_or("");
     event["headers"]["content-length"] = json!(body.len().to_string());
-    event["body"] = json!(body);
+    if !body.is_empty() {
+        event["body"] = json!(body);
+    }
     let lambda: LambdaRequest = serde_json::from_value(event).unwrap();
     assert!(matches!(lambda, LambdaRequest::ApiGatewayV2(_)));
     Request::from(lambda)
 }
 
-fn callback(task_id: &TaskId, body: &str) -> Request {
-    callback_with(task_id.as_str(), Some("application/json"), body)
+/// `POST /callbacks/{task_id}?{query}` with a body of type `content_type`.
+fn callback_with(task_id: &str, query: &str, content_type: Option<&str>, body: &str) -> Request {
+    request(CALLBACK_ROUTE, &format!("/callbacks/{task_id}"), task_id, query, content_type, Some(body))
+}
+
+/// The callback the external service makes for `attempt`, with a JSON body.
+fn callback(attempt: &Attempt, body: &str) -> Request {
+    callback_with(attempt.task_id.as_str(), &attempt.query(), Some("application/json"), body)
+}
+
+/// `POST /callbacks/{task_id}/heartbeat?{query}`, without a body.
+fn heartbeat_with(task_id: &str, query: &str) -> Request {
+    request(HEARTBEAT_ROUTE, &format!("/callbacks/{task_id}/heartbeat"), task_id, query, None, None)
+}
+
+fn heartbeat(attempt: &Attempt) -> Request {
+    heartbeat_with(attempt.task_id.as_str(), &attempt.query())
 }
 
 fn body_json(response: &Response<Body>) -> Value {
@@ -86,152 +240,391 @@ fn assert_error(response: &Response<Body>, status: u16, code: &str) -> String {
     body["error"]["message"].as_str().unwrap().to_owned()
 }
 
-/// A task the caller handed to the external service: IN_PROGRESS on attempt 1, created a
-/// minute ago.
-async fn in_progress(app: &App<MemoryStore>) -> Task {
-    let created = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
-    let mut task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({"n": 1}),
-        created,
-        created.plus_seconds(TASK_TTL).as_epoch_seconds(),
-    );
-    task.status = TaskStatus::InProgress;
-    task.attempts = 1;
-    task.updated_at = Timestamp::from_millis(created.as_millis() + 1_000);
-    app.store.insert(&task).await.unwrap();
-    task
-}
+const SUCCEEDED: &str = r#"{"status":"succeeded","result":{"answer":42}}"#;
 
-async fn current(app: &App<MemoryStore>, task: &Task) -> Task {
-    app.store.get(&task.task_id).await.unwrap().unwrap()
-}
+// ---------------------------------------------------------------------------------------------
+// Outcomes
 
 #[tokio::test]
 async fn a_success_callback_finishes_the_task_with_its_result() {
-    let app = app();
-    let task = in_progress(&app).await;
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
     let before = Timestamp::now();
     let response = handle(
         &app,
-        callback(&task.task_id, r#"{"status": "succeeded", "result": {"answer": 42, "parts": [1, 2.5, null]}}"#),
+        callback(&attempt, r#"{"status": "succeeded", "result": {"answer": 42, "parts": [1, 2.5, null]}}"#),
     )
     .await;
     let after = Timestamp::now();
 
     assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
     assert_eq!(body_json(&response), json!({"task_id": task.task_id.as_str(), "status": "DONE"}));
-    let stored = current(&app, &task).await;
+    let stored = current(&app, &task.task_id).await;
     assert_eq!(stored.status, TaskStatus::Done);
     assert_eq!(stored.result, Some(json!({"answer": 42, "parts": [1, 2.5, null]})));
     assert_eq!(stored.error, None);
     assert_eq!(stored.attempts, 1);
     assert_eq!(stored.payload, task.payload);
     assert_eq!(stored.created_at, task.created_at);
+    assert_eq!(stored.callback_tokens, [token::digest(&attempt.token)]);
     assert!(before <= stored.updated_at && stored.updated_at <= after);
+    assert_eq!(stored.due_at, stored.updated_at, "a finished task is due when it finished");
     // The TTL is reset to the result retention from the moment the task finished.
     assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
-}
-
-#[tokio::test]
-async fn the_same_callback_again_answers_200_and_changes_nothing() {
-    let app = app();
-    let task = in_progress(&app).await;
-    let body = r#"{"status":"succeeded","result":{"answer":42}}"#;
-    let first = handle(&app, callback(&task.task_id, body)).await;
-    assert_eq!(first.status().as_u16(), 200);
-    let after_first = current(&app, &task).await;
-
-    // Same outcome, different formatting: still the same result.
-    let again =
-        handle(&app, callback(&task.task_id, "{ \"result\": { \"answer\": 42 }, \"status\": \"succeeded\" }")).await;
-    assert_eq!(again.status().as_u16(), 200);
-    assert_eq!(body_json(&again), body_json(&first));
-    assert_eq!(current(&app, &task).await, after_first);
-}
-
-#[tokio::test]
-async fn a_different_outcome_for_a_finished_task_answers_409_and_changes_nothing() {
-    let app = app();
-    let task = in_progress(&app).await;
-    let first = handle(&app, callback(&task.task_id, r#"{"status":"succeeded","result":{"answer":42}}"#)).await;
-    assert_eq!(first.status().as_u16(), 200);
-    let done = current(&app, &task).await;
-
-    let failed = handle(&app, callback(&task.task_id, r#"{"status":"failed","error":"too late"}"#)).await;
-    let message = assert_error(&failed, 409, "conflict");
-    assert_eq!(message, "the task is DONE and cannot take this outcome");
-
-    let other_result = handle(&app, callback(&task.task_id, r#"{"status":"succeeded","result":{"answer":43}}"#)).await;
-    assert_error(&other_result, 409, "conflict");
-    assert_eq!(current(&app, &task).await, done);
+    assert_eq!(stored.history[..task.history.len()], task.history[..]);
+    assert_eq!(
+        stored.history[task.history.len()..],
+        [HistoryEntry { status: TaskStatus::Done, at: stored.updated_at, attempt: 1, reason: None }]
+    );
+    // The latency runs from creation (five minutes ago) to now.
+    let latency = stored.updated_at.millis_since(stored.created_at);
+    assert!(latency >= 300_000, "{latency}");
+    assert_eq!(events.events(), [TaskEvent::Finished { status: TaskStatus::Done, latency_ms: Some(latency) }]);
 }
 
 #[tokio::test]
 async fn a_failure_callback_fails_the_task_with_its_error() {
-    let app = app();
-    let task = in_progress(&app).await;
-    let response = handle(&app, callback(&task.task_id, r#"{"status":"failed","error":"no capacity left"}"#)).await;
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let response = handle(&app, callback(&attempt, r#"{"status":"failed","error":"no capacity left"}"#)).await;
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(body_json(&response), json!({"task_id": task.task_id.as_str(), "status": "FAILED"}));
-    let stored = current(&app, &task).await;
+    let stored = current(&app, &task.task_id).await;
     assert_eq!(stored.status, TaskStatus::Failed);
     assert_eq!(stored.error.as_deref(), Some("no capacity left"));
     assert_eq!(stored.result, None);
     assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+    assert_eq!(
+        stored.history.last(),
+        Some(&HistoryEntry {
+            status: TaskStatus::Failed,
+            at: stored.updated_at,
+            attempt: 1,
+            reason: Some("no capacity left".into())
+        })
+    );
+    let latency = stored.updated_at.millis_since(stored.created_at);
+    assert_eq!(events.events(), [TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(latency) }]);
 
     // Repeating it is harmless; succeeding afterwards is a conflict.
-    let again = handle(&app, callback(&task.task_id, r#"{"status":"failed","error":"no capacity left"}"#)).await;
+    let again = handle(&app, callback(&attempt, r#"{"status":"failed","error":"no capacity left"}"#)).await;
     assert_eq!(again.status().as_u16(), 200);
-    let late = handle(&app, callback(&task.task_id, r#"{"status":"succeeded","result":{}}"#)).await;
+    let late = handle(&app, callback(&attempt, r#"{"status":"succeeded","result":{}}"#)).await;
     assert_eq!(assert_error(&late, 409, "conflict"), "the task is FAILED and cannot take this outcome");
-    assert_eq!(current(&app, &task).await, stored);
+    assert_eq!(current(&app, &task.task_id).await, stored);
+    assert_eq!(events.events().len(), 1);
 }
 
 #[tokio::test]
-async fn a_callback_for_a_task_not_yet_handed_over_is_a_conflict() {
-    let app = app();
-    let now = Timestamp::now();
-    let task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({}),
-        now,
-        now.plus_seconds(TASK_TTL).as_epoch_seconds(),
-    );
-    app.store.insert(&task).await.unwrap();
-    let response = handle(&app, callback(&task.task_id, r#"{"status":"succeeded","result":{}}"#)).await;
-    assert_eq!(assert_error(&response, 409, "conflict"), "the task is RECEIVED and cannot take this outcome");
-    assert_eq!(current(&app, &task).await, task);
+async fn the_same_callback_again_answers_200_and_changes_nothing() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let first = handle(&app, callback(&attempt, SUCCEEDED)).await;
+    assert_eq!(first.status().as_u16(), 200);
+    let after_first = current(&app, &task.task_id).await;
+
+    // Same outcome, different formatting: still the same result.
+    let again = handle(&app, callback(&attempt, "{ \"result\": { \"answer\": 42 }, \"status\": \"succeeded\" }")).await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(body_json(&again), body_json(&first));
+    assert_eq!(current(&app, &task.task_id).await, after_first);
+    assert_eq!(events.events().len(), 1, "one finish, one event: {:?}", events.events());
 }
+
+#[tokio::test]
+async fn a_different_outcome_for_a_finished_attempt_answers_409_and_changes_nothing() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    assert_eq!(handle(&app, callback(&attempt, SUCCEEDED)).await.status().as_u16(), 200);
+    let done = current(&app, &task.task_id).await;
+
+    let failed = handle(&app, callback(&attempt, r#"{"status":"failed","error":"too late"}"#)).await;
+    assert_eq!(assert_error(&failed, 409, "conflict"), "the task is DONE and cannot take this outcome");
+
+    let other_result = handle(&app, callback(&attempt, r#"{"status":"succeeded","result":{"answer":43}}"#)).await;
+    assert_error(&other_result, 409, "conflict");
+    assert_eq!(current(&app, &task.task_id).await, done);
+    assert_eq!(events.events().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_with_401_and_changes_nothing() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let (_, other_task) = in_progress(&app).await;
+    let forged = CallbackToken::generate().unwrap();
+    let id = task.task_id.as_str();
+    for query in [
+        // A well-formed token that is not this attempt's.
+        format!("attempt=1&token={}", forged.expose()),
+        // Another task's valid token.
+        format!("attempt=1&token={}", other_task.token),
+        // Not shaped like a token at all.
+        "attempt=1&token=abc".to_owned(),
+        format!("attempt=1&token={}x", attempt.token),
+        // The digest that is stored, presented as if it were the token.
+        format!("attempt=1&token={}", token::digest(&attempt.token)),
+    ] {
+        let response = handle(&app, callback_with(id, &query, Some("application/json"), SUCCEEDED)).await;
+        let message = assert_error(&response, 401, "invalid_callback_token");
+        assert_eq!(message, "the callback URL's attempt and token do not match this task", "{query}");
+    }
+    assert_eq!(current(&app, &task.task_id).await, task);
+    assert_eq!(events.events(), []);
+    // The right one still works afterwards.
+    assert_eq!(handle(&app, callback(&attempt, SUCCEEDED)).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn missing_or_malformed_credentials_are_refused_with_401() {
+    let (app, _) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let id = task.task_id.as_str();
+    for query in [
+        String::new(),
+        format!("token={}", attempt.token),
+        "attempt=1".to_owned(),
+        format!("attempt=0&token={}", attempt.token),
+        format!("attempt=one&token={}", attempt.token),
+        format!("attempt=-1&token={}", attempt.token),
+        format!("attempt=&token={}", attempt.token),
+    ] {
+        let response = handle(&app, callback_with(id, &query, Some("application/json"), SUCCEEDED)).await;
+        assert_error(&response, 401, "invalid_callback_token");
+    }
+    assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+#[tokio::test]
+async fn the_right_token_under_another_attempt_number_is_refused_with_401() {
+    let (app, _) = app();
+    let (task, attempt) = in_progress(&app).await;
+    for number in [2, 7] {
+        let wrong = Attempt { attempt: number, ..attempt.clone() };
+        assert_error(&handle(&app, callback(&wrong, SUCCEEDED)).await, 401, "invalid_callback_token");
+    }
+    assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_the_body() {
+    let (app, _) = app();
+    let (task, _) = in_progress(&app).await;
+    let response = handle(&app, callback_with(task.task_id.as_str(), "", Some("text/plain"), "nonsense")).await;
+    assert_error(&response, 401, "invalid_callback_token");
+}
+
+#[tokio::test]
+async fn a_task_never_handed_over_has_no_token_to_match() {
+    let (app, _) = app();
+    let task = received(&app).await;
+    let guess = Attempt {
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        token: CallbackToken::generate().unwrap().expose().into(),
+    };
+    assert_error(&handle(&app, callback(&guess, SUCCEEDED)).await, 401, "invalid_callback_token");
+    assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attempts that are no longer current
+
+#[tokio::test]
+async fn a_callback_for_an_attempt_that_timed_out_and_was_retried_is_stale() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    // The sweeper runs long after the callback deadline: attempt 1 timed out, another will come.
+    let far_future = Timestamp::now().plus_seconds(7 * 24 * 3_600);
+    let report = service::sweep(&app.store, &Topic, far_future, &app.policies, 10).await.unwrap();
+    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
+    let retried = current(&app, &task.task_id).await;
+    assert_eq!((retried.status, retried.attempts), (TaskStatus::Received, 1));
+
+    let response = handle(&app, callback(&attempt, SUCCEEDED)).await;
+    let message = assert_error(&response, 409, "stale_attempt");
+    assert_eq!(message, "this callback belongs to an attempt that is no longer current; it was ignored");
+    assert_eq!(current(&app, &task.task_id).await, retried);
+    assert_eq!(events.events(), []);
+}
+
+#[tokio::test]
+async fn only_the_current_attempts_callback_counts() {
+    let (app, events) = app();
+    let (task, first) = in_progress(&app).await;
+    let now = Timestamp::now();
+    let retry = Transition::retry(&task.task_id, 1, "attempt 1: no callback within 300 s", now, now);
+    assert!(matches!(app.store.apply(&retry).await.unwrap(), WriteOutcome::Applied(_)));
+    let second = hand_over(&app, &task.task_id, 2).await;
+    assert_ne!(first.token, second.token, "every attempt has its own token");
+    let started = current(&app, &task.task_id).await;
+    assert_eq!(started.callback_tokens, [token::digest(&first.token), token::digest(&second.token)]);
+
+    // Attempt 1 reports late: ignored. Attempt 1's token under attempt 2's number: refused.
+    assert_error(&handle(&app, callback(&first, SUCCEEDED)).await, 409, "stale_attempt");
+    let mixed = Attempt { attempt: 2, ..first.clone() };
+    assert_error(&handle(&app, callback(&mixed, SUCCEEDED)).await, 401, "invalid_callback_token");
+    assert_eq!(current(&app, &task.task_id).await, started);
+
+    // Attempt 2 reports: recorded.
+    let response = handle(&app, callback(&second, r#"{"status":"succeeded","result":{"attempt":2}}"#)).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let done = current(&app, &task.task_id).await;
+    assert_eq!((done.status, done.attempts, done.result), (TaskStatus::Done, 2, Some(json!({"attempt": 2}))));
+    assert_eq!(
+        done.history.iter().map(|e| (e.status, e.attempt)).collect::<Vec<_>>(),
+        [
+            (TaskStatus::Received, 0),
+            (TaskStatus::InProgress, 1),
+            (TaskStatus::Received, 1),
+            (TaskStatus::InProgress, 2),
+            (TaskStatus::Done, 2)
+        ]
+    );
+    assert_eq!(events.events().len(), 1);
+    // And attempt 1 reporting after that is still stale, not a conflict.
+    assert_error(&handle(&app, callback(&first, SUCCEEDED)).await, 409, "stale_attempt");
+}
+
+#[tokio::test]
+async fn a_callback_for_a_cancelled_task_is_stale() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let ttl = app.policies.ttl;
+    let cancelled = service::cancel(&app.store, &task.client_id, &task.task_id, Timestamp::now(), &ttl).await.unwrap();
+    assert!(matches!(cancelled, service::OwnerAction::Applied(_)), "{cancelled:?}");
+    let before = current(&app, &task.task_id).await;
+    assert_eq!(before.error.as_deref(), Some(CANCELLED));
+
+    for body in [SUCCEEDED, r#"{"status":"failed","error":"gave up"}"#] {
+        let response = handle(&app, callback(&attempt, body)).await;
+        assert_error(&response, 409, "stale_attempt");
+    }
+    assert_error(&handle(&app, heartbeat(&attempt)).await, 409, "stale_attempt");
+    assert_eq!(current(&app, &task.task_id).await, before);
+    assert_eq!(events.events(), []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heartbeats
+
+#[tokio::test]
+async fn a_heartbeat_moves_the_callback_deadline() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    // Handed over a minute ago: due four minutes from now.
+    assert_eq!(task.due_at, task.updated_at.plus_seconds(CALLBACK_TIMEOUT_SECONDS));
+    let before = Timestamp::now();
+    let response = handle(&app, heartbeat(&attempt)).await;
+    let after = Timestamp::now();
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
+    let stored = current(&app, &task.task_id).await;
+    assert_eq!(stored.status, TaskStatus::InProgress);
+    assert_eq!(stored.attempts, 1);
+    assert!(before <= stored.updated_at && stored.updated_at <= after);
+    assert_eq!(stored.due_at, stored.updated_at.plus_seconds(CALLBACK_TIMEOUT_SECONDS));
+    assert!(stored.due_at > task.due_at);
+    assert_eq!(stored.history, task.history, "a heartbeat is not a step of the task's life");
+    assert_eq!(stored.expires_at, task.expires_at);
+    assert_eq!(
+        body_json(&response),
+        json!({
+            "task_id": task.task_id.as_str(),
+            "status": "IN_PROGRESS",
+            "callback_due_at": stored.due_at.to_rfc3339()
+        })
+    );
+    assert_eq!(events.events(), []);
+
+    // The sweeper, at the old deadline, leaves the attempt alone.
+    let at_old_deadline = task.due_at.plus_seconds(1);
+    let report = service::sweep(&app.store, &Topic, at_old_deadline, &app.policies, 10).await.unwrap();
+    assert_eq!(report, service::SweepReport::default());
+    assert_eq!(current(&app, &task.task_id).await, stored);
+
+    // The callback still finishes the attempt.
+    assert_eq!(handle(&app, callback(&attempt, SUCCEEDED)).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_heartbeat_needs_the_attempts_credentials() {
+    let (app, _) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let id = task.task_id.as_str();
+    for query in [
+        format!("attempt=1&token={}", CallbackToken::generate().unwrap().expose()),
+        format!("attempt=2&token={}", attempt.token),
+        format!("token={}", attempt.token),
+        "attempt=1".to_owned(),
+        String::new(),
+    ] {
+        assert_error(&handle(&app, heartbeat_with(id, &query)).await, 401, "invalid_callback_token");
+    }
+    assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+#[tokio::test]
+async fn a_heartbeat_for_a_finished_or_unknown_task_changes_nothing() {
+    let (app, _) = app();
+    let (task, attempt) = in_progress(&app).await;
+    assert_eq!(handle(&app, callback(&attempt, SUCCEEDED)).await.status().as_u16(), 200);
+    let done = current(&app, &task.task_id).await;
+    assert_error(&handle(&app, heartbeat(&attempt)).await, 409, "conflict");
+    assert_eq!(current(&app, &task.task_id).await, done);
+
+    let unknown = Attempt { task_id: TaskId::generate(), ..attempt };
+    assert_error(&handle(&app, heartbeat(&unknown)).await, 404, "not_found");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown tasks and bad requests
 
 #[tokio::test]
 async fn a_callback_for_an_unknown_task_answers_404() {
-    let app = app();
-    let response = handle(&app, callback(&TaskId::generate(), r#"{"status":"succeeded","result":{}}"#)).await;
+    let (app, _) = app();
+    let stranger = Attempt {
+        task_id: TaskId::generate(),
+        attempt: 1,
+        token: CallbackToken::generate().unwrap().expose().to_owned(),
+    };
+    let response = handle(&app, callback(&stranger, SUCCEEDED)).await;
     assert_eq!(assert_error(&response, 404, "not_found"), "no such task");
 }
 
 #[tokio::test]
 async fn a_callback_for_an_expired_task_answers_404() {
-    let app = app();
-    let mut task = in_progress(&app).await;
-    // Expired but not yet deleted by storage: a finished copy that outlived its TTL.
+    let (app, events) = app();
+    // Finished, then outlived its retention; storage has not deleted it yet.
+    let issued = CallbackToken::generate().unwrap();
+    let created = minutes_ago(60);
+    let mut task = Task::received(ClientId::parse("alpha").unwrap(), json!({}), created, created.as_epoch_seconds());
     task.status = TaskStatus::Done;
-    task.result = Some(json!({"answer": 1}));
+    task.attempts = 1;
+    task.result = Some(json!({"answer": 42}));
+    task.callback_tokens = vec![issued.digest()];
     task.expires_at = Timestamp::now().as_epoch_seconds() - 1;
-    let expired_id = TaskId::generate();
-    task.task_id = expired_id.clone();
     app.store.insert(&task).await.unwrap();
 
-    let response = handle(&app, callback(&expired_id, r#"{"status":"succeeded","result":{"answer":2}}"#)).await;
-    assert_error(&response, 404, "not_found");
-    assert_eq!(current(&app, &task).await, task);
+    let attempt = Attempt { task_id: task.task_id.clone(), attempt: 1, token: issued.expose().to_owned() };
+    // Neither the repeat nor another outcome reveals it.
+    for body in [SUCCEEDED, r#"{"status":"succeeded","result":{"answer":43}}"#] {
+        assert_error(&handle(&app, callback(&attempt, body)).await, 404, "not_found");
+    }
+    assert_error(&handle(&app, heartbeat(&attempt)).await, 404, "not_found");
+    assert_eq!(current(&app, &task.task_id).await, task);
+    assert_eq!(events.events(), []);
 }
 
 #[tokio::test]
 async fn an_unknown_status_value_is_refused_with_400() {
-    let app = app();
-    let task = in_progress(&app).await;
+    let (app, _) = app();
+    let (task, attempt) = in_progress(&app).await;
     for body in [
         r#"{"status":"done","result":{}}"#,
         r#"{"status":"SUCCEEDED","result":{}}"#,
@@ -241,36 +634,37 @@ async fn an_unknown_status_value_is_refused_with_400() {
         r#"{"status":"failed","error":"  "}"#,
         r#"{"status":"succeeded","result":{},"extra":1}"#,
     ] {
-        let response = handle(&app, callback(&task.task_id, body)).await;
+        let response = handle(&app, callback(&attempt, body)).await;
         assert_error(&response, 400, "invalid_request");
     }
-    assert_eq!(current(&app, &task).await, task);
+    assert_eq!(current(&app, &task.task_id).await, task);
 }
 
 #[tokio::test]
 async fn malformed_or_undeclared_bodies_and_bad_ids_are_refused() {
-    let app = app();
-    let task = in_progress(&app).await;
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let id = task.task_id.as_str();
+    let query = attempt.query();
 
-    let malformed = handle(&app, callback(&task.task_id, r#"{"status":"#)).await;
+    let malformed = handle(&app, callback(&attempt, r#"{"status":"#)).await;
     assert_error(&malformed, 400, "malformed_json");
 
-    let empty = handle(&app, callback(&task.task_id, "")).await;
-    assert_error(&empty, 400, "malformed_json");
+    let empty = handle(&app, callback(&attempt, "")).await;
+    assert_eq!(assert_error(&empty, 400, "malformed_json"), "the request body is empty; a JSON object is required");
 
-    let text =
-        handle(&app, callback_with(task.task_id.as_str(), Some("text/plain"), r#"{"status":"succeeded","result":{}}"#))
-            .await;
+    let text = handle(&app, callback_with(id, &query, Some("text/plain"), SUCCEEDED)).await;
     assert_error(&text, 415, "unsupported_media_type");
+    let undeclared = handle(&app, callback_with(id, &query, None, SUCCEEDED)).await;
+    assert_error(&undeclared, 415, "unsupported_media_type");
 
-    let bad_id =
-        handle(&app, callback_with("not-a-task", Some("application/json"), r#"{"status":"succeeded","result":{}}"#))
-            .await;
+    let bad_id = handle(&app, callback_with("not-a-task", &query, Some("application/json"), SUCCEEDED)).await;
     assert_error(&bad_id, 400, "invalid_task_id");
 
     let too_long = json!({"status": "failed", "error": "e".repeat(2_000)}).to_string();
-    let large = handle(&app, callback(&task.task_id, &too_long)).await;
-    assert_error(&large, 413, "too_large");
+    let large = handle(&app, callback(&attempt, &too_long)).await;
+    assert_eq!(assert_error(&large, 413, "too_large"), "`error` is larger than the 1024 bytes allowed");
 
-    assert_eq!(current(&app, &task).await, task);
+    assert_eq!(current(&app, &task.task_id).await, task);
+    assert_eq!(events.events(), []);
 }

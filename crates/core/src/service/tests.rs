@@ -171,7 +171,7 @@ async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts, stored.due_at), (TaskStatus::Received, 1, retry_at));
-    let wait = retry_at.millis_since(Timestamp::now());
+    let wait = retry_at.millis_since(at(1_001));
     assert!((4_000..=10_000).contains(&wait), "first backoff is 5-10 s, got {wait} ms");
     assert_eq!(stored.history.last().unwrap().reason.as_deref(), Some("attempt 1: the external service answered 503"));
 }
@@ -183,7 +183,7 @@ async fn retry_after_is_honoured() {
     let service = Service::refusing(ExternalError::Rejected { status: 429, retry_after_seconds: Some(45) });
     let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
-    assert!(retry_at.millis_since(Timestamp::now()) >= 44_000);
+    assert!(retry_at.millis_since(at(1_001)) >= 45_000);
 }
 
 #[tokio::test]
@@ -410,4 +410,32 @@ async fn due_lists_the_earliest_first_and_respects_the_limit() {
     let due: Vec<DueTask> = store.due(TaskStatus::Received, at(25), 10).await.unwrap();
     assert_eq!(due.iter().map(|d| d.due_at).collect::<Vec<_>>(), [at(10), at(20)]);
     assert_eq!(store.due(TaskStatus::Received, at(99), 1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_listing_shows_only_the_clients_own_tasks_newest_first_page_by_page() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    let mut mine = Vec::new();
+    for seconds in [10, 30, 20, 40] {
+        let Submitted::Created(task) =
+            submit(&store, &client("alpha"), json!({}), None, at(seconds), &ttl).await.unwrap()
+        else {
+            panic!()
+        };
+        mine.push((seconds, task.task_id));
+    }
+    submit(&store, &client("beta"), json!({}), None, at(35), &ttl).await.unwrap();
+    mine.sort_by_key(|(seconds, _)| -seconds);
+    let expected: Vec<TaskId> = mine.into_iter().map(|(_, id)| id).collect();
+
+    let first = list_tasks(&store, &client("alpha"), None, 3, None, at(50)).await.unwrap();
+    assert_eq!(first.tasks.iter().map(|t| t.task_id.clone()).collect::<Vec<_>>(), expected[..3]);
+    let second = list_tasks(&store, &client("alpha"), None, 3, first.next, at(50)).await.unwrap();
+    assert_eq!(second.tasks.iter().map(|t| t.task_id.clone()).collect::<Vec<_>>(), expected[3..]);
+    assert_eq!(second.next, None);
+    let done = list_tasks(&store, &client("alpha"), Some(TaskStatus::Done), 10, None, at(50)).await.unwrap();
+    assert!(done.tasks.is_empty() && done.next.is_none());
+    let later = list_tasks(&store, &client("alpha"), None, 10, None, at(10_000)).await.unwrap();
+    assert!(later.tasks.is_empty(), "expired tasks are not listed");
 }

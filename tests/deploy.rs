@@ -1,0 +1,426 @@
+//! The deployment against the code: the dashboard and alarms (deploy/dashboard.json,
+//! deploy/alarms.json) name exactly the metrics the code emits, and the CloudFormation template
+//! that `serverless package` writes from serverless.yml declares the routes of the local front,
+//! the table `table::create` makes, the functions under functions/, the settings config.rs reads,
+//! and one least-privilege role per function.
+//!
+//! The template tests read target/serverless/arm64/cloudformation-template-update-stack.json:
+//! `scripts/check-package.sh` (or `make package`) writes it before `cargo test` runs. The table
+//! test also needs the AWS emulator (`make test` starts it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use taskfleet_adapters::{config, table};
+use taskfleet_core::memory::MemoryStore;
+use taskfleet_core::metrics::{EVENTS, GAUGES, STATUS_DIMENSION};
+use taskfleet_core::{TaskStatus, Timestamp, service};
+use taskfleet_localfleet::dashboard::{Row, widget_rows};
+use taskfleet_localfleet::front::ROUTES;
+
+/// The namespace placeholder of the fleet's own metrics in the definitions.
+const FLEET: &str = "${Namespace}";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace").to_owned()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+fn json(path: &str) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
+}
+
+/// Metric name → every dimension set it is drawn or alarmed with, for the fleet's namespace.
+type Uses = BTreeMap<String, BTreeSet<BTreeMap<String, String>>>;
+
+fn fleet_metrics(rows: impl IntoIterator<Item = Row>) -> Uses {
+    let mut uses = Uses::new();
+    for row in rows {
+        if let Row::Metric(metric) = row {
+            if metric.namespace == FLEET {
+                uses.entry(metric.name).or_default().insert(metric.dimensions);
+            }
+        }
+    }
+    uses
+}
+
+fn dashboard_rows() -> Vec<Row> {
+    json("deploy/dashboard.json")["widgets"].as_array().expect("widgets").iter().flat_map(widget_rows).collect()
+}
+
+fn alarm_rows() -> Vec<(String, Vec<Row>)> {
+    let alarms = json("deploy/alarms.json");
+    alarms
+        .as_object()
+        .expect("alarms by name")
+        .iter()
+        .map(|(name, alarm)| {
+            let rows = alarm["metrics"].as_array().expect("metrics").iter().map(|r| Row::parse(r).expect("row"));
+            (name.clone(), rows.collect())
+        })
+        .collect()
+}
+
+/// What the code emits: every gauge with the dimensions the cron puts it with, and every
+/// per-event metric without dimensions (fleet-wide EMF metrics).
+async fn emitted() -> Uses {
+    let gauges = service::gauges(&MemoryStore::new(), Timestamp::now(), 60).await.expect("gauges");
+    let mut uses = Uses::new();
+    for gauge in gauges {
+        let dimensions = gauge
+            .status
+            .map(|status| BTreeMap::from([(STATUS_DIMENSION.to_owned(), status.as_str().to_owned())]))
+            .unwrap_or_default();
+        uses.entry(gauge.name.to_owned()).or_default().insert(dimensions);
+    }
+    for name in EVENTS {
+        uses.entry(name.to_owned()).or_default().insert(BTreeMap::new());
+    }
+    uses
+}
+
+#[tokio::test]
+async fn the_dashboard_draws_every_metric_the_code_emits_with_its_dimensions() {
+    let emitted = emitted().await;
+    let names: BTreeSet<&str> = GAUGES.iter().chain(EVENTS.iter()).copied().collect();
+    assert_eq!(emitted.keys().map(String::as_str).collect::<BTreeSet<_>>(), names, "gauges() and GAUGES disagree");
+    assert_eq!(fleet_metrics(dashboard_rows()), emitted);
+}
+
+#[tokio::test]
+async fn alarms_watch_only_metrics_the_code_emits() {
+    let emitted = emitted().await;
+    for (alarm, rows) in alarm_rows() {
+        for (name, dimension_sets) in fleet_metrics(rows) {
+            let known = emitted.get(&name).unwrap_or_else(|| panic!("{alarm} watches {name}, which nothing emits"));
+            for dimensions in dimension_sets {
+                assert!(known.contains(&dimensions), "{alarm}: {name} is never emitted with {dimensions:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn alarms_cover_backlog_age_stuck_tasks_error_rates_and_every_dead_letter_queue() {
+    let watched: BTreeSet<String> = alarm_rows()
+        .into_iter()
+        .flat_map(|(_, rows)| rows)
+        .filter_map(|row| match row {
+            Row::Metric(metric) => Some(format!("{}/{}{:?}", metric.namespace, metric.name, metric.dimensions)),
+            Row::Expression { .. } => None,
+        })
+        .collect();
+    let watches = |needle: &str| watched.iter().any(|w| w.contains(needle));
+    for metric in
+        ["OldestReceivedAgeSeconds", "TasksOverdue", "ExternalServiceErrors", "TasksFailed", "AWS/Lambda/Errors"]
+    {
+        assert!(watches(metric), "no alarm watches {metric}: {watched:#?}");
+    }
+    let template = template();
+    for (queue, _) in of_type(&template, "AWS::SQS::Queue") {
+        assert!(watches(&format!("${{{queue}.QueueName}}")), "no alarm on the depth of {queue}");
+    }
+}
+
+#[test]
+fn the_dashboard_covers_every_function_and_queue_of_the_stack() {
+    let template = template();
+    let drawn: BTreeSet<(String, String, String)> = dashboard_rows()
+        .into_iter()
+        .filter_map(|row| match row {
+            Row::Metric(metric) => {
+                Some((metric.namespace, metric.name, metric.dimensions.into_values().collect::<Vec<_>>().join(",")))
+            }
+            Row::Expression { .. } => None,
+        })
+        .collect();
+    for (id, _) in of_type(&template, "AWS::Lambda::Function") {
+        for metric in ["Errors", "Throttles", "Duration"] {
+            let row = ("AWS/Lambda".to_owned(), metric.to_owned(), format!("${{{id}}}"));
+            assert!(drawn.contains(&row), "the dashboard has no {metric} of {id}");
+        }
+    }
+    for (id, _) in of_type(&template, "AWS::SQS::Queue") {
+        let row =
+            ("AWS/SQS".to_owned(), "ApproximateNumberOfMessagesVisible".to_owned(), format!("${{{id}.QueueName}}"));
+        assert!(drawn.contains(&row), "the dashboard does not show the depth of {id}");
+    }
+    let latency: BTreeSet<String> = dashboard_rows()
+        .into_iter()
+        .filter_map(|row| match row {
+            Row::Metric(m) if m.name == taskfleet_core::metrics::TASK_LATENCY => {
+                m.options.get("stat").and_then(Value::as_str).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(latency, BTreeSet::from(["p50".to_owned(), "p99".to_owned()]));
+}
+
+// ---- the packaged template ----------------------------------------------------------------
+
+const TEMPLATE: &str = "target/serverless/arm64/cloudformation-template-update-stack.json";
+
+fn template() -> Value {
+    let path = root().join(TEMPLATE);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read {}: {e}\nrun scripts/check-package.sh (or make package) first", path.display())
+    });
+    serde_json::from_str(&text).expect("the template is JSON")
+}
+
+fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
+    template["Resources"].as_object().expect("Resources").iter().filter(|(_, r)| r["Type"] == kind).collect()
+}
+
+/// The function name (as in serverless.yml) of a function's logical id (`IngestLambdaFunction`).
+fn function_name(logical_id: &str) -> String {
+    logical_id.strip_suffix("LambdaFunction").expect("a function's logical id").to_lowercase()
+}
+
+/// serverless.yml's function name of each deployed function, by logical id.
+fn functions(template: &Value) -> BTreeMap<String, &Value> {
+    of_type(template, "AWS::Lambda::Function").into_iter().map(|(id, f)| (function_name(id), f)).collect()
+}
+
+#[test]
+fn the_http_api_routes_are_the_local_fronts_routes() {
+    let template = template();
+    let resources = &template["Resources"];
+    let deployed: BTreeSet<(String, String)> = of_type(&template, "AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|(id, route)| {
+            let integration = route["Properties"]["Target"]["Fn::Join"][1][1]["Ref"].as_str().expect("integration");
+            let uri = &resources[integration]["Properties"]["IntegrationUri"]["Fn::GetAtt"][0];
+            let function = function_name(uri.as_str().unwrap_or_else(|| panic!("{id}: no function")));
+            (route["Properties"]["RouteKey"].as_str().expect("route key").to_owned(), function)
+        })
+        .collect();
+    let local: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|route| (route.key(), format!("{:?}", route.function).to_lowercase())).collect();
+    assert_eq!(deployed, local);
+}
+
+#[test]
+fn every_function_package_is_deployed_under_its_binary_name() {
+    let mut binaries = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("functions")).expect("functions/") {
+        let manifest = std::fs::read_to_string(entry.expect("entry").path().join("Cargo.toml")).expect("Cargo.toml");
+        let bin = manifest.split("[[bin]]").nth(1).expect("a [[bin]] section");
+        let name = bin.lines().find_map(|l| l.trim().strip_prefix("name = ")).expect("a binary name");
+        binaries.insert(name.trim_matches('"').to_owned());
+    }
+    let template = template();
+    let deployed: BTreeSet<String> = functions(&template).into_keys().collect();
+    assert_eq!(deployed, binaries);
+    for (name, function) in functions(&template) {
+        let properties = &function["Properties"];
+        assert_eq!(properties["Runtime"], "provided.al2023", "{name}");
+        assert_eq!(properties["Handler"], "bootstrap", "{name}");
+        assert_eq!(properties["Architectures"], serde_json::json!(["arm64"]), "{name}");
+        assert_eq!(properties["LoggingConfig"]["LogFormat"], "JSON", "{name}");
+    }
+    for (id, group) in of_type(&template, "AWS::Logs::LogGroup") {
+        assert!(group["Properties"]["RetentionInDays"].as_u64().is_some(), "{id} keeps logs forever");
+    }
+}
+
+/// The values of every `pub const NAME: &str = "VALUE";` in config.rs: the variables it reads.
+fn config_variables() -> BTreeSet<String> {
+    read("crates/adapters/src/config.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub const ")?.split_once(": &str = \"")?.1.strip_suffix("\";"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
+    let known = config_variables();
+    let template = template();
+    for (name, function) in functions(&template) {
+        let variables = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        for variable in variables.keys() {
+            assert!(known.contains(variable), "{name} is given {variable}, which config.rs does not read");
+        }
+        let required: &[&str] = match name.as_str() {
+            "dispatcher" => &[config::DISPATCH_TOPIC_ARN],
+            "caller" => &[config::TASKS_TABLE, config::EXTERNAL_SERVICE_URL, config::CALLBACK_BASE_URL],
+            "sweeper" => &[config::TASKS_TABLE, config::DISPATCH_TOPIC_ARN],
+            _ => &[config::TASKS_TABLE],
+        };
+        for variable in required {
+            assert!(variables.contains_key(*variable), "{name} needs {variable}");
+        }
+    }
+}
+
+#[test]
+fn the_dispatcher_reads_the_stream_in_bounded_retried_batches_with_item_failures() {
+    let template = template();
+    let mappings = of_type(&template, "AWS::Lambda::EventSourceMapping");
+    let [(_, mapping)] = mappings.as_slice() else { panic!("one stream mapping expected: {mappings:?}") };
+    let properties = &mapping["Properties"];
+    assert_eq!(properties["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]));
+    assert_eq!(properties["BisectBatchOnFunctionError"], true);
+    assert!(properties["MaximumRetryAttempts"].as_i64().is_some_and(|n| (0..=100).contains(&n)));
+    assert!(properties["DestinationConfig"]["OnFailure"]["Destination"].is_object());
+    // The filter lets through what can put a task into RECEIVED: the attribute and value the
+    // store writes.
+    let filters = properties["FilterCriteria"]["Filters"].as_array().expect("filters");
+    let pattern: Value = serde_json::from_str(filters[0]["Pattern"].as_str().expect("pattern")).expect("JSON");
+    assert_eq!(pattern["dynamodb"]["NewImage"][table::STATUS]["S"], serde_json::json!([TaskStatus::Received.as_str()]));
+}
+
+/// (actions, resource) of every statement a function's role allows.
+fn grants(template: &Value, function: &Value) -> Vec<(BTreeSet<String>, Value, Value)> {
+    let role = function["Properties"]["Role"]["Fn::GetAtt"][0].as_str().expect("a role of the stack's own");
+    let mut grants = Vec::new();
+    for policy in template["Resources"][role]["Properties"]["Policies"].as_array().expect("inline policies") {
+        for statement in policy["PolicyDocument"]["Statement"].as_array().expect("statements") {
+            assert_eq!(statement["Effect"], "Allow");
+            let actions = match &statement["Action"] {
+                Value::String(action) => BTreeSet::from([action.clone()]),
+                other => other.as_array().expect("actions").iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+            };
+            grants.push((actions, statement["Resource"].clone(), statement["Condition"].clone()));
+        }
+    }
+    grants
+}
+
+#[test]
+fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
+    let template = template();
+    let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"][..]),
+        ("status", &["dynamodb:GetItem", "dynamodb:Query"][..]),
+        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem"][..]),
+        (
+            "dispatcher",
+            &[
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+                "dynamodb:ListStreams",
+                "sns:Publish",
+                "sqs:SendMessage",
+            ][..],
+        ),
+        ("caller", &["dynamodb:UpdateItem", "dynamodb:GetItem", "sqs:SendMessage"][..]),
+        ("metrics", &["dynamodb:Query", "cloudwatch:PutMetricData"][..]),
+        ("sweeper", &["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem", "sns:Publish"][..]),
+    ]);
+    let mut roles = BTreeSet::new();
+    for (name, function) in functions(&template) {
+        assert!(roles.insert(function["Properties"]["Role"].to_string()), "{name} shares a role");
+        let mut allowed = BTreeSet::new();
+        for (actions, resource, condition) in grants(&template, function) {
+            for action in &actions {
+                assert!(!action.contains('*'), "{name}: wildcard action {action}");
+            }
+            if resource == "*" {
+                assert_eq!(actions, BTreeSet::from(["cloudwatch:PutMetricData".to_owned()]), "{name}: * resource");
+                assert!(condition["StringEquals"]["cloudwatch:namespace"].is_string(), "{name}: any namespace");
+            }
+            allowed.extend(actions.into_iter().filter(|a| !a.starts_with("logs:")));
+        }
+        let want: BTreeSet<String> = expected[name.as_str()].iter().map(|a| (*a).to_owned()).collect();
+        assert_eq!(allowed, want, "{name}");
+    }
+}
+
+// ---- the table: the template against what table::create makes in the emulator -------------
+
+/// A table's shape, comparable between CloudFormation's spelling and DescribeTable's.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    attributes: BTreeSet<(String, String)>,
+    keys: Vec<(String, String)>,
+    indexes: BTreeMap<String, (Vec<(String, String)>, String, BTreeSet<String>)>,
+    stream: String,
+    ttl: String,
+    on_demand: bool,
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("not a string: {value}")).to_owned()
+}
+
+fn template_shape(table: &Value) -> Shape {
+    let keys = |schema: &Value| {
+        schema.as_array().expect("keys").iter().map(|k| (text(&k["AttributeName"]), text(&k["KeyType"]))).collect()
+    };
+    Shape {
+        attributes: table["AttributeDefinitions"]
+            .as_array()
+            .expect("attributes")
+            .iter()
+            .map(|a| (text(&a["AttributeName"]), text(&a["AttributeType"])))
+            .collect(),
+        keys: keys(&table["KeySchema"]),
+        indexes: table["GlobalSecondaryIndexes"]
+            .as_array()
+            .expect("indexes")
+            .iter()
+            .map(|index| {
+                let projection = &index["Projection"];
+                let extra = projection["NonKeyAttributes"].as_array().into_iter().flatten().map(text).collect();
+                (text(&index["IndexName"]), (keys(&index["KeySchema"]), text(&projection["ProjectionType"]), extra))
+            })
+            .collect(),
+        stream: text(&table["StreamSpecification"]["StreamViewType"]),
+        ttl: text(&table["TimeToLiveSpecification"]["AttributeName"]),
+        on_demand: table["BillingMode"] == "PAY_PER_REQUEST",
+    }
+}
+
+async fn created_shape() -> Shape {
+    use aws_sdk_dynamodb::types::BillingMode;
+    let client = aws_sdk_dynamodb::Client::new(&taskfleet_testkit::sdk_config().await);
+    let name = taskfleet_testkit::unique_name("deploy-table");
+    table::create(&client, &name).await.expect("table::create");
+    let table = client.describe_table().table_name(&name).send().await.expect("describe").table.expect("table");
+    let ttl = client.describe_time_to_live().table_name(&name).send().await.expect("ttl");
+    let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| {
+        schema.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect()
+    };
+    let shape = Shape {
+        attributes: table
+            .attribute_definitions()
+            .iter()
+            .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+            .collect(),
+        keys: keys(table.key_schema()),
+        indexes: table
+            .global_secondary_indexes()
+            .iter()
+            .map(|index| {
+                let projection = index.projection().expect("projection");
+                let kind = projection.projection_type().expect("projection type").as_str().to_owned();
+                let extra = projection.non_key_attributes().iter().cloned().collect();
+                (index.index_name().expect("name").to_owned(), (keys(index.key_schema()), kind, extra))
+            })
+            .collect(),
+        stream: table.stream_specification().and_then(|s| s.stream_view_type()).expect("stream").as_str().to_owned(),
+        ttl: ttl.time_to_live_description().and_then(|d| d.attribute_name()).expect("ttl").to_owned(),
+        on_demand: table.billing_mode_summary().and_then(|b| b.billing_mode()) == Some(&BillingMode::PayPerRequest),
+    };
+    client.delete_table().table_name(&name).send().await.expect("delete");
+    shape
+}
+
+#[tokio::test]
+async fn the_deployed_table_is_the_table_the_code_creates() {
+    let template = template();
+    let table = &template["Resources"]["TasksTable"]["Properties"];
+    assert_eq!(template_shape(table), created_shape().await);
+    assert_eq!(table["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    assert_eq!(template["Resources"]["TasksTable"]["DeletionPolicy"], "Retain");
+}

@@ -1,0 +1,215 @@
+//! Strangers at the door, end to end: clients probing each other's tasks, forged and replayed
+//! callbacks, and hostile input. Every probe gets a clear 4xx JSON error and changes nothing.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use taskfleet_core::signing::SigningSecrets;
+use taskfleet_core::{Timestamp, signing};
+use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+async fn call(fleet: &TestFleet, method: Method, path: &str, key: &str) -> (u16, Value) {
+    let answer = fleet.http.request(method, fleet.url(path)).header("x-api-key", key).send().await.unwrap();
+    let code = answer.status().as_u16();
+    (code, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_task_is_exactly_as_missing_as_a_task_that_does_not_exist() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_secs(60))).await;
+    let (_, body) = fleet.submit(KEY_ALPHA, json!({"secret": "alpha's"})).await;
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    let nobody = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
+    for (method, path) in [(Method::GET, "/tasks/{}"), (Method::DELETE, "/tasks/{}"), (Method::POST, "/tasks/{}/retry")]
+    {
+        let theirs = call(&fleet, method.clone(), &path.replace("{}", &id), KEY_BETA).await;
+        let missing = call(&fleet, method.clone(), &path.replace("{}", nobody), KEY_BETA).await;
+        assert_eq!(theirs.0, 404, "{method} {path}: {theirs:?}");
+        assert_eq!(theirs, missing, "{method} {path}");
+    }
+    let (code, listing) = call(&fleet, Method::GET, "/tasks", KEY_BETA).await;
+    assert_eq!(code, 200);
+    assert_eq!(listing["tasks"], json!([]), "beta lists none of alpha's tasks");
+    let (_, own) = call(&fleet, Method::GET, "/tasks", KEY_ALPHA).await;
+    assert_eq!(own["tasks"][0]["task_id"], id.as_str());
+    let (_, view) = fleet.status(KEY_ALPHA, &id).await;
+    assert_eq!(view["status"], "IN_PROGRESS", "alpha's task is untouched: {view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_pages_newest_first_with_an_opaque_cursor_and_filters_by_status() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (_, body) = fleet.submit(KEY_ALPHA, json!({"n": n})).await;
+        ids.push(body["task_id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in &ids {
+        fleet.wait_finished(KEY_ALPHA, id, WITHIN).await;
+    }
+    ids.reverse();
+    let (_, first) = call(&fleet, Method::GET, "/tasks?limit=3", KEY_ALPHA).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second) = call(&fleet, Method::GET, &format!("/tasks?limit=3&cursor={cursor}"), KEY_ALPHA).await;
+    let listed: Vec<&str> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["tasks"].as_array().unwrap())
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(second["next_cursor"], Value::Null);
+    let (_, done) = call(&fleet, Method::GET, "/tasks?status=DONE&limit=100", KEY_ALPHA).await;
+    assert_eq!(done["tasks"].as_array().unwrap().len(), 5);
+    let (_, failed) = call(&fleet, Method::GET, "/tasks?status=FAILED", KEY_ALPHA).await;
+    assert_eq!(failed["tasks"], json!([]));
+    let (code, _) = call(&fleet, Method::GET, &format!("/tasks?cursor={cursor}"), KEY_BETA).await;
+    assert_eq!(code, 200, "a cursor is only a position: beta still sees only beta's tasks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_callbacks_are_refused_and_change_nothing() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_secs(60))).await;
+    let (_, body) = fleet.submit(KEY_ALPHA, json!({})).await;
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    while fleet.stats.callback_urls().get(&id).is_none() {
+        assert!(start.elapsed() < WITHIN, "the job never reached the service");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let real = fleet.callback_url(&id);
+    let token = real.split("token=").nth(1).unwrap().to_owned();
+    let base = fleet.url(&format!("/callbacks/{id}"));
+    let forged_token = format!("{}A", &token[..42]);
+    let ok = json!({"status": "succeeded", "result": "forged"});
+    for url in [
+        base.clone(),
+        format!("{base}?attempt=1"),
+        format!("{base}?token={token}"),
+        format!("{base}?attempt=1&token={forged_token}"),
+        format!("{base}?attempt=2&token={token}"),
+        format!("{base}?attempt=0&token={token}"),
+        format!("{base}?attempt=x&token={token}"),
+        format!("{base}?attempt=1&token=short"),
+        format!("{base}/heartbeat?attempt=1&token={forged_token}"),
+    ] {
+        let answer = fleet.http.post(&url).json(&ok).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{url}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_callback_token", "{url}");
+    }
+    let (_, view) = fleet.status(KEY_ALPHA, &id).await;
+    assert_eq!((view["status"].as_str(), view.get("result")), (Some("IN_PROGRESS"), None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_signing_secret_callbacks_need_a_fresh_valid_signature_over_their_body() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let scenario = Scenario {
+        delay: Duration::from_secs(60),
+        signing: Some(SigningSecrets::parse(secret).unwrap()),
+        ..Scenario::default()
+    };
+    let fleet = TestFleet::start(scenario).await;
+    let (_, body) = fleet.submit(KEY_ALPHA, json!({})).await;
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    while fleet.stats.callback_urls().get(&id).is_none() {
+        assert!(start.elapsed() < WITHIN, "the signed job never reached the service");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = fleet.callback_url(&id);
+    let body = json!({"status": "succeeded", "result": {"ok": true}}).to_string();
+    let send = |signed: Option<signing::Signed>, body: String| {
+        let mut request = fleet.http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(signed) = signed {
+            request = request
+                .header(signing::ID, signed.id)
+                .header(signing::TIMESTAMP, signed.timestamp)
+                .header(signing::SIGNATURE, signed.signature);
+        }
+        request.send()
+    };
+    let right = SigningSecrets::parse(secret).unwrap();
+    let wrong = SigningSecrets::parse("whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=").unwrap();
+    let now = Timestamp::now();
+    let stale = Timestamp::from_millis(now.as_millis() - 301_000);
+    for (signed, sent) in [
+        (None, body.clone()),
+        (Some(wrong.sign("m1", now, body.as_bytes())), body.clone()),
+        (Some(right.sign("m1", stale, body.as_bytes())), body.clone()),
+        (Some(right.sign("m1", now, body.as_bytes())), body.replace("true", "false")),
+    ] {
+        let answer = send(signed, sent).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 401);
+        assert_eq!(answer.json::<Value>().await.unwrap()["error"]["code"], "invalid_signature");
+    }
+    let (_, view) = fleet.status(KEY_ALPHA, &id).await;
+    assert_eq!(view["status"], "IN_PROGRESS");
+    let signed = right.sign("m1", now, body.as_bytes());
+    assert_eq!(send(Some(signed.clone()), body.clone()).await.unwrap().status().as_u16(), 200);
+    assert_eq!(send(Some(signed), body).await.unwrap().status().as_u16(), 200, "a replay changes nothing");
+    let (_, view) = fleet.status(KEY_ALPHA, &id).await;
+    assert_eq!((view["status"].as_str(), &view["result"]), (Some("DONE"), &json!({"ok": true})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_a_precise_4xx_json_error() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
+    let big = format!(r#"{{"payload":{{"s":"{}"}}}}"#, "a".repeat(200 * 1024));
+    let huge = "x".repeat(300 * 1024);
+    let cases: Vec<(Method, String, &str, String, u16, &str)> = vec![
+        (Method::POST, "/tasks".into(), "application/json", "{".into(), 400, "malformed_json"),
+        (Method::POST, "/tasks".into(), "application/json", "".into(), 400, "malformed_json"),
+        (Method::POST, "/tasks".into(), "application/json", "[]".into(), 400, "invalid_request"),
+        (Method::POST, "/tasks".into(), "application/json", r#"{"payload":"x"}"#.into(), 400, "invalid_request"),
+        (
+            Method::POST,
+            "/tasks".into(),
+            "application/json",
+            r#"{"payload":{},"extra":1}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (Method::POST, "/tasks".into(), "application/json", r#"{"payload":{"a":1e999}}"#.into(), 400, "malformed_json"),
+        (Method::POST, "/tasks".into(), "application/json", big, 413, "too_large"),
+        (Method::POST, "/tasks".into(), "application/json", huge, 413, "too_large"),
+        (Method::POST, "/tasks".into(), "text/plain", r#"{"payload":{}}"#.into(), 415, "unsupported_media_type"),
+        (
+            Method::POST,
+            "/tasks".into(),
+            "application/x-www-form-urlencoded",
+            "payload=1".into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (Method::GET, "/tasks/not-a-uuid".into(), "", "".into(), 400, "invalid_task_id"),
+        (Method::GET, format!("/tasks/{}", "9".repeat(5000)), "", "".into(), 400, "invalid_task_id"),
+        (Method::GET, "/tasks/..%2F..%2Fetc%2Fpasswd".into(), "", "".into(), 400, "invalid_task_id"),
+        (Method::GET, "/tasks?limit=0".into(), "", "".into(), 400, "invalid_request"),
+        (Method::GET, "/tasks?limit=1000000".into(), "", "".into(), 400, "invalid_request"),
+        (Method::GET, "/tasks?status=PAUSED".into(), "", "".into(), 400, "invalid_request"),
+        (Method::GET, "/tasks?cursor=%00%00".into(), "", "".into(), 400, "invalid_request"),
+        (Method::GET, format!("/tasks?cursor={}", "A".repeat(4000)), "", "".into(), 400, "invalid_request"),
+    ];
+    for (method, path, content_type, body, code, error) in cases {
+        let mut request = fleet.http.request(method.clone(), fleet.url(&path)).header("x-api-key", KEY_ALPHA);
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let answer = request.body(body).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let json: Value = answer.json().await.unwrap_or(Value::Null);
+        let label = format!("{method} {}", &path[..path.len().min(60)]);
+        assert_eq!(status, code, "{label}: {json}");
+        assert_eq!(json["error"]["code"], error, "{label}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{label}");
+    }
+    let (code, listing) = call(&fleet, Method::GET, "/tasks", KEY_ALPHA).await;
+    assert_eq!((code, listing["tasks"].as_array().map(Vec::len)), (200, Some(0)), "no hostile request created a task");
+}
