@@ -521,11 +521,7 @@ async fn an_invalid_idempotency_key_is_refused_with_400() {
     for key in ["", " ", "a b", "é", "clé-1", too_long.as_str()] {
         let response = handle(&app, keyed_post(ALPHA_KEY, key, r#"{"payload":{}}"#)).await;
         let message = assert_error(&response, 400, "invalid_request");
-        assert_eq!(
-            message,
-            "Idempotency-Key must be 1-255 visible ASCII characters",
-            "{key:?}"
-        );
+        assert_eq!(message, "Idempotency-Key must be 1-255 visible ASCII characters", "{key:?}");
     }
     assert_eq!(stored_count(&app).await, 0);
     assert_eq!(events.events(), []);

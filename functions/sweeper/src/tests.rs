@@ -330,10 +330,7 @@ async fn one_run_does_all_of_it_and_answers_the_counts() {
     assert_eq!(current(&app, &running.task_id).await, running);
     assert_eq!(current(&app, &fresh.task_id).await, fresh);
     let failed_now = current(&app, &failed.task_id).await;
-    assert_eq!(
-        events.events(),
-        [TaskEvent::Retried, TaskEvent::finished(&failed_now)]
-    );
+    assert_eq!(events.events(), [TaskEvent::Retried, TaskEvent::finished(&failed_now)]);
 }
 
 #[tokio::test]
