@@ -7,6 +7,7 @@ pub mod config;
 pub mod dynamo;
 pub mod emf;
 pub mod external;
+pub mod invocation;
 pub mod keys;
 pub mod record;
 pub mod sns;

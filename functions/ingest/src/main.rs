@@ -3,10 +3,16 @@ use std::convert::Infallible;
 use lambda_http::{Error, service_fn};
 use taskfleet_ingest::{App, handle};
 
+use taskfleet_adapters::invocation;
+use tracing::Instrument;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk)?;
-    lambda_http::run(service_fn(move |request| async move { Ok::<_, Infallible>(handle(app, request).await) })).await
+    lambda_http::run(service_fn(move |request| async move {
+        Ok::<_, Infallible>(handle(app, request).instrument(invocation::span()).await)
+    }))
+    .await
 }

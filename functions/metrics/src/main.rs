@@ -1,10 +1,13 @@
 use lambda_runtime::{Error, service_fn};
 use taskfleet_metrics::{App, handle};
 
+use taskfleet_adapters::invocation;
+use tracing::Instrument;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk)?;
-    lambda_runtime::run(service_fn(move |event| handle(app, event))).await
+    lambda_runtime::run(service_fn(move |event| handle(app, event).instrument(invocation::span()))).await
 }
