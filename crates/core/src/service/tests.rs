@@ -261,7 +261,7 @@ async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
     let task = started(&store, &service).await;
     let old_token = service.token(&task.task_id);
     let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
-    assert_eq!(report.timed_out_retried, [task.task_id.clone()]);
+    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
     let late = Outcome::Succeeded { result: json!("late") };
     let answer = record_outcome(&store, &task.task_id, 1, &old_token, late, at(1_103), &policies().ttl).await.unwrap();
     assert_eq!(answer, CallbackResult::Stale);
