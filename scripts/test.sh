@@ -18,3 +18,6 @@ trap stop_moto EXIT
 start_moto
 log "cargo test (unit, adapters against the emulator, end-to-end)"
 cargo test --workspace
+
+log "API contract: openapi.yaml against the local fleet (schemathesis)"
+bash scripts/check-api.sh

@@ -51,6 +51,9 @@ def walk(document, node, parts):
         if isinstance(schema, dict) and ("example" in node or "examples" in node):
             for label, value in examples_of(document, node, pointer(parts)):
                 yield label, value, pointer(parts + ["schema"])
+        is_schema = parts[:2] == ["components", "schemas"] and len(parts) == 3 or parts[-1:] == ["schema"]
+        if is_schema and "example" in node:
+            yield pointer(parts), node["example"], pointer(parts)
         for key, child in node.items():
             if key not in ("examples", "example"):
                 yield from walk(document, child, parts + [key])
@@ -75,7 +78,7 @@ def main(path):
         # The document is the root schema resource, so `#/components/...` references resolve.
         schema = dict(document, **{"$ref": schema_pointer})
         validator = validator_class(schema, format_checker=FormatChecker())
-        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+        errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.path])
         checked += 1
         for error in errors:
             failures.append(f"{label}: {'/'.join(map(str, error.path)) or '(root)'}: {error.message}")

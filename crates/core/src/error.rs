@@ -21,6 +21,8 @@ pub enum ValidationError {
     Schema(String),
     #[error("{0}")]
     Header(String),
+    #[error("{0}")]
+    Parameter(String),
     #[error("`{field}` is larger than the {limit} bytes allowed")]
     TooLarge { field: &'static str, limit: usize },
 }

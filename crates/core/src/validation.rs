@@ -81,7 +81,7 @@ pub fn parse_list_query(
         match limit {
             None => DEFAULT_PAGE,
             Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                ValidationError::Schema(format!("`limit` must be a whole number from 1 to {MAX_PAGE}"))
+                ValidationError::Parameter(format!("`limit` must be a whole number from 1 to {MAX_PAGE}"))
             })?,
         };
     let after = cursor.map(decode_cursor).transpose()?;
@@ -97,7 +97,7 @@ pub fn encode_cursor(position: &crate::ports::ListPosition) -> String {
 
 fn decode_cursor(cursor: &str) -> Result<crate::ports::ListPosition, ValidationError> {
     use base64::Engine;
-    let invalid = || ValidationError::Schema("`cursor` is not a cursor this API returned".into());
+    let invalid = || ValidationError::Parameter("`cursor` is not a cursor this API returned".into());
     if cursor.len() > 128 {
         return Err(invalid());
     }

@@ -67,8 +67,11 @@ pub fn router(functions: Shared) -> Router {
         by_path.insert(route.path, methods.merge(on(filter, handler)));
     }
     let router = by_path.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
+    // API Gateway answers an unmatched route, wrong method included, with its own 404.
+    let not_found = || async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) };
     router
-        .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) })
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(functions)
 }
