@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select};
@@ -14,6 +14,7 @@ use taskfleet_core::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, 
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::config::{self, ConfigError};
+use crate::item::{self, unavailable};
 use crate::record::{HistoryRecord, IdempotencyItem, TaskRecord, task_from_item};
 use crate::table;
 
@@ -44,14 +45,6 @@ impl DynamoStore {
     fn key(task_id: &TaskId) -> HashMap<String, AttributeValue> {
         HashMap::from([(table::PK.to_owned(), AttributeValue::S(table::task_key(task_id.as_str())))])
     }
-}
-
-fn unavailable<E, R>(error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    StoreError::Unavailable(DisplayErrorContext(&error).to_string())
 }
 
 fn number(value: impl ToString) -> AttributeValue {
@@ -281,24 +274,7 @@ fn number_of(item: &HashMap<String, AttributeValue>, attribute: &str) -> Result<
 
 impl TaskStore for DynamoStore {
     async fn insert(&self, task: &Task) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(TaskRecord::from(task))
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode task: {e}")))?;
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", table::PK)
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        item::create(&self.client, &self.table, TaskRecord::from(task), "task").await
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use taskfleet_core::auth::{KeyRecord, KeyStore};
 use taskfleet_core::{ClientId, StoreError, Timestamp};
 
 use crate::config::{self, ConfigError};
+use crate::item::{self, unavailable};
 use crate::table;
 
 #[derive(Debug, Clone)]
@@ -40,12 +40,6 @@ impl KeyItem {
             created_at: Timestamp::from_millis(self.key_created_at),
         })
     }
-}
-
-fn unavailable<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug + Send + Sync + 'static>(
-    error: SdkError<E, R>,
-) -> StoreError {
-    StoreError::Unavailable(DisplayErrorContext(&error).to_string())
 }
 
 impl DynamoKeys {
@@ -100,23 +94,7 @@ impl KeyStore for DynamoKeys {
             secret_digest: record.secret_digest.clone(),
             key_created_at: record.created_at.as_millis(),
         };
-        let item = serde_dynamo::to_item(item).map_err(|e| StoreError::Corrupt(format!("key item: {e}")))?;
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", table::PK)
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        item::create(&self.client, &self.table, item, "key").await
     }
 
     async fn list(&self, client: Option<&ClientId>) -> Result<Vec<KeyRecord>, StoreError> {

@@ -8,6 +8,7 @@ pub mod dynamo;
 pub mod emf;
 pub mod external;
 pub mod invocation;
+mod item;
 pub mod keys;
 pub mod record;
 pub mod sns;
