@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use taskfleet_core::TtlPolicy;
-use taskfleet_core::auth::StoredKeys;
 
-use crate::keys::DynamoKeys;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_core::signing::SigningSecrets;
@@ -116,12 +114,6 @@ pub fn policies() -> Result<Policies, ConfigError> {
         callback_timeout: seconds(CALLBACK_TIMEOUT_SECONDS, defaults.callback_timeout)?,
         dispatch_grace: seconds(DISPATCH_GRACE_SECONDS, defaults.dispatch_grace)?,
     })
-}
-
-/// The client keys in the tasks table, with lookups cached per `API_KEY_CACHE_SECONDS`.
-pub fn stored_keys(sdk: &aws_config::SdkConfig) -> Result<StoredKeys<DynamoKeys>, ConfigError> {
-    let ttl = Duration::from_secs(positive(API_KEY_CACHE_SECONDS, DEFAULT_API_KEY_CACHE_SECONDS)?);
-    Ok(StoredKeys::new(DynamoKeys::from_env(sdk)?, ttl))
 }
 
 pub fn signing_secrets() -> Result<Option<SigningSecrets>, ConfigError> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
-use taskfleet_core::auth::{KeyRecord, KeyStore};
+use taskfleet_core::auth::{KeyRecord, KeyStore, StoredKeys};
 use taskfleet_core::{ClientId, StoreError, Timestamp};
 
 use crate::config::{self, ConfigError};
@@ -50,6 +50,13 @@ impl DynamoKeys {
     /// The keys in the table named by `TASKS_TABLE`.
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self::new(Client::new(sdk), config::required(config::TASKS_TABLE)?))
+    }
+
+    /// The keys in `TASKS_TABLE`, with lookups cached per `API_KEY_CACHE_SECONDS` (what the API
+    /// functions authenticate with).
+    pub fn cached_from_env(sdk: &aws_config::SdkConfig) -> Result<StoredKeys<Self>, ConfigError> {
+        let seconds = config::positive(config::API_KEY_CACHE_SECONDS, config::DEFAULT_API_KEY_CACHE_SECONDS)?;
+        Ok(StoredKeys::new(Self::from_env(sdk)?, std::time::Duration::from_secs(seconds)))
     }
 
     fn key(key_id: &str) -> HashMap<String, AttributeValue> {

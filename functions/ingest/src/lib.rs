@@ -33,7 +33,7 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: config::stored_keys(sdk)?,
+            keys: DynamoKeys::cached_from_env(sdk)?,
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
         })

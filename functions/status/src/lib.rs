@@ -6,7 +6,7 @@
 
 use lambda_http::http::StatusCode;
 use taskfleet_adapters::DynamoKeys;
-use taskfleet_adapters::{ConfigError, DynamoStore, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, SdkConfig};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{ClientKeys, StoredKeys};
@@ -21,7 +21,7 @@ pub struct App<S, K = StoredKeys<DynamoKeys>> {
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self { store: DynamoStore::from_env(sdk)?, keys: config::stored_keys(sdk)? })
+        Ok(Self { store: DynamoStore::from_env(sdk)?, keys: DynamoKeys::cached_from_env(sdk)? })
     }
 }
 
