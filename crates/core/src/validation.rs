@@ -77,13 +77,12 @@ pub fn parse_list_query(
     cursor: Option<&str>,
 ) -> Result<ListQuery, ValidationError> {
     let status = status.map(str::parse).transpose()?;
-    let limit =
-        match limit {
-            None => DEFAULT_PAGE,
-            Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                ValidationError::Parameter(format!("`limit` must be a whole number from 1 to {MAX_PAGE}"))
-            })?,
-        };
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ValidationError::Parameter(format!("`limit` must be a whole number from 1 to {MAX_PAGE}"))
+        })?,
+    };
     let after = cursor.map(decode_cursor).transpose()?;
     Ok(ListQuery { status, limit, after })
 }
