@@ -1,7 +1,7 @@
 # taskfleet — the two commands that matter are `make dev` and `make test`.
-.PHONY: dev test build lint fmt clean
+.PHONY: dev test build lint fmt clean bench
 
-## Run the whole fleet locally: emulator, the six functions, example external service.
+## Run the whole fleet locally: emulator, the seven functions, example external service.
 dev:
 	@bash scripts/dev.sh
 
@@ -22,3 +22,17 @@ fmt:
 clean:
 	cargo clean
 	rm -rf .venv
+
+## Benchmarks of issue 6 (Rust fleet vs the Python baseline) → bench/RESULTS.md.
+bench:
+	@bash scripts/bench.sh
+
+.PHONY: package deploy
+
+## Build the Lambda zips (arm64 and x86_64), package serverless.yml offline, lint the template.
+package:
+	@bash scripts/package.sh
+
+## Deploy to AWS (needs credentials): make deploy STAGE=prod [ARCH=x86_64] [REGION=eu-west-1]
+deploy:
+	@STAGE="$(STAGE)" ARCH="$(ARCH)" REGION="$(REGION)" bash scripts/deploy.sh

@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+log "offline package checks: zips (arm64, x86_64), serverless package, cfn-lint, checkov"
+bash scripts/check-package.sh
+
 trap stop_moto EXIT
 start_moto
 log "cargo test (unit, adapters against the emulator, end-to-end)"
@@ -21,3 +24,6 @@ cargo test --workspace
 
 log "API contract: openapi.yaml against the local fleet (schemathesis)"
 bash scripts/check-api.sh
+
+log "browser test of the local dashboard"
+bash scripts/check-dashboard.sh

@@ -40,10 +40,10 @@ type Uses = BTreeMap<String, BTreeSet<BTreeMap<String, String>>>;
 fn fleet_metrics(rows: impl IntoIterator<Item = Row>) -> Uses {
     let mut uses = Uses::new();
     for row in rows {
-        if let Row::Metric(metric) = row {
-            if metric.namespace == FLEET {
-                uses.entry(metric.name).or_default().insert(metric.dimensions);
-            }
+        if let Row::Metric(metric) = row
+            && metric.namespace == FLEET
+        {
+            uses.entry(metric.name).or_default().insert(metric.dimensions);
         }
     }
     uses
@@ -337,12 +337,17 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
 
 // ---- the table: the template against what table::create makes in the emulator -------------
 
+/// (attribute, HASH | RANGE), in key order.
+type Keys = Vec<(String, String)>;
+/// An index: its keys, its projection type and the non-key attributes it carries.
+type Index = (Keys, String, BTreeSet<String>);
+
 /// A table's shape, comparable between CloudFormation's spelling and DescribeTable's.
 #[derive(Debug, PartialEq, Eq)]
 struct Shape {
     attributes: BTreeSet<(String, String)>,
-    keys: Vec<(String, String)>,
-    indexes: BTreeMap<String, (Vec<(String, String)>, String, BTreeSet<String>)>,
+    keys: Keys,
+    indexes: BTreeMap<String, Index>,
     stream: String,
     ttl: String,
     on_demand: bool,

@@ -1,4 +1,4 @@
-//! The local fleet: the six functions wired as AWS wires them, against the AWS emulator.
+//! The local fleet: the seven functions wired as AWS wires them, against the AWS emulator.
 //!
 //! | AWS                                   | here                                  |
 //! |---------------------------------------|---------------------------------------|
