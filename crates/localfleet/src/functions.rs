@@ -1,4 +1,4 @@
-//! The six functions, built once like six cold starts, and invoked the way Lambda invokes them:
+//! The seven functions, built once like seven cold starts, and invoked the way Lambda invokes them:
 //! event JSON in, `aws_lambda_events` deserialization, the function's own handler, JSON out.
 
 use std::convert::Infallible;
