@@ -27,3 +27,6 @@ bash scripts/check-api.sh
 
 log "browser test of the local dashboard"
 bash scripts/check-dashboard.sh
+
+log "benchmark harness smoke (one repetition of each step, no timings asserted)"
+bash scripts/bench.sh --smoke

@@ -311,7 +311,7 @@ async fn a_failure_callback_fails_the_task_with_its_error() {
     let again = handle(&app, callback(&attempt, r#"{"status":"failed","error":"no capacity left"}"#)).await;
     assert_eq!(again.status().as_u16(), 200);
     let late = handle(&app, callback(&attempt, r#"{"status":"succeeded","result":{}}"#)).await;
-    assert_eq!(assert_error(&late, 409, "conflict"), "the task is FAILED and cannot take this outcome");
+    assert_eq!(assert_error(&late, 409, "conflict"), "the attempt already ended: the task is FAILED");
     assert_eq!(current(&app, &task.task_id).await, stored);
     assert_eq!(events.events().len(), 1);
 }
@@ -340,7 +340,7 @@ async fn a_different_outcome_for_a_finished_attempt_answers_409_and_changes_noth
     let done = current(&app, &task.task_id).await;
 
     let failed = handle(&app, callback(&attempt, r#"{"status":"failed","error":"too late"}"#)).await;
-    assert_eq!(assert_error(&failed, 409, "conflict"), "the task is DONE and cannot take this outcome");
+    assert_eq!(assert_error(&failed, 409, "conflict"), "the attempt already ended: the task is DONE");
 
     let other_result = handle(&app, callback(&attempt, r#"{"status":"succeeded","result":{"answer":43}}"#)).await;
     assert_error(&other_result, 409, "conflict");
@@ -438,8 +438,9 @@ async fn a_task_never_handed_over_has_no_token_to_match() {
 async fn a_callback_for_an_attempt_that_timed_out_and_was_retried_is_stale() {
     let (app, events) = app();
     let (task, attempt) = in_progress(&app).await;
-    // The sweeper runs long after the callback deadline: attempt 1 timed out, another will come.
-    let far_future = Timestamp::now().plus_seconds(7 * 24 * 3_600);
+    // The sweeper runs after the callback deadline (and before the task expires): attempt 1
+    // timed out, another will come.
+    let far_future = Timestamp::now().plus_seconds(CALLBACK_TIMEOUT_SECONDS + 60);
     let report = service::sweep(&app.store, &Topic, far_future, &app.policies, 10).await.unwrap();
     assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
     let retried = current(&app, &task.task_id).await;

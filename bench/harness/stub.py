@@ -1,0 +1,72 @@
+"""The external service as the benchmarks need it: accepts jobs (202) and, when asked to, calls
+each task back with success, from a few worker threads. `refuse_first` answers each task's
+first job 503 (Retry-After: 1) to measure the one-retry path. It counts what it saw."""
+
+import collections
+import json
+import queue
+import threading
+import urllib.parse
+
+from http_io import Client, Server, respond
+
+
+class ExternalService:
+    def __init__(self, call_back=False, refuse_first=False, workers=4):
+        self.call_back, self.refuse_first = call_back, refuse_first
+        self.lock = threading.Condition()
+        self.jobs = collections.Counter()
+        self.finished = {}  # task_id -> webhook status code
+        self.callback_urls = {}  # task_id -> the callback URL of its latest job
+        self.pending = queue.Queue()
+        self.server = Server(self._handle)
+        self.url = f"http://127.0.0.1:{self.server.port}/jobs"
+        for _ in range(workers if call_back else 0):
+            threading.Thread(target=self._deliver, daemon=True).start()
+
+    def _handle(self, message, sock):
+        try:
+            job = json.loads(message.body)
+            task_id = job["task_id"]
+        except (ValueError, KeyError, TypeError):
+            respond(sock, 400, b'{"error":"bad job"}')
+            return
+        with self.lock:
+            self.jobs[task_id] += 1
+            self.callback_urls[task_id] = job.get("callback_url")
+            first = self.jobs[task_id] == 1
+        if self.refuse_first and first:
+            respond(sock, 503, b'{"error":"try again later"}', {"Retry-After": "1"})
+            return
+        respond(sock, 202, json.dumps({"accepted": task_id}).encode())
+        if self.call_back:
+            outcome = {"status": "succeeded", "result": {"echo": job.get("payload"), "attempt": job.get("attempt")}}
+            self.pending.put((task_id, job["callback_url"], outcome))
+
+    def _deliver(self):
+        clients = {}
+        while True:
+            task_id, url, outcome = self.pending.get()
+            parts = urllib.parse.urlsplit(url)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            client = clients.setdefault(parts.netloc, Client(parts.hostname, parts.port))
+            status = 0
+            for _ in range(5):
+                try:
+                    status = client.request("POST", target, json.dumps(outcome).encode(),
+                                            {"Content-Type": "application/json"}).status
+                except OSError:
+                    status = 0
+                if 0 < status < 500:
+                    break
+            with self.lock:
+                self.finished[task_id] = status
+                self.lock.notify_all()
+
+    def wait_finished(self, count, timeout):
+        """True once `count` callbacks were answered 200, False after `timeout` seconds."""
+        with self.lock:
+            return self.lock.wait_for(lambda: sum(s == 200 for s in self.finished.values()) >= count, timeout)
+
+    def close(self):
+        self.server.close()
