@@ -5,6 +5,7 @@
 //! [`ports`] traits, and the Lambda functions call the use cases in [`service`].
 
 pub mod auth;
+pub mod blob;
 pub mod dispatch;
 pub mod error;
 pub mod lifecycle;
