@@ -10,17 +10,32 @@
 //!      └──cancel (owner) ─────▶ FAILED ◀┴──cancel (owner)
 //! ```
 //!
-//! Storage applies a [`Transition`] as one conditional write naming `from` and, where it
-//! matters, the attempt, its callback token or the deadline it saw. A late or repeated event
-//! finds the task moved on and changes nothing: it can never move a task backwards or finish
-//! an attempt twice.
+//! Every change to a stored task is a [`Transition`] of one [`Kind`]. A transition is two
+//! lists: its [`Guard`]s — what the stored task must be for the change to apply — and its
+//! [`Write`]s — what the change sets. Storage applies both as one conditional write (the
+//! in-memory store with [`Guard::holds`] and [`Write::apply`], DynamoDB as a condition and an
+//! update expression built from the same lists), so the stores cannot drift apart. A late or
+//! repeated event finds the task moved on and changes nothing: it can never move a task
+//! backwards or finish an attempt twice.
+//!
+//! What a task item can grow by is bounded: the callback-token digests of the latest
+//! [`TOKENS_KEPT`] attempts, the latest [`HISTORY_KEPT`] history entries (with a count of the
+//! rest), at most [`MAX_REPLAYS`] replays.
 
-use serde_json::Value;
 use thiserror::Error;
 
+use crate::blob::Content;
 use crate::task::{HistoryEntry, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 use crate::ttl::TtlPolicy;
+
+/// Callback-token digests kept per task: those of the latest attempts. A callback for an older
+/// attempt cannot be authenticated any more and is refused like a forged one.
+pub const TOKENS_KEPT: u32 = 8;
+/// History entries kept per task: the latest; `history_omitted` counts the older ones.
+pub const HISTORY_KEPT: usize = 20;
+/// How often the owner may replay a failed task.
+pub const MAX_REPLAYS: u32 = 10;
 
 /// A status change the rules forbid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -47,7 +62,7 @@ pub fn check(from: TaskStatus, to: TaskStatus) -> Result<(), IllegalTransition> 
 /// How an attempt ended, as the external service reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { result: Value },
+    Succeeded { result: Content },
     Failed { error: String },
 }
 
@@ -63,63 +78,125 @@ impl Outcome {
 /// The reason recorded when the owner cancels.
 pub const CANCELLED: &str = "cancelled";
 
-/// One legal status change, with everything the conditional write needs.
+/// What must hold of the stored task for a transition to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guard {
+    /// The task has not expired at this time: storage deletes expired items late, and until
+    /// then they must not come back to life.
+    Unexpired(Timestamp),
+    /// The task is in this status.
+    Status(TaskStatus),
+    /// The task has had exactly this many attempts.
+    Attempts(u32),
+    /// The callback-token digest kept for `attempt` is `digest`.
+    Token { attempt: u32, digest: String },
+    /// `due_at` is still what the writer read (a heartbeat in between wins).
+    DueAt(Timestamp),
+    /// The task was replayed fewer times than this.
+    ReplaysBelow(u32),
+}
+
+impl Guard {
+    pub fn holds(&self, task: &Task) -> bool {
+        match self {
+            Self::Unexpired(now) => !task.is_expired(*now),
+            Self::Status(status) => task.status == *status,
+            Self::Attempts(attempts) => task.attempts == *attempts,
+            Self::Token { attempt, digest } => token_of(task, *attempt) == Some(digest),
+            Self::DueAt(due) => task.due_at == *due,
+            Self::ReplaysBelow(limit) => task.replays < *limit,
+        }
+    }
+}
+
+/// One thing a transition sets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Status(TaskStatus),
+    UpdatedAt(Timestamp),
+    DueAt(Timestamp),
+    Attempts(u32),
+    /// Keeps the callback-token digest of `attempt`, and forgets the one of attempt
+    /// `attempt − TOKENS_KEPT`.
+    Token {
+        attempt: u32,
+        digest: String,
+    },
+    SeriesStart(u32),
+    Result(Content),
+    Error(String),
+    ClearError,
+    /// New TTL (epoch seconds).
+    ExpiresAt(i64),
+    /// Appends to the history (which keeps the latest [`HISTORY_KEPT`] entries).
+    History(HistoryEntry),
+    /// Counts one more replay.
+    CountReplay,
+}
+
+impl Write {
+    pub fn apply(&self, task: &mut Task) {
+        match self {
+            Self::Status(status) => task.status = *status,
+            Self::UpdatedAt(at) => task.updated_at = *at,
+            Self::DueAt(due) => task.due_at = *due,
+            Self::Attempts(attempts) => task.attempts = *attempts,
+            Self::Token { attempt, digest } => {
+                task.callback_tokens.insert(*attempt, digest.clone());
+                if let Some(forgotten) = forgotten_token(*attempt) {
+                    task.callback_tokens.remove(&forgotten);
+                }
+            }
+            Self::SeriesStart(start) => task.series_start = *start,
+            Self::Result(result) => task.result = Some(result.clone()),
+            Self::Error(error) => task.error = Some(error.clone()),
+            Self::ClearError => task.error = None,
+            Self::ExpiresAt(expires_at) => task.expires_at = *expires_at,
+            Self::History(entry) => {
+                task.history.push(entry.clone());
+                task.bound_history();
+            }
+            Self::CountReplay => task.replays = task.replays.saturating_add(1),
+        }
+    }
+}
+
+/// The attempt whose token digest is forgotten when `attempt` starts.
+pub fn forgotten_token(attempt: u32) -> Option<u32> {
+    attempt.checked_sub(TOKENS_KEPT).filter(|&old| old > 0)
+}
+
+/// The kinds of change a stored task goes through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// RECEIVED → IN_PROGRESS: attempt `attempt` starts; its callback is due by `deadline`.
+    Start { attempt: u32, token_digest: String, deadline: Timestamp },
+    /// IN_PROGRESS → DONE or FAILED, as the service reported for `attempt`.
+    Finish { attempt: u32, token_digest: String, outcome: Outcome, expires_at: i64 },
+    /// IN_PROGRESS → RECEIVED: `attempt` failed for `reason`; the next may start at `retry_at`.
+    Retry { attempt: u32, reason: String, retry_at: Timestamp },
+    /// `from` → FAILED with `error` (no attempts left, a permanent refusal, or a cancel).
+    GiveUp { from: TaskStatus, attempt: Option<u32>, error: String, expires_at: i64 },
+    /// FAILED → RECEIVED: the owner replays; a new series starts after `attempts`.
+    Replay { attempts: u32, expires_at: i64 },
+    /// IN_PROGRESS, unchanged: the service still works on `attempt`; its callback is now due by
+    /// `deadline`. Not a status change, and not a history entry.
+    Heartbeat { attempt: u32, token_digest: String, deadline: Timestamp },
+}
+
+/// One change of one stored task: its kind, when, and (for the sweeper) the deadline it saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub task_id: TaskId,
-    /// The status the task must be in for the write to apply.
-    pub from: TaskStatus,
-    pub to: TaskStatus,
     pub at: Timestamp,
-    /// Guard: the stored attempt count must equal this.
-    pub expected_attempts: Option<u32>,
-    /// Guard: the callback token digest stored for attempt `.0` must equal `.1`.
-    pub expected_token: Option<(u32, String)>,
-    /// Guard: `due_at` must still be what the writer saw (a heartbeat in between wins).
-    pub expected_due: Option<Timestamp>,
-    /// New attempt count.
-    pub attempts: Option<u32>,
-    /// Digest of the new attempt's callback token, appended to the task's tokens.
-    pub new_token: Option<String>,
-    /// New start of the attempt series.
-    pub series_start: Option<u32>,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    /// Remove the task's error (a replay).
-    pub clear_error: bool,
-    /// New `due_at`; every transition sets it.
-    pub due_at: Timestamp,
-    /// New TTL (epoch seconds), when the transition resets it.
-    pub expires_at: Option<i64>,
-    /// What the task's history gains.
-    pub entry: HistoryEntry,
+    pub kind: Kind,
+    /// Applies only while `due_at` is still this.
+    pub seen_due: Option<Timestamp>,
 }
 
 impl Transition {
-    fn new(task_id: &TaskId, from: TaskStatus, to: TaskStatus, at: Timestamp) -> Result<Self, IllegalTransition> {
-        check(from, to)?;
-        Ok(Self {
-            task_id: task_id.clone(),
-            from,
-            to,
-            at,
-            expected_attempts: None,
-            expected_token: None,
-            expected_due: None,
-            attempts: None,
-            new_token: None,
-            series_start: None,
-            result: None,
-            error: None,
-            clear_error: false,
-            due_at: at,
-            expires_at: None,
-            entry: HistoryEntry { status: to, at, attempt: 0, reason: None },
-        })
-    }
-
-    fn legal(task_id: &TaskId, from: TaskStatus, to: TaskStatus, at: Timestamp) -> Self {
-        Self::new(task_id, from, to, at).unwrap_or_else(|e| unreachable!("{e}: the constructors use legal transitions"))
+    fn of(task_id: &TaskId, at: Timestamp, kind: Kind) -> Self {
+        Self { task_id: task_id.clone(), at, kind, seen_due: None }
     }
 
     /// RECEIVED → IN_PROGRESS for attempt `attempt` (1-based, over all series). Applies only if
@@ -127,13 +204,7 @@ impl Transition {
     /// `token_digest` is the digest of the attempt's callback token; the callback is due by
     /// `deadline`.
     pub fn start(task_id: &TaskId, attempt: u32, token_digest: String, at: Timestamp, deadline: Timestamp) -> Self {
-        let mut t = Self::legal(task_id, TaskStatus::Received, TaskStatus::InProgress, at);
-        t.expected_attempts = Some(attempt.saturating_sub(1));
-        t.attempts = Some(attempt);
-        t.new_token = Some(token_digest);
-        t.due_at = deadline;
-        t.entry.attempt = attempt;
-        t
+        Self::of(task_id, at, Kind::Start { attempt, token_digest, deadline })
     }
 
     /// IN_PROGRESS → DONE or FAILED as the external service reported for `attempt`, whose
@@ -146,19 +217,7 @@ impl Transition {
         at: Timestamp,
         ttl: &TtlPolicy,
     ) -> Self {
-        let mut t = Self::legal(task_id, TaskStatus::InProgress, outcome.status(), at);
-        t.expected_attempts = Some(attempt);
-        t.expected_token = Some((attempt, token_digest));
-        t.entry.attempt = attempt;
-        match outcome {
-            Outcome::Succeeded { result } => t.result = Some(result),
-            Outcome::Failed { error } => {
-                t.entry.reason = Some(error.clone());
-                t.error = Some(error);
-            }
-        }
-        t.expires_at = Some(ttl.finished_expiry(at));
-        t
+        Self::of(task_id, at, Kind::Finish { attempt, token_digest, outcome, expires_at: ttl.finished_expiry(at) })
     }
 
     /// IN_PROGRESS → RECEIVED: attempt `attempt` failed for `reason`; the next one may be
@@ -170,12 +229,7 @@ impl Transition {
         at: Timestamp,
         retry_at: Timestamp,
     ) -> Self {
-        let mut t = Self::legal(task_id, TaskStatus::InProgress, TaskStatus::Received, at);
-        t.expected_attempts = Some(attempt);
-        t.due_at = retry_at;
-        t.entry.attempt = attempt;
-        t.entry.reason = Some(reason.into());
-        t
+        Self::of(task_id, at, Kind::Retry { attempt, reason: reason.into(), retry_at })
     }
 
     /// `from` → FAILED with `error`; resets the TTL to the result retention. `attempt` is the
@@ -188,109 +242,141 @@ impl Transition {
         at: Timestamp,
         ttl: &TtlPolicy,
     ) -> Result<Self, IllegalTransition> {
-        let mut t = Self::new(task_id, from, TaskStatus::Failed, at)?;
-        let error = error.into();
-        t.expected_attempts = attempt;
-        t.entry.attempt = attempt.unwrap_or(0);
-        t.entry.reason = Some(error.clone());
-        t.error = Some(error);
-        t.expires_at = Some(ttl.finished_expiry(at));
-        Ok(t)
+        check(from, TaskStatus::Failed)?;
+        let kind = Kind::GiveUp { from, attempt, error: error.into(), expires_at: ttl.finished_expiry(at) };
+        Ok(Self::of(task_id, at, kind))
     }
 
     /// FAILED → RECEIVED: the owner replays a failed task; a new attempt series starts after
     /// the `attempts` made so far, and the task lives a new task TTL.
     pub fn replay(task_id: &TaskId, attempts: u32, at: Timestamp, ttl: &TtlPolicy) -> Self {
-        let mut t = Self::legal(task_id, TaskStatus::Failed, TaskStatus::Received, at);
-        t.expected_attempts = Some(attempts);
-        t.series_start = Some(attempts);
-        t.clear_error = true;
-        t.expires_at = Some(ttl.new_task_expiry(at));
-        t.entry.attempt = attempts;
-        t.entry.reason = Some("replayed by its owner".into());
-        t
+        Self::of(task_id, at, Kind::Replay { attempts, expires_at: ttl.new_task_expiry(at) })
+    }
+
+    /// The service is still working on `attempt`: its callback is now due by `deadline`.
+    pub fn heartbeat(task_id: &TaskId, attempt: u32, token_digest: String, at: Timestamp, deadline: Timestamp) -> Self {
+        Self::of(task_id, at, Kind::Heartbeat { attempt, token_digest, deadline })
     }
 
     /// Applies only while `due_at` is still `due` (what the writer read).
     pub fn if_due_unchanged(mut self, due: Timestamp) -> Self {
-        self.expected_due = Some(due);
+        self.seen_due = Some(due);
         self
     }
 
-    /// Whether the conditional write matches a task as stored. An expired task matches nothing:
-    /// storage deletes it late, and until then it must not come back to life.
+    /// The status the task must be in.
+    pub fn from(&self) -> TaskStatus {
+        match &self.kind {
+            Kind::Start { .. } => TaskStatus::Received,
+            Kind::Finish { .. } | Kind::Retry { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
+            Kind::GiveUp { from, .. } => *from,
+            Kind::Replay { .. } => TaskStatus::Failed,
+        }
+    }
+
+    /// The status the task is in afterwards.
+    pub fn to(&self) -> TaskStatus {
+        match &self.kind {
+            Kind::Start { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
+            Kind::Finish { outcome, .. } => outcome.status(),
+            Kind::Retry { .. } | Kind::Replay { .. } => TaskStatus::Received,
+            Kind::GiveUp { .. } => TaskStatus::Failed,
+        }
+    }
+
+    /// What the stored task must be for this transition to apply. Every store checks exactly
+    /// these.
+    pub fn guards(&self) -> Vec<Guard> {
+        let mut guards = vec![Guard::Unexpired(self.at), Guard::Status(self.from())];
+        match &self.kind {
+            Kind::Start { attempt, .. } => guards.push(Guard::Attempts(attempt.saturating_sub(1))),
+            Kind::Finish { attempt, token_digest, .. } | Kind::Heartbeat { attempt, token_digest, .. } => {
+                guards.push(Guard::Attempts(*attempt));
+                guards.push(Guard::Token { attempt: *attempt, digest: token_digest.clone() });
+            }
+            Kind::Retry { attempt, .. } => guards.push(Guard::Attempts(*attempt)),
+            Kind::GiveUp { attempt, .. } => guards.extend(attempt.map(Guard::Attempts)),
+            Kind::Replay { attempts, .. } => {
+                guards.push(Guard::Attempts(*attempts));
+                guards.push(Guard::ReplaysBelow(MAX_REPLAYS));
+            }
+        }
+        guards.extend(self.seen_due.map(Guard::DueAt));
+        guards
+    }
+
+    /// What this transition sets. Every store writes exactly these.
+    pub fn writes(&self) -> Vec<Write> {
+        let at = self.at;
+        let entry = |attempt: u32, reason: Option<String>| {
+            Write::History(HistoryEntry { status: self.to(), at, attempt, reason })
+        };
+        let mut writes = vec![Write::UpdatedAt(at)];
+        match &self.kind {
+            Kind::Start { attempt, token_digest, deadline } => writes.extend([
+                Write::Status(self.to()),
+                Write::DueAt(*deadline),
+                Write::Attempts(*attempt),
+                Write::Token { attempt: *attempt, digest: token_digest.clone() },
+                entry(*attempt, None),
+            ]),
+            Kind::Finish { attempt, outcome, expires_at, .. } => {
+                writes.extend([Write::Status(self.to()), Write::DueAt(at), Write::ExpiresAt(*expires_at)]);
+                match outcome {
+                    Outcome::Succeeded { result } => {
+                        writes.extend([Write::Result(result.clone()), entry(*attempt, None)]);
+                    }
+                    Outcome::Failed { error } => {
+                        writes.extend([Write::Error(error.clone()), entry(*attempt, Some(error.clone()))]);
+                    }
+                }
+            }
+            Kind::Retry { attempt, reason, retry_at } => {
+                writes.extend([
+                    Write::Status(self.to()),
+                    Write::DueAt(*retry_at),
+                    entry(*attempt, Some(reason.clone())),
+                ]);
+            }
+            Kind::GiveUp { attempt, error, expires_at, .. } => writes.extend([
+                Write::Status(self.to()),
+                Write::DueAt(at),
+                Write::Error(error.clone()),
+                Write::ExpiresAt(*expires_at),
+                entry(attempt.unwrap_or(0), Some(error.clone())),
+            ]),
+            Kind::Replay { attempts, expires_at } => writes.extend([
+                Write::Status(self.to()),
+                Write::DueAt(at),
+                Write::SeriesStart(*attempts),
+                Write::ClearError,
+                Write::ExpiresAt(*expires_at),
+                Write::CountReplay,
+                entry(*attempts, Some("replayed by its owner".into())),
+            ]),
+            Kind::Heartbeat { deadline, .. } => writes.push(Write::DueAt(*deadline)),
+        }
+        writes
+    }
+
+    /// Whether the conditional write matches a task as stored.
     pub fn matches(&self, task: &Task) -> bool {
-        task.task_id == self.task_id
-            && !task.is_expired(self.at)
-            && task.status == self.from
-            && self.expected_attempts.is_none_or(|expected| task.attempts == expected)
-            && self.expected_due.is_none_or(|due| task.due_at == due)
-            && self.expected_token.as_ref().is_none_or(|(attempt, digest)| token_of(task, *attempt) == Some(digest))
+        task.task_id == self.task_id && self.guards().iter().all(|guard| guard.holds(task))
     }
 
     /// The task after this transition (what storage holds once the write applied).
     pub fn applied_to(&self, task: &Task) -> Task {
         let mut next = task.clone();
-        next.status = self.to;
-        next.updated_at = self.at;
-        next.due_at = self.due_at;
-        if let Some(attempts) = self.attempts {
-            next.attempts = attempts;
+        for write in self.writes() {
+            write.apply(&mut next);
         }
-        if let Some(series_start) = self.series_start {
-            next.series_start = series_start;
-        }
-        if let Some(token) = &self.new_token {
-            next.callback_tokens.push(token.clone());
-        }
-        if let Some(result) = &self.result {
-            next.result = Some(result.clone());
-        }
-        if self.clear_error {
-            next.error = None;
-        }
-        if let Some(error) = &self.error {
-            next.error = Some(error.clone());
-        }
-        if let Some(expires_at) = self.expires_at {
-            next.expires_at = expires_at;
-        }
-        next.history.push(self.entry.clone());
         next
     }
 }
 
-/// The stored token digest of attempt `attempt` (1-based).
+/// The stored token digest of attempt `attempt` (1-based), while it is kept.
 pub fn token_of(task: &Task, attempt: u32) -> Option<&String> {
-    attempt.checked_sub(1).and_then(|index| task.callback_tokens.get(index as usize))
-}
-
-/// A heartbeat: the external service is still working on attempt `attempt`; its callback is
-/// now due by `deadline`. Not a status change, but guarded the same way as a callback.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Heartbeat {
-    pub task_id: TaskId,
-    pub attempt: u32,
-    pub token_digest: String,
-    pub deadline: Timestamp,
-    pub at: Timestamp,
-}
-
-impl Heartbeat {
-    pub fn matches(&self, task: &Task) -> bool {
-        task.task_id == self.task_id
-            && !task.is_expired(self.at)
-            && task.status == TaskStatus::InProgress
-            && task.attempts == self.attempt
-            && token_of(task, self.attempt) == Some(&self.token_digest)
-    }
-
-    pub fn applied_to(&self, task: &Task) -> Task {
-        let mut next = task.clone();
-        next.due_at = self.deadline;
-        next.updated_at = self.at;
-        next
-    }
+    task.callback_tokens.get(&attempt)
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::blob::Content;
 use crate::error::StoreError;
-use crate::lifecycle::{Heartbeat, Transition};
+use crate::lifecycle::Transition;
 use crate::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
 use crate::task::ClientId;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -14,6 +15,7 @@ use crate::time::Timestamp;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tasks: Mutex<HashMap<TaskId, Task>>,
+    payloads: Mutex<HashMap<TaskId, Content>>,
     keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
 }
 
@@ -28,11 +30,15 @@ impl MemoryStore {
 }
 
 impl TaskStore for MemoryStore {
-    async fn insert(&self, task: &Task) -> Result<(), StoreError> {
+    async fn insert(&self, task: &Task, payload: &Content) -> Result<(), StoreError> {
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.task_id) {
             return Err(StoreError::AlreadyExists);
         }
+        self.payloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(task.task_id.clone(), payload.clone());
         tasks.insert(task.task_id.clone(), task.clone());
         Ok(())
     }
@@ -41,22 +47,15 @@ impl TaskStore for MemoryStore {
         Ok(self.tasks().get(task_id).cloned())
     }
 
+    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
+        Ok(self.payloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(task_id).cloned())
+    }
+
     async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
         let mut tasks = self.tasks();
         match tasks.get_mut(&transition.task_id) {
             Some(task) if transition.matches(task) => {
                 *task = transition.applied_to(task);
-                Ok(WriteOutcome::Applied(task.clone()))
-            }
-            current => Ok(WriteOutcome::Rejected(current.cloned())),
-        }
-    }
-
-    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<WriteOutcome, StoreError> {
-        let mut tasks = self.tasks();
-        match tasks.get_mut(&heartbeat.task_id) {
-            Some(task) if heartbeat.matches(task) => {
-                *task = heartbeat.applied_to(task);
                 Ok(WriteOutcome::Applied(task.clone()))
             }
             current => Ok(WriteOutcome::Rejected(current.cloned())),
@@ -82,6 +81,7 @@ impl TaskStore for MemoryStore {
         let tasks = self.tasks();
         let matching = tasks.values().filter(|t| {
             t.status == status
+                && !t.status.is_terminal()
                 && since.is_none_or(|since| t.due_at >= since)
                 && until.is_none_or(|until| t.due_at <= until)
         });
@@ -89,7 +89,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.tasks().values().filter(|t| t.status == status).map(|t| t.due_at).min())
+        Ok(self.tasks().values().filter(|t| t.status == status && !t.status.is_terminal()).map(|t| t.due_at).min())
     }
 
     async fn list(
@@ -127,7 +127,7 @@ impl TaskStore for MemoryStore {
         let mut due: Vec<DueTask> = self
             .tasks()
             .values()
-            .filter(|t| t.status == status && t.due_at <= until)
+            .filter(|t| t.status == status && !t.status.is_terminal() && t.due_at <= until)
             .map(|t| DueTask {
                 task_id: t.task_id.clone(),
                 attempts: t.attempts,

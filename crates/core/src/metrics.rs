@@ -6,7 +6,7 @@
 use crate::task::TaskStatus;
 
 /// Every gauge name the cron publishes.
-pub const GAUGES: [&str; 4] = [TASKS_ACTIVE, TASKS_FINISHED, OLDEST_RECEIVED_AGE, TASKS_OVERDUE];
+pub const GAUGES: [&str; 3] = [TASKS_ACTIVE, OLDEST_RECEIVED_AGE, TASKS_OVERDUE];
 /// Every per-event (EMF) metric name the functions emit.
 pub const EVENTS: [&str; 7] =
     [TASKS_CREATED, TASKS_COMPLETED, TASKS_FAILED, TASKS_RETRIED, TASK_LATENCY, EXTERNAL_CALLS, EXTERNAL_ERRORS];
@@ -30,8 +30,6 @@ pub const EXTERNAL_ERRORS: &str = "ExternalServiceErrors";
 
 /// Tasks currently RECEIVED or IN_PROGRESS (dimension `Status`).
 pub const TASKS_ACTIVE: &str = "TasksActive";
-/// Tasks that reached DONE or FAILED during the trailing window (dimension `Status`).
-pub const TASKS_FINISHED: &str = "TasksFinished";
 /// Seconds the oldest RECEIVED task has waited to be handed over (0 when none waits).
 pub const OLDEST_RECEIVED_AGE: &str = "OldestReceivedAgeSeconds";
 /// The dimension name carrying a task status.

@@ -6,9 +6,10 @@ use std::future::Future;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::blob::Content;
 use crate::dispatch::DispatchMessage;
 use crate::error::{ExternalError, MetricsError, PublishError, StoreError};
-use crate::lifecycle::{Heartbeat, Transition};
+use crate::lifecycle::Transition;
 use crate::metrics::Gauge;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
@@ -22,7 +23,7 @@ pub enum WriteOutcome {
     Rejected(Option<Task>),
 }
 
-/// A task that is due, as the status index lists it.
+/// An active (RECEIVED or IN_PROGRESS) task that is due, as the status index lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueTask {
     pub task_id: TaskId,
@@ -73,17 +74,19 @@ pub struct ListPage {
 
 /// Where tasks live.
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task; fails with [`StoreError::AlreadyExists`] if its id is taken.
-    fn insert(&self, task: &Task) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a new task and its payload (written once, apart from the task's state); fails
+    /// with [`StoreError::AlreadyExists`] if the task's id is taken.
+    fn insert(&self, task: &Task, payload: &Content) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The task with this id, if it is stored (expired or not).
     fn get(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
 
-    /// Applies a transition as one conditional write.
-    fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    /// The payload the task was submitted with, if it is still stored.
+    fn payload(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<Content>, StoreError>> + Send;
 
-    /// Moves an attempt's callback deadline, as one conditional write.
-    fn heartbeat(&self, heartbeat: &Heartbeat) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    /// Applies a transition as one conditional write: its guards as the condition, its writes
+    /// as the update.
+    fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Records an idempotency key unless the client used it before; answers the earlier record
     /// if there is one (`None`: the key is now this record's).
@@ -92,7 +95,8 @@ pub trait TaskStore: Send + Sync {
         record: &IdempotencyRecord,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
 
-    /// How many tasks are in `status` with `due_at` within [`since`, `until`] (open ends if None).
+    /// How many tasks are in `status` (RECEIVED or IN_PROGRESS) with `due_at` within
+    /// [`since`, `until`] (open ends if None).
     fn count(
         &self,
         status: TaskStatus,
@@ -100,7 +104,7 @@ pub trait TaskStore: Send + Sync {
         until: Option<Timestamp>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// The earliest `due_at` of the tasks in `status`.
+    /// The earliest `due_at` of the tasks in `status` (RECEIVED or IN_PROGRESS).
     fn earliest_due(&self, status: TaskStatus) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 
     /// Up to `limit` of `client`'s unexpired tasks (only those in `status`, if given), newest
@@ -114,7 +118,8 @@ pub trait TaskStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 
-    /// Up to `limit` tasks in `status` due at or before `until`, earliest first.
+    /// Up to `limit` tasks in `status` (RECEIVED or IN_PROGRESS) due at or before `until`,
+    /// earliest first.
     fn due(
         &self,
         status: TaskStatus,

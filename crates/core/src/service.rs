@@ -4,9 +4,10 @@
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::blob::{self, BlobStore, Blobs, Content};
 use crate::dispatch::DispatchMessage;
 use crate::error::{ExternalError, StoreError};
-use crate::lifecycle::{CANCELLED, Heartbeat, Outcome, Transition, token_of};
+use crate::lifecycle::{CANCELLED, MAX_REPLAYS, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
 use crate::ports::{
@@ -35,26 +36,38 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// Stores a new task with its payload (in the blob store first if it is large).
+async fn store_new(
+    store: &impl TaskStore,
+    blobs: &Blobs<impl BlobStore>,
+    task: &Task,
+    payload: Value,
+) -> Result<(), StoreError> {
+    let payload = blobs.keep(payload, |_| blob::payload_key(&task.task_id)).await?;
+    store.insert(task, &payload).await
+}
+
 /// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
 /// payload answer the task the first submission created (also when both arrive at once), and
 /// the same key with another payload is refused.
 pub async fn submit(
     store: &impl TaskStore,
+    blobs: &Blobs<impl BlobStore>,
     client: &ClientId,
     payload: Value,
     idempotency_key: Option<&str>,
     now: Timestamp,
     ttl: &TtlPolicy,
 ) -> Result<Submitted, SubmitError> {
-    let task = Task::received(client.clone(), payload, now, ttl.new_task_expiry(now));
+    let task = Task::received(client.clone(), now, ttl.new_task_expiry(now));
     let Some(key) = idempotency_key else {
-        store.insert(&task).await?;
+        store_new(store, blobs, &task, payload).await?;
         return Ok(Submitted::Created(task));
     };
     let record = IdempotencyRecord {
         client_id: client.clone(),
         key_digest: token::digest(key),
-        request_digest: token::digest(&task.payload.to_string()),
+        request_digest: token::digest(&payload.to_string()),
         task_id: task.task_id.clone(),
         created_at: now,
         // As long as the task can live: unfinished for the task TTL, then kept for the retention.
@@ -65,7 +78,7 @@ pub async fn submit(
     };
     match store.claim(&record).await? {
         None => {
-            store.insert(&task).await?;
+            store_new(store, blobs, &task, payload).await?;
             Ok(Submitted::Created(task))
         }
         Some(earlier) if earlier.request_digest != record.request_digest => Err(SubmitError::KeyReused),
@@ -78,11 +91,10 @@ pub async fn submit(
             let rebuilt = Task::received_as(
                 earlier.task_id.clone(),
                 client.clone(),
-                task.payload,
                 earlier.created_at,
                 ttl.new_task_expiry(earlier.created_at),
             );
-            match store.insert(&rebuilt).await {
+            match store_new(store, blobs, &rebuilt, payload).await {
                 Ok(()) | Err(StoreError::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -138,6 +150,8 @@ pub enum HandOver {
     Retrying { error: ExternalError, retry_at: Timestamp },
     /// The service refused for good, or the attempts are used up: the task is FAILED.
     Failed { error: ExternalError, task: Option<Task> },
+    /// The task's payload is no longer stored (it outlived its blob): the task is FAILED.
+    PayloadGone { task: Option<Task> },
 }
 
 #[derive(Debug, Error)]
@@ -148,15 +162,19 @@ pub enum HandOverError {
     Token(#[from] TokenError),
 }
 
-/// Caller: starts attempt `attempt` (a conditional write, so a repeated message is a no-op and
-/// the service is called at most once per attempt) and hands the job to the external service.
-/// A refusal worth retrying puts the task back for a later attempt while the series has
-/// attempts left; any other refusal, or the last, fails the task with the reason.
+/// The reason a task fails with when its payload is no longer stored.
+pub const PAYLOAD_GONE: &str = "the task's payload is no longer stored";
+
+/// Caller: starts attempt `attempt` of `task_id` (a conditional write, so a repeated message is
+/// a no-op and the service is called at most once per attempt) and hands the job, with the
+/// task's payload, to the external service. A refusal worth retrying puts the task back for a
+/// later attempt while the series has attempts left; any other refusal, or the last, fails the
+/// task with the reason.
 pub async fn hand_over(
     store: &impl TaskStore,
+    blobs: &Blobs<impl BlobStore>,
     service: &impl ExternalService,
-    task_id: &TaskId,
-    attempt: u32,
+    (task_id, attempt): (&TaskId, u32),
     callback_base: &str,
     now: Timestamp,
     policies: &Policies,
@@ -168,8 +186,22 @@ pub async fn hand_over(
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
     };
+    let payload = match store.payload(task_id).await? {
+        Some(stored) => blobs.load(&stored).await?,
+        None => None,
+    };
+    let Some(payload) = payload else {
+        let give_up =
+            Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), PAYLOAD_GONE, now, &policies.ttl)
+                .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
+        let task = match store.apply(&give_up).await? {
+            WriteOutcome::Applied(task) => Some(task),
+            WriteOutcome::Rejected(_) => None,
+        };
+        return Ok(HandOver::PayloadGone { task });
+    };
     let callback_url = callback_url(callback_base, task_id, attempt, &token);
-    let job = Job { task_id: task_id.as_str(), payload: &task.payload, callback_url: &callback_url, attempt };
+    let job = Job { task_id: task_id.as_str(), payload: &payload, callback_url: &callback_url, attempt };
     let Err(error) = service.submit(&job).await else {
         return Ok(HandOver::Accepted { task });
     };
@@ -250,12 +282,14 @@ fn rejected(
     }
 }
 
-/// Webhook: records how attempt `attempt` ended, once, if `token` is that attempt's token.
+/// Webhook: records how attempt `attempt` ended, once, if `token` is that attempt's token. A
+/// large result goes to the blob store, but only once the task shows the callback would be
+/// recorded: an unauthenticated or late caller writes nothing anywhere.
 pub async fn record_outcome(
     store: &impl TaskStore,
+    blobs: &Blobs<impl BlobStore>,
     task_id: &TaskId,
-    attempt: u32,
-    token: &str,
+    (attempt, token): (u32, &str),
     outcome: Outcome,
     now: Timestamp,
     ttl: &TtlPolicy,
@@ -264,7 +298,21 @@ pub async fn record_outcome(
         return Ok(CallbackResult::Unauthorized);
     }
     let digest = token::digest(token);
+    let (outcome, upload) = match outcome {
+        Outcome::Succeeded { result: Content::Inline(value) } => {
+            let (result, upload) = blobs.reference(value, |digest| blob::result_key(task_id, attempt, digest));
+            (Outcome::Succeeded { result }, upload)
+        }
+        other => (other, None),
+    };
     let transition = Transition::finish(task_id, attempt, digest.clone(), outcome.clone(), now, ttl);
+    if let Some((key, bytes)) = upload {
+        let current = store.get(task_id).await?;
+        if !current.as_ref().is_some_and(|task| transition.matches(task)) {
+            return Ok(rejected(current, attempt, &digest, now, Some(&outcome)));
+        }
+        blobs.store.put(&key, bytes).await?;
+    }
     Ok(match store.apply(&transition).await? {
         WriteOutcome::Applied(task) => CallbackResult::Recorded(task),
         WriteOutcome::Rejected(current) => rejected(current, attempt, &digest, now, Some(&outcome)),
@@ -276,8 +324,7 @@ pub async fn record_outcome(
 pub async fn heartbeat(
     store: &impl TaskStore,
     task_id: &TaskId,
-    attempt: u32,
-    token: &str,
+    (attempt, token): (u32, &str),
     now: Timestamp,
     policies: &Policies,
 ) -> Result<CallbackResult, StoreError> {
@@ -285,14 +332,8 @@ pub async fn heartbeat(
         return Ok(CallbackResult::Unauthorized);
     }
     let digest = token::digest(token);
-    let beat = Heartbeat {
-        task_id: task_id.clone(),
-        attempt,
-        token_digest: digest.clone(),
-        deadline: now.plus(policies.callback_timeout),
-        at: now,
-    };
-    Ok(match store.heartbeat(&beat).await? {
+    let deadline = now.plus(policies.callback_timeout);
+    Ok(match store.apply(&Transition::heartbeat(task_id, attempt, digest.clone(), now, deadline)).await? {
         WriteOutcome::Applied(task) => CallbackResult::Recorded(task),
         WriteOutcome::Rejected(current) => rejected(current, attempt, &digest, now, None),
     })
@@ -360,7 +401,7 @@ pub async fn replay(
     let Some(task) = task_for_client(store, client, task_id, now).await? else {
         return Ok(OwnerAction::Missing);
     };
-    if task.status != TaskStatus::Failed {
+    if task.status != TaskStatus::Failed || task.replays >= MAX_REPLAYS {
         return Ok(OwnerAction::Refused(task));
     }
     Ok(match store.apply(&Transition::replay(task_id, task.attempts, now, ttl)).await? {
@@ -429,25 +470,15 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Metrics cron: the fleet's gauges. Reads only the status index's entries for active tasks
-/// and for tasks finished within the trailing `window_seconds`, so its cost does not grow with
-/// the number of stored tasks.
-pub async fn gauges(store: &impl TaskStore, now: Timestamp, window_seconds: u64) -> Result<Vec<Gauge>, StoreError> {
-    let window_start = now.minus(std::time::Duration::from_secs(window_seconds));
-    let mut gauges = Vec::with_capacity(6);
+/// Metrics cron: the fleet's gauges. Reads only the status index, which holds only active
+/// tasks, so its cost does not grow with the number of stored tasks. (Finished tasks are
+/// counted by the per-event metrics each function emits as a task finishes.)
+pub async fn gauges(store: &impl TaskStore, now: Timestamp) -> Result<Vec<Gauge>, StoreError> {
+    let mut gauges = Vec::with_capacity(4);
     for status in [TaskStatus::Received, TaskStatus::InProgress] {
         let count = store.count(status, None, None).await?;
         gauges.push(Gauge {
             name: metrics::TASKS_ACTIVE,
-            status: Some(status),
-            value: count as f64,
-            unit: Unit::Count,
-        });
-    }
-    for status in [TaskStatus::Done, TaskStatus::Failed] {
-        let count = store.count(status, Some(window_start), None).await?;
-        gauges.push(Gauge {
-            name: metrics::TASKS_FINISHED,
             status: Some(status),
             value: count as f64,
             unit: Unit::Count,

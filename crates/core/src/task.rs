@@ -1,10 +1,10 @@
 //! The task model: identifiers, status, and the task itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::Value;
-
+use crate::blob::Content;
 use crate::error::ValidationError;
 use crate::time::Timestamp;
 
@@ -112,16 +112,15 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
 }
 
-/// A task as the domain sees it.
+/// A task as the domain sees it: its state. The client's payload is stored apart, once (see
+/// [`crate::ports::TaskStore::insert`]), so that the writes of its life do not rewrite it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub task_id: TaskId,
     pub client_id: ClientId,
     pub status: TaskStatus,
-    /// The client's JSON object, handed to the external service untouched.
-    pub payload: Value,
     /// The external service's result, once DONE.
-    pub result: Option<Value>,
+    pub result: Option<Content>,
     /// Why the task FAILED.
     pub error: Option<String>,
     /// How many times the task was handed to the external service, over all series.
@@ -135,26 +134,30 @@ pub struct Task {
     pub due_at: Timestamp,
     /// When storage may delete the task (epoch seconds; the DynamoDB TTL attribute).
     pub expires_at: i64,
-    /// SHA-256 of each attempt's callback token (index = attempt − 1); the tokens themselves
-    /// are never stored.
-    pub callback_tokens: Vec<String>,
+    /// SHA-256 of the callback token of each of the latest attempts, by attempt number; the
+    /// tokens themselves are never stored.
+    pub callback_tokens: BTreeMap<u32, String>,
+    /// The latest history entries, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// How many older history entries were dropped.
+    pub history_omitted: u32,
+    /// How often the owner replayed the task.
+    pub replays: u32,
 }
 
 impl Task {
     /// A task freshly received from a client, with a new id.
-    pub fn received(client_id: ClientId, payload: Value, now: Timestamp, expires_at: i64) -> Self {
-        Self::received_as(TaskId::generate(), client_id, payload, now, expires_at)
+    pub fn received(client_id: ClientId, now: Timestamp, expires_at: i64) -> Self {
+        Self::received_as(TaskId::generate(), client_id, now, expires_at)
     }
 
     /// A task freshly received from a client, with a given id (an idempotent retry of a
     /// submission rebuilds exactly the task the first one described).
-    pub fn received_as(task_id: TaskId, client_id: ClientId, payload: Value, now: Timestamp, expires_at: i64) -> Self {
+    pub fn received_as(task_id: TaskId, client_id: ClientId, now: Timestamp, expires_at: i64) -> Self {
         Self {
             task_id,
             client_id,
             status: TaskStatus::Received,
-            payload,
             result: None,
             error: None,
             attempts: 0,
@@ -163,8 +166,19 @@ impl Task {
             updated_at: now,
             due_at: now,
             expires_at,
-            callback_tokens: Vec::new(),
+            callback_tokens: BTreeMap::new(),
             history: vec![HistoryEntry { status: TaskStatus::Received, at: now, attempt: 0, reason: None }],
+            history_omitted: 0,
+            replays: 0,
+        }
+    }
+
+    /// Drops the oldest history entries beyond [`crate::lifecycle::HISTORY_KEPT`], counting them.
+    pub fn bound_history(&mut self) {
+        let excess = self.history.len().saturating_sub(crate::lifecycle::HISTORY_KEPT);
+        if excess > 0 {
+            self.history.drain(..excess);
+            self.history_omitted = self.history_omitted.saturating_add(u32::try_from(excess).unwrap_or(u32::MAX));
         }
     }
 
@@ -236,7 +250,7 @@ mod tests {
     #[test]
     fn a_task_is_expired_from_its_expiry_second_on() {
         let now = Timestamp::from_millis(10_000);
-        let mut task = Task::received(ClientId::parse("c").unwrap(), serde_json::json!({}), now, 11);
+        let mut task = Task::received(ClientId::parse("c").unwrap(), now, 11);
         assert!(!task.is_expired(now));
         task.expires_at = 10;
         assert!(task.is_expired(now));

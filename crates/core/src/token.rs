@@ -46,7 +46,12 @@ impl CallbackToken {
 
 /// The stored form of a presented token.
 pub fn digest(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    digest_bytes(token.as_bytes())
+}
+
+/// SHA-256 of `bytes`, base64url without padding (safe in keys and URLs).
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
 
 /// Tokens are base64url of 32 bytes: anything else is not one of ours (checked before hashing,

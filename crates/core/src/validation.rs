@@ -1,5 +1,6 @@
-//! Validation of what clients and the external service send. Limits keep every task well below
-//! DynamoDB's 400 KB item limit with room for both payload and result.
+//! Validation of what clients and the external service send. Payloads and results may be as
+//! large as a Lambda invocation carries (6 MB, the request's JSON escaped inside the event):
+//! large ones are kept in the blob store, so no task item comes near DynamoDB's 400 KB.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -8,13 +9,13 @@ use crate::error::ValidationError;
 use crate::lifecycle::Outcome;
 
 /// Largest accepted `payload`, serialized (compact JSON bytes).
-pub const MAX_PAYLOAD_BYTES: usize = 192 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// Largest accepted `result`, serialized (compact JSON bytes).
-pub const MAX_RESULT_BYTES: usize = 160 * 1024;
+pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest accepted `error` text, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1024;
 /// Largest accepted request body on any route (payload or result plus envelope and whitespace).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +45,7 @@ pub fn parse_callback(body: &[u8]) -> Result<Outcome, ValidationError> {
     match parse_json::<Callback>(body)? {
         Callback::Succeeded { result } => {
             ensure_size("result", &result, MAX_RESULT_BYTES)?;
-            Ok(Outcome::Succeeded { result })
+            Ok(Outcome::Succeeded { result: crate::blob::Content::Inline(result) })
         }
         Callback::Failed { error } => {
             if error.trim().is_empty() {
@@ -247,7 +248,7 @@ mod tests {
     fn a_success_callback_carries_a_result() {
         assert_eq!(
             parse_callback(br#"{"status":"succeeded","result":{"v":2}}"#),
-            Ok(Outcome::Succeeded { result: json!({"v": 2}) })
+            Ok(Outcome::Succeeded { result: crate::blob::Content::Inline(json!({"v": 2})) })
         );
         assert!(matches!(parse_callback(br#"{"status":"succeeded"}"#), Err(ValidationError::Schema(_))));
     }

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::blob::Content;
 use crate::task::ClientId;
 use TaskStatus::*;
 
@@ -9,7 +10,7 @@ fn at(seconds: i64) -> Timestamp {
 }
 
 fn task() -> Task {
-    Task::received(ClientId::parse("alpha").unwrap(), json!({"n": 1}), at(100), 10_000)
+    Task::received(ClientId::parse("alpha").unwrap(), at(100), 10_000)
 }
 
 fn ttl() -> TtlPolicy {
@@ -82,7 +83,7 @@ fn starting_attempt_n_needs_n_minus_one_attempts_and_sets_the_callback_deadline(
     assert!(start.matches(&task));
     let started = start.applied_to(&task);
     assert_eq!((started.status, started.attempts), (InProgress, 1));
-    assert_eq!(started.callback_tokens, ["d1"]);
+    assert_eq!(started.callback_tokens, [(1, "d1".to_owned())].into());
     assert_eq!(started.due_at, at(200));
     assert_eq!(started.expires_at, task.expires_at, "starting keeps the TTL");
     assert_eq!(started.history.last().map(|e| (e.status, e.attempt)), Some((InProgress, 1)));
@@ -93,7 +94,7 @@ fn starting_attempt_n_needs_n_minus_one_attempts_and_sets_the_callback_deadline(
 #[test]
 fn finishing_needs_the_current_attempt_and_its_token() {
     let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
-    let ok = Outcome::Succeeded { result: json!({"ok": true}) };
+    let ok = Outcome::Succeeded { result: Content::Inline(json!({"ok": true})) };
     let finish = Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(120), &ttl());
     assert!(finish.matches(&task));
     assert!(!Transition::finish(&task.task_id, 1, "forged".into(), ok.clone(), at(120), &ttl()).matches(&task));
@@ -101,7 +102,7 @@ fn finishing_needs_the_current_attempt_and_its_token() {
 
     let done = finish.applied_to(&task);
     assert_eq!(done.status, Done);
-    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.result, Some(Content::Inline(json!({"ok": true}))));
     assert_eq!(done.expires_at, 120 + 86_400, "a finished task keeps its result for the retention");
     assert_eq!(done.due_at, at(120), "due_at of a finished task is when it finished");
     assert!(!finish.matches(&done), "an attempt finishes once");
@@ -137,13 +138,7 @@ fn a_sweep_loses_to_a_heartbeat_that_moved_the_deadline() {
     let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
     let timeout = Transition::retry(&task.task_id, 1, "callback timed out", at(201), at(230)).if_due_unchanged(at(200));
     assert!(timeout.matches(&task));
-    let beat = Heartbeat {
-        task_id: task.task_id.clone(),
-        attempt: 1,
-        token_digest: "d1".into(),
-        deadline: at(400),
-        at: at(199),
-    };
+    let beat = Transition::heartbeat(&task.task_id, 1, "d1".into(), at(199), at(400));
     assert!(beat.matches(&task));
     let extended = beat.applied_to(&task);
     assert_eq!(extended.due_at, at(400));
@@ -153,13 +148,7 @@ fn a_sweep_loses_to_a_heartbeat_that_moved_the_deadline() {
 #[test]
 fn a_heartbeat_needs_the_current_attempt_and_its_token() {
     let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
-    let beat = |attempt, digest: &str| Heartbeat {
-        task_id: task.task_id.clone(),
-        attempt,
-        token_digest: digest.into(),
-        deadline: at(300),
-        at: at(150),
-    };
+    let beat = |attempt, digest: &str| Transition::heartbeat(&task.task_id, attempt, digest.into(), at(150), at(300));
     assert!(beat(1, "d1").matches(&task));
     assert!(!beat(1, "x").matches(&task));
     assert!(!beat(2, "d1").matches(&task));
@@ -190,4 +179,79 @@ fn a_replay_starts_a_new_series_and_a_new_lifetime() {
     assert_eq!(again.expires_at, 500 + 3_600);
     assert_eq!(again.history.iter().map(|e| e.status).collect::<Vec<_>>(), [Received, Failed, Received]);
     assert!(!replay.matches(&again));
+}
+
+#[test]
+fn a_heartbeat_moves_only_the_deadline_and_leaves_no_history() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let beaten = Transition::heartbeat(&task.task_id, 1, "d1".into(), at(150), at(300)).applied_to(&task);
+    assert_eq!((beaten.status, beaten.due_at, beaten.updated_at), (InProgress, at(300), at(150)));
+    assert_eq!(beaten.history, task.history);
+}
+
+#[test]
+fn every_kind_of_transition_makes_a_legal_status_change() {
+    let id = task().task_id;
+    let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
+    let kinds = [
+        Transition::start(&id, 1, "d".into(), at(1), at(2)),
+        Transition::finish(&id, 1, "d".into(), ok, at(1), &ttl()),
+        Transition::finish(&id, 1, "d".into(), Outcome::Failed { error: "e".into() }, at(1), &ttl()),
+        Transition::retry(&id, 1, "r", at(1), at(2)),
+        Transition::give_up(&id, Received, None, "e", at(1), &ttl()).unwrap(),
+        Transition::give_up(&id, InProgress, Some(1), "e", at(1), &ttl()).unwrap(),
+        Transition::replay(&id, 1, at(1), &ttl()),
+    ];
+    for transition in kinds {
+        assert_eq!(check(transition.from(), transition.to()), Ok(()), "{transition:?}");
+        assert!(transition.writes().contains(&Write::Status(transition.to())), "{transition:?}");
+        assert!(transition.guards().contains(&Guard::Status(transition.from())), "{transition:?}");
+    }
+}
+
+#[test]
+fn every_transition_is_refused_by_an_expired_task() {
+    let task = task();
+    let late = at(10_000);
+    assert!(!Transition::give_up(&task.task_id, Received, None, CANCELLED, late, &ttl()).unwrap().matches(&task));
+    assert!(!Transition::start(&task.task_id, 1, "d".into(), late, at(10_100)).matches(&task));
+}
+
+#[test]
+fn only_the_tokens_of_the_latest_attempts_are_kept() {
+    let mut task = task();
+    for attempt in 1..=TOKENS_KEPT + 3 {
+        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), at(110), at(200)).applied_to(&task);
+        task = Transition::retry(&task.task_id, attempt, "503", at(111), at(112)).applied_to(&task);
+    }
+    let kept: Vec<u32> = task.callback_tokens.keys().copied().collect();
+    assert_eq!(kept, (4..=TOKENS_KEPT + 3).collect::<Vec<_>>());
+    assert_eq!(token_of(&task, 3), None, "an attempt too old to authenticate");
+    assert_eq!(token_of(&task, TOKENS_KEPT + 3).map(String::as_str), Some(format!("d{}", TOKENS_KEPT + 3).as_str()));
+}
+
+#[test]
+fn history_keeps_the_latest_entries_and_counts_the_rest() {
+    let mut task = task();
+    for attempt in 1..=15 {
+        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), at(110), at(200)).applied_to(&task);
+        task =
+            Transition::retry(&task.task_id, attempt, format!("attempt {attempt}"), at(111), at(112)).applied_to(&task);
+    }
+    assert_eq!(task.history.len(), HISTORY_KEPT);
+    assert_eq!(task.history_omitted, 1 + 30 - HISTORY_KEPT as u32);
+    assert_eq!(task.history.last().and_then(|e| e.reason.as_deref()), Some("attempt 15"));
+}
+
+#[test]
+fn a_task_is_replayed_at_most_max_replays_times() {
+    let mut task = task();
+    for replay in 0..=MAX_REPLAYS {
+        task =
+            Transition::give_up(&task.task_id, Received, None, CANCELLED, at(101), &ttl()).unwrap().applied_to(&task);
+        let again = Transition::replay(&task.task_id, 0, at(102), &ttl());
+        assert_eq!(again.matches(&task), replay < MAX_REPLAYS, "replay {}", replay + 1);
+        task = again.applied_to(&task);
+    }
+    assert_eq!(task.replays, MAX_REPLAYS + 1, "applied_to does not check guards; the count still counts");
 }

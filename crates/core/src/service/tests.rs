@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::memory::MemoryStore;
+use crate::memory_blobs::MemoryBlobs;
 use crate::ports::{DueTask, TaskStore};
 use crate::retry::RetryPolicy;
 
@@ -18,6 +19,19 @@ fn client(name: &str) -> ClientId {
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_millis(seconds * 1000)
+}
+
+/// Blobs with a tiny inline limit where a test wants large values in the blob store.
+fn blobs_above(inline_max: usize) -> Blobs<MemoryBlobs> {
+    Blobs::new(MemoryBlobs::new(), inline_max)
+}
+
+fn blobs() -> Blobs<MemoryBlobs> {
+    blobs_above(blob::DEFAULT_INLINE_MAX_BYTES)
+}
+
+fn inline(value: Value) -> Content {
+    Content::Inline(value)
 }
 
 fn policies() -> Policies {
@@ -34,6 +48,7 @@ fn policies() -> Policies {
 struct Service {
     refuse_with: Option<ExternalError>,
     jobs: Mutex<Vec<(String, u32, String)>>,
+    payloads: Mutex<Vec<Value>>,
 }
 
 impl Service {
@@ -43,6 +58,10 @@ impl Service {
 
     fn jobs(&self) -> Vec<(String, u32, String)> {
         self.jobs.lock().unwrap().clone()
+    }
+
+    fn payloads(&self) -> Vec<Value> {
+        self.payloads.lock().unwrap().clone()
     }
 
     /// The token the last job for `task_id` carried in its callback URL.
@@ -56,6 +75,7 @@ impl Service {
 impl ExternalService for Service {
     async fn submit(&self, job: &Job<'_>) -> Result<(), ExternalError> {
         self.jobs.lock().unwrap().push((job.task_id.to_owned(), job.attempt, job.callback_url.to_owned()));
+        self.payloads.lock().unwrap().push(job.payload.clone());
         self.refuse_with.clone().map_or(Ok(()), Err)
     }
 }
@@ -73,7 +93,7 @@ impl Publisher for Outbox {
 
 async fn submitted(store: &MemoryStore) -> Task {
     let Submitted::Created(task) =
-        submit(store, &client("alpha"), json!({"n": 1}), None, at(1_000), &policies().ttl).await.unwrap()
+        submit(store, &blobs(), &client("alpha"), json!({"n": 1}), None, at(1_000), &policies().ttl).await.unwrap()
     else {
         panic!("expected a new task")
     };
@@ -82,7 +102,7 @@ async fn submitted(store: &MemoryStore) -> Task {
 
 async fn started(store: &MemoryStore, service: &Service) -> Task {
     let task = submitted(store).await;
-    let outcome = hand_over(store, service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let outcome = hand_over(store, &blobs(), service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Accepted { .. }), "{outcome:?}");
     store.get(&task.task_id).await.unwrap().unwrap()
 }
@@ -99,13 +119,18 @@ async fn submitting_stores_a_received_task_with_the_task_ttl() {
 async fn the_same_idempotency_key_and_payload_answer_the_same_task() {
     let store = MemoryStore::new();
     let ttl = policies().ttl;
-    let first = submit(&store, &client("alpha"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_000), &ttl).await.unwrap();
+    let first = submit(&store, &blobs(), &client("alpha"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_000), &ttl)
+        .await
+        .unwrap();
     let Submitted::Created(task) = first else { panic!("{first:?}") };
-    let again = submit(&store, &client("alpha"), json!({"b": 2, "a": 1}), Some("k-1"), at(1_005), &ttl).await.unwrap();
+    let again = submit(&store, &blobs(), &client("alpha"), json!({"b": 2, "a": 1}), Some("k-1"), at(1_005), &ttl)
+        .await
+        .unwrap();
     assert_eq!(again, Submitted::Existing(task.clone()), "key order does not make another payload");
-    let other_client = submit(&store, &client("beta"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_006), &ttl).await;
+    let other_client =
+        submit(&store, &blobs(), &client("beta"), json!({"a": 1, "b": 2}), Some("k-1"), at(1_006), &ttl).await;
     assert!(matches!(other_client, Ok(Submitted::Created(t)) if t.task_id != task.task_id), "keys are per client");
-    let reused = submit(&store, &client("alpha"), json!({"a": 2}), Some("k-1"), at(1_007), &ttl).await;
+    let reused = submit(&store, &blobs(), &client("alpha"), json!({"a": 2}), Some("k-1"), at(1_007), &ttl).await;
     assert!(matches!(reused, Err(SubmitError::KeyReused)));
 }
 
@@ -125,7 +150,7 @@ async fn a_claimed_key_whose_task_never_landed_gets_exactly_that_task() {
         })
         .await
         .unwrap();
-    let answer = submit(&store, &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await.unwrap();
+    let answer = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await.unwrap();
     let Submitted::Existing(task) = answer else { panic!("{answer:?}") };
     assert_eq!((task.task_id, task.created_at), (lost, at(900)));
 }
@@ -145,19 +170,21 @@ async fn handing_over_starts_the_attempt_and_calls_the_service_once() {
     let (store, service) = (MemoryStore::new(), Service::default());
     let task = started(&store, &service).await;
     assert_eq!((task.status, task.attempts, task.due_at), (TaskStatus::InProgress, 1, at(1_101)));
-    let repeat = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_002), &policies()).await.unwrap();
+    let repeat = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await.unwrap();
     assert_eq!(repeat, HandOver::Skipped);
     let jobs = service.jobs();
     assert_eq!(jobs.len(), 1);
     let prefix = format!("https://fleet.example/callbacks/{}?attempt=1&token=", task.task_id);
     assert!(jobs[0].2.starts_with(&prefix), "{}", jobs[0].2);
-    assert_eq!(task.callback_tokens, [token::digest(&service.token(&task.task_id))], "only the digest is stored");
+    let digest = token::digest(&service.token(&task.task_id));
+    assert_eq!(task.callback_tokens, [(1, digest)].into(), "only the digest is stored");
 }
 
 #[tokio::test]
 async fn handing_over_a_missing_task_does_nothing() {
     let (store, service) = (MemoryStore::new(), Service::default());
-    let outcome = hand_over(&store, &service, &TaskId::generate(), 1, BASE, at(0), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&TaskId::generate(), 1), BASE, at(0), &policies()).await.unwrap();
     assert_eq!(outcome, HandOver::Missing);
     assert!(service.jobs().is_empty());
 }
@@ -167,7 +194,8 @@ async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
-    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts, stored.due_at), (TaskStatus::Received, 1, retry_at));
@@ -181,7 +209,8 @@ async fn retry_after_is_honoured() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 429, retry_after_seconds: Some(45) });
-    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
     assert!(retry_at.millis_since(at(1_001)) >= 45_000);
 }
@@ -191,7 +220,8 @@ async fn a_permanent_refusal_fails_the_task_at_once() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 422, retry_after_seconds: None });
-    let outcome = hand_over(&store, &service, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Failed { .. }), "{outcome:?}");
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
@@ -204,7 +234,9 @@ async fn the_last_attempt_of_a_series_fails_with_the_last_error() {
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Timeout { timeout_ms: 10 });
     for attempt in 1..=3 {
-        let outcome = hand_over(&store, &service, &task.task_id, attempt, BASE, at(1_000), &policies()).await.unwrap();
+        let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(1_000), &policies())
+            .await
+            .unwrap();
         assert_eq!(matches!(outcome, HandOver::Failed { .. }), attempt == 3, "attempt {attempt}: {outcome:?}");
     }
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
@@ -222,18 +254,19 @@ async fn a_callback_finishes_the_attempt_once() {
     let task = started(&store, &service).await;
     let token = service.token(&task.task_id);
     let ttl = policies().ttl;
-    let ok = Outcome::Succeeded { result: json!({"answer": 42}) };
-    let first = record_outcome(&store, &task.task_id, 1, &token, ok.clone(), at(1_010), &ttl).await.unwrap();
+    let ok = Outcome::Succeeded { result: inline(json!({"answer": 42})) };
+    let first =
+        record_outcome(&store, &blobs(), &task.task_id, (1, &token), ok.clone(), at(1_010), &ttl).await.unwrap();
     let CallbackResult::Recorded(done) = first else { panic!("{first:?}") };
     assert_eq!(
         (done.status, done.result.clone(), done.expires_at),
-        (TaskStatus::Done, Some(json!({"answer": 42})), 1_610)
+        (TaskStatus::Done, Some(inline(json!({"answer": 42}))), 1_610)
     );
 
-    let again = record_outcome(&store, &task.task_id, 1, &token, ok, at(1_020), &ttl).await.unwrap();
+    let again = record_outcome(&store, &blobs(), &task.task_id, (1, &token), ok, at(1_020), &ttl).await.unwrap();
     assert!(matches!(again, CallbackResult::Repeated(t) if t.updated_at == at(1_010)));
     let other = Outcome::Failed { error: "late".into() };
-    let conflict = record_outcome(&store, &task.task_id, 1, &token, other, at(1_030), &ttl).await.unwrap();
+    let conflict = record_outcome(&store, &blobs(), &task.task_id, (1, &token), other, at(1_030), &ttl).await.unwrap();
     assert!(matches!(conflict, CallbackResult::Conflict(t) if t.status == TaskStatus::Done));
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), done);
 }
@@ -244,13 +277,15 @@ async fn a_forged_or_misdirected_callback_changes_nothing() {
     let task = started(&store, &service).await;
     let token = service.token(&task.task_id);
     let ttl = policies().ttl;
-    let ok = || Outcome::Succeeded { result: json!(1) };
+    let ok = || Outcome::Succeeded { result: inline(json!(1)) };
     let forged = CallbackToken::generate().unwrap();
     for (attempt, token) in [(1, forged.expose()), (1, "short"), (2, token.as_str()), (0, token.as_str())] {
-        let answer = record_outcome(&store, &task.task_id, attempt, token, ok(), at(1_010), &ttl).await.unwrap();
+        let answer =
+            record_outcome(&store, &blobs(), &task.task_id, (attempt, token), ok(), at(1_010), &ttl).await.unwrap();
         assert_eq!(answer, CallbackResult::Unauthorized, "attempt {attempt}");
     }
-    let missing = record_outcome(&store, &TaskId::generate(), 1, &token, ok(), at(1_010), &ttl).await.unwrap();
+    let missing =
+        record_outcome(&store, &blobs(), &TaskId::generate(), (1, &token), ok(), at(1_010), &ttl).await.unwrap();
     assert_eq!(missing, CallbackResult::Missing);
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), task);
 }
@@ -262,8 +297,10 @@ async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
     let old_token = service.token(&task.task_id);
     let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
     assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
-    let late = Outcome::Succeeded { result: json!("late") };
-    let answer = record_outcome(&store, &task.task_id, 1, &old_token, late, at(1_103), &policies().ttl).await.unwrap();
+    let late = Outcome::Succeeded { result: inline(json!("late")) };
+    let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &old_token), late, at(1_103), &policies().ttl)
+        .await
+        .unwrap();
     assert_eq!(answer, CallbackResult::Stale);
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.result), (TaskStatus::Received, None));
@@ -274,12 +311,12 @@ async fn a_heartbeat_moves_the_deadline_so_the_sweeper_leaves_the_attempt_alone(
     let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
     let task = started(&store, &service).await;
     let token = service.token(&task.task_id);
-    let beat = heartbeat(&store, &task.task_id, 1, &token, at(1_090), &policies()).await.unwrap();
+    let beat = heartbeat(&store, &task.task_id, (1, &token), at(1_090), &policies()).await.unwrap();
     assert!(matches!(beat, CallbackResult::Recorded(ref t) if t.due_at == at(1_190)), "{beat:?}");
     let report = sweep(&store, &outbox, at(1_150), &policies(), 100).await.unwrap();
     assert!(report.timed_out_retried.is_empty() && report.timed_out_failed.is_empty());
     let (forged, policies) = (CallbackToken::generate().unwrap(), policies());
-    let answer = heartbeat(&store, &task.task_id, 1, forged.expose(), at(1_100), &policies).await.unwrap();
+    let answer = heartbeat(&store, &task.task_id, (1, forged.expose()), at(1_100), &policies).await.unwrap();
     assert_eq!(answer, CallbackResult::Unauthorized);
 }
 
@@ -289,7 +326,7 @@ async fn the_sweeper_fails_an_attempt_that_times_out_with_no_attempts_left() {
     let task = submitted(&store).await;
     let mut now = 1_001;
     for attempt in 1..=3 {
-        hand_over(&store, &service, &task.task_id, attempt, BASE, at(now), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(now), &policies()).await.unwrap();
         now += 101;
         let report = sweep(&store, &outbox, at(now), &policies(), 100).await.unwrap();
         assert_eq!(report.timed_out_failed.len(), usize::from(attempt == 3), "attempt {attempt}");
@@ -323,9 +360,9 @@ async fn the_owner_cancels_an_unfinished_task_once_and_late_callbacks_change_not
     assert_eq!((cancelled.status, cancelled.error.as_deref()), (TaskStatus::Failed, Some(CANCELLED)));
     let again = cancel(&store, &client("alpha"), &task.task_id, at(1_006), &ttl).await.unwrap();
     assert_eq!(again, OwnerAction::Unchanged(cancelled.clone()));
-    let late =
-        record_outcome(&store, &task.task_id, 1, &token, Outcome::Succeeded { result: json!(1) }, at(1_007), &ttl);
-    assert_eq!(late.await.unwrap(), CallbackResult::Stale);
+    let late = Outcome::Succeeded { result: inline(json!(1)) };
+    let late = record_outcome(&store, &blobs(), &task.task_id, (1, &token), late, at(1_007), &ttl).await.unwrap();
+    assert_eq!(late, CallbackResult::Stale);
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
 }
 
@@ -335,9 +372,17 @@ async fn a_finished_task_cannot_be_cancelled() {
     let task = started(&store, &service).await;
     let token = service.token(&task.task_id);
     let ttl = policies().ttl;
-    record_outcome(&store, &task.task_id, 1, &token, Outcome::Succeeded { result: json!(1) }, at(1_010), &ttl)
-        .await
-        .unwrap();
+    record_outcome(
+        &store,
+        &blobs(),
+        &task.task_id,
+        (1, &token),
+        Outcome::Succeeded { result: inline(json!(1)) },
+        at(1_010),
+        &ttl,
+    )
+    .await
+    .unwrap();
     let answer = cancel(&store, &client("alpha"), &task.task_id, at(1_011), &ttl).await.unwrap();
     assert!(matches!(answer, OwnerAction::Refused(t) if t.status == TaskStatus::Done));
 }
@@ -347,7 +392,7 @@ async fn replaying_a_failed_task_starts_a_fresh_series() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let refusing = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
-    hand_over(&store, &refusing, &task.task_id, 1, BASE, at(1_001), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &refusing, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
     let ttl = policies().ttl;
     assert_eq!(replay(&store, &client("beta"), &task.task_id, at(1_010), &ttl).await.unwrap(), OwnerAction::Missing);
     let replayed = replay(&store, &client("alpha"), &task.task_id, at(1_010), &ttl).await.unwrap();
@@ -357,46 +402,46 @@ async fn replaying_a_failed_task_starts_a_fresh_series() {
     assert!(matches!(refused, OwnerAction::Refused(t) if t.status == TaskStatus::Received));
 
     let service = Service::default();
-    let outcome = hand_over(&store, &service, &task.task_id, 2, BASE, at(1_012), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, at(1_012), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Accepted { task } if task.attempt_in_series() == 1));
 }
 
 #[tokio::test]
-async fn gauges_count_active_tasks_recent_finishes_overdue_attempts_and_backlog_age() {
+async fn gauges_count_active_tasks_overdue_attempts_and_backlog_age() {
     let (store, service) = (MemoryStore::new(), Service::default());
     let ttl = policies().ttl;
     let alpha = client("a");
-    let new = |seconds| submit(&store, &alpha, json!({}), None, at(seconds), &ttl);
+    let kept = blobs();
+    let new = |seconds| submit(&store, &kept, &alpha, json!({}), None, at(seconds), &ttl);
     let Submitted::Created(_waiting) = new(100).await.unwrap() else { panic!() };
     new(150).await.unwrap();
     let Submitted::Created(overdue) = new(100).await.unwrap() else { panic!() };
-    hand_over(&store, &service, &overdue.task_id, 1, BASE, at(10), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &service, (&overdue.task_id, 1), BASE, at(10), &policies()).await.unwrap();
     let Submitted::Created(running) = new(100).await.unwrap() else { panic!() };
-    hand_over(&store, &service, &running.task_id, 1, BASE, at(190), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &service, (&running.task_id, 1), BASE, at(190), &policies()).await.unwrap();
     for (seconds, status) in [(102, "old"), (190, "new")] {
         let Submitted::Created(task) = new(100).await.unwrap() else { panic!() };
-        hand_over(&store, &service, &task.task_id, 1, BASE, at(101), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(101), &policies()).await.unwrap();
         let token = service.token(&task.task_id);
-        let done = Outcome::Succeeded { result: json!(status) };
-        record_outcome(&store, &task.task_id, 1, &token, done, at(seconds), &ttl).await.unwrap();
+        let done = Outcome::Succeeded { result: inline(json!(status)) };
+        record_outcome(&store, &blobs(), &task.task_id, (1, &token), done, at(seconds), &ttl).await.unwrap();
     }
 
-    let gauges = gauges(&store, at(200), 60).await.unwrap();
+    let gauges = gauges(&store, at(200)).await.unwrap();
     let value = |name: &str, status: Option<TaskStatus>| {
         gauges.iter().find(|g| g.name == name && g.status == status).map(|g| g.value)
     };
     assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::Received)), Some(2.0));
     assert_eq!(value(metrics::TASKS_ACTIVE, Some(TaskStatus::InProgress)), Some(2.0));
-    assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Done)), Some(1.0), "only the finish inside the window");
-    assert_eq!(value(metrics::TASKS_FINISHED, Some(TaskStatus::Failed)), Some(0.0));
     assert_eq!(value(metrics::TASKS_OVERDUE, None), Some(1.0), "the attempt started at 10 s was due at 110 s");
     assert_eq!(value(metrics::OLDEST_RECEIVED_AGE, None), Some(100.0));
-    assert_eq!(gauges.len(), 6);
+    assert_eq!(gauges.len(), 4);
 }
 
 #[tokio::test]
 async fn with_nothing_waiting_every_gauge_is_zero() {
-    let gauges = gauges(&MemoryStore::new(), at(200), 60).await.unwrap();
+    let gauges = gauges(&MemoryStore::new(), at(200)).await.unwrap();
     assert!(gauges.iter().all(|g| g.value == 0.0));
 }
 
@@ -405,7 +450,7 @@ async fn due_lists_the_earliest_first_and_respects_the_limit() {
     let store = MemoryStore::new();
     let ttl = policies().ttl;
     for seconds in [30, 10, 20] {
-        submit(&store, &client("a"), json!({}), None, at(seconds), &ttl).await.unwrap();
+        submit(&store, &blobs(), &client("a"), json!({}), None, at(seconds), &ttl).await.unwrap();
     }
     let due: Vec<DueTask> = store.due(TaskStatus::Received, at(25), 10).await.unwrap();
     assert_eq!(due.iter().map(|d| d.due_at).collect::<Vec<_>>(), [at(10), at(20)]);
@@ -419,13 +464,13 @@ async fn a_listing_shows_only_the_clients_own_tasks_newest_first_page_by_page() 
     let mut mine = Vec::new();
     for seconds in [10, 30, 20, 40] {
         let Submitted::Created(task) =
-            submit(&store, &client("alpha"), json!({}), None, at(seconds), &ttl).await.unwrap()
+            submit(&store, &blobs(), &client("alpha"), json!({}), None, at(seconds), &ttl).await.unwrap()
         else {
             panic!()
         };
         mine.push((seconds, task.task_id));
     }
-    submit(&store, &client("beta"), json!({}), None, at(35), &ttl).await.unwrap();
+    submit(&store, &blobs(), &client("beta"), json!({}), None, at(35), &ttl).await.unwrap();
     mine.sort_by_key(|(seconds, _)| -seconds);
     let expected: Vec<TaskId> = mine.into_iter().map(|(_, id)| id).collect();
 
@@ -438,4 +483,88 @@ async fn a_listing_shows_only_the_clients_own_tasks_newest_first_page_by_page() 
     assert!(done.tasks.is_empty() && done.next.is_none());
     let later = list_tasks(&store, &client("alpha"), None, 10, None, at(10_000)).await.unwrap();
     assert!(later.tasks.is_empty(), "expired tasks are not listed");
+}
+
+#[tokio::test]
+async fn a_large_payload_is_kept_in_the_blob_store_and_handed_over_whole() {
+    let (store, service, blobs) = (MemoryStore::new(), Service::default(), blobs_above(16));
+    let payload = json!({"data": "x".repeat(64)});
+    let answer = submit(&store, &blobs, &client("alpha"), payload.clone(), None, at(1_000), &policies().ttl).await;
+    let Ok(Submitted::Created(task)) = answer else { panic!("{answer:?}") };
+    let key = blob::payload_key(&task.task_id);
+    assert_eq!(store.payload(&task.task_id).await.unwrap(), Some(Content::Stored { key: key.clone() }));
+    assert_eq!(blobs.store.keys(), [key]);
+    hand_over(&store, &blobs, &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    assert_eq!(service.payloads(), [payload]);
+}
+
+#[tokio::test]
+async fn a_small_payload_stays_inline() {
+    let (store, blobs) = (MemoryStore::new(), blobs_above(1_024));
+    let answer = submit(&store, &blobs, &client("alpha"), json!({"n": 1}), None, at(1_000), &policies().ttl).await;
+    let Ok(Submitted::Created(task)) = answer else { panic!("{answer:?}") };
+    assert_eq!(store.payload(&task.task_id).await.unwrap(), Some(inline(json!({"n": 1}))));
+    assert!(blobs.store.keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_whose_payload_is_gone_fails_instead_of_calling_the_service() {
+    let (store, service, blobs) = (MemoryStore::new(), Service::default(), blobs_above(16));
+    let (alpha, ttl) = (client("alpha"), policies().ttl);
+    let answer = submit(&store, &blobs, &alpha, json!({"data": "x".repeat(64)}), None, at(1_000), &ttl);
+    let Ok(Submitted::Created(task)) = answer.await else { panic!() };
+    let empty = blobs_above(16);
+    let outcome = hand_over(&store, &empty, &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    assert!(
+        matches!(outcome, HandOver::PayloadGone { task: Some(ref t) } if t.status == TaskStatus::Failed),
+        "{outcome:?}"
+    );
+    assert!(service.jobs().is_empty());
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!(stored.error.as_deref(), Some(PAYLOAD_GONE));
+}
+
+#[tokio::test]
+async fn a_large_result_is_kept_in_the_blob_store_once_and_a_repeat_is_recognised() {
+    let (store, service, blobs) = (MemoryStore::new(), Service::default(), blobs_above(16));
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let large = json!({"answer": "y".repeat(64)});
+    let ok = || Outcome::Succeeded { result: inline(large.clone()) };
+    let first = record_outcome(&store, &blobs, &task.task_id, (1, &token), ok(), at(1_010), &ttl).await.unwrap();
+    let CallbackResult::Recorded(done) = first else { panic!("{first:?}") };
+    let Some(Content::Stored { key }) = done.result.clone() else { panic!("{:?}", done.result) };
+    assert!(key.starts_with(&format!("results/{}/1/", task.task_id)), "{key}");
+    assert_eq!(blobs.load(&Content::Stored { key: key.clone() }).await.unwrap(), Some(large.clone()));
+    let again = record_outcome(&store, &blobs, &task.task_id, (1, &token), ok(), at(1_020), &ttl).await.unwrap();
+    assert!(matches!(again, CallbackResult::Repeated(_)), "{again:?}");
+    let other = Outcome::Succeeded { result: inline(json!({"answer": "z".repeat(64)})) };
+    let conflict = record_outcome(&store, &blobs, &task.task_id, (1, &token), other, at(1_030), &ttl).await.unwrap();
+    assert!(matches!(conflict, CallbackResult::Conflict(_)), "{conflict:?}");
+    assert_eq!(blobs.store.keys(), [key], "neither the repeat nor the conflicting report wrote a blob");
+}
+
+#[tokio::test]
+async fn a_forged_large_result_writes_nothing_to_the_blob_store() {
+    let (store, service, blobs) = (MemoryStore::new(), Service::default(), blobs_above(16));
+    let task = started(&store, &service).await;
+    let forged = CallbackToken::generate().unwrap();
+    let large = Outcome::Succeeded { result: inline(json!({"answer": "y".repeat(64)})) };
+    let ttl = policies().ttl;
+    let answer = record_outcome(&store, &blobs, &task.task_id, (1, forged.expose()), large, at(1_010), &ttl);
+    assert_eq!(answer.await.unwrap(), CallbackResult::Unauthorized);
+    assert!(blobs.store.keys().is_empty());
+}
+
+#[tokio::test]
+async fn replays_are_bounded() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let ttl = policies().ttl;
+    for n in 0..=crate::lifecycle::MAX_REPLAYS {
+        cancel(&store, &client("alpha"), &task.task_id, at(1_001), &ttl).await.unwrap();
+        let answer = replay(&store, &client("alpha"), &task.task_id, at(1_002), &ttl).await.unwrap();
+        assert_eq!(matches!(answer, OwnerAction::Applied(_)), n < crate::lifecycle::MAX_REPLAYS, "replay {}", n + 1);
+    }
 }
