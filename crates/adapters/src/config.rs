@@ -29,8 +29,9 @@ pub const API_KEY_CACHE_SECONDS: &str = "API_KEY_CACHE_SECONDS";
 pub const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
 /// CloudWatch namespace of the cron's gauges.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
-/// Trailing window (seconds) over which the cron counts finished tasks.
-pub const METRICS_WINDOW_SECONDS: &str = "METRICS_WINDOW_SECONDS";
+/// S3 bucket of payloads and results too large to keep inline in the tasks table (keys
+/// `payloads/{task_id}` and `results/{task_id}/{attempt}/…`, see `taskfleet_core::blob`).
+pub const BLOBS_BUCKET: &str = "BLOBS_BUCKET";
 /// Seconds an unfinished task lives.
 pub const TASK_TTL_SECONDS: &str = "TASK_TTL_SECONDS";
 /// Seconds a finished task and its result are kept.
@@ -48,10 +49,16 @@ pub const CALLBACK_TIMEOUT_SECONDS: &str = "CALLBACK_TIMEOUT_SECONDS";
 pub const DISPATCH_GRACE_SECONDS: &str = "DISPATCH_GRACE_SECONDS";
 /// Most due tasks of each kind the sweeper handles per run.
 pub const SWEEP_BATCH: &str = "SWEEP_BATCH";
+/// How many key values each active status spreads over in the status index (1–64). Raising it
+/// lifts the write ceiling; any change is safe (readers read every shard any reader was
+/// configured with).
+pub const STATUS_INDEX_SHARDS: &str = "STATUS_INDEX_SHARDS";
+/// Payloads and results whose compact JSON is longer than this many bytes are kept in the blob
+/// store instead of DynamoDB (at most 262144).
+pub const INLINE_MAX_BYTES: &str = "INLINE_MAX_BYTES";
 
 pub const DEFAULT_METRICS_NAMESPACE: &str = "TaskFleet";
 pub const DEFAULT_SWEEP_BATCH: u64 = 500;
-pub const DEFAULT_METRICS_WINDOW_SECONDS: u64 = 60;
 pub const DEFAULT_EXTERNAL_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -91,6 +98,29 @@ pub fn url(name: &'static str) -> Result<String, ConfigError> {
         return Err(ConfigError::Invalid { name, reason: "expected an http or https URL".into() });
     }
     Ok(raw.trim().trim_end_matches('/').to_owned())
+}
+
+/// A whole number from 1 to `max`, with a default.
+pub fn bounded(name: &'static str, default: u64, max: u64) -> Result<u64, ConfigError> {
+    let value = positive(name, default)?;
+    if value > max {
+        return Err(ConfigError::Invalid { name, reason: format!("at most {max}") });
+    }
+    Ok(value)
+}
+
+/// Where the task store puts its index keys.
+pub fn layout() -> Result<crate::table::Layout, ConfigError> {
+    use crate::table::{DEFAULT_STATUS_SHARDS, MAX_STATUS_SHARDS};
+    let shards = bounded(STATUS_INDEX_SHARDS, u64::from(DEFAULT_STATUS_SHARDS), u64::from(MAX_STATUS_SHARDS))?;
+    Ok(crate::table::Layout { status_shards: u32::try_from(shards).unwrap_or(DEFAULT_STATUS_SHARDS) })
+}
+
+/// The size above which payloads and results go to the blob store.
+pub fn inline_max_bytes() -> Result<usize, ConfigError> {
+    use taskfleet_core::blob::{DEFAULT_INLINE_MAX_BYTES, MAX_INLINE_MAX_BYTES};
+    let bytes = bounded(INLINE_MAX_BYTES, DEFAULT_INLINE_MAX_BYTES as u64, MAX_INLINE_MAX_BYTES as u64)?;
+    Ok(usize::try_from(bytes).unwrap_or(DEFAULT_INLINE_MAX_BYTES))
 }
 
 pub fn ttl_policy() -> Result<TtlPolicy, ConfigError> {

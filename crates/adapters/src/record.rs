@@ -1,23 +1,39 @@
-//! How a task is stored: one item per task. Payload and result are kept as JSON text so they
-//! round-trip exactly (number formats, key order, nesting deeper than DynamoDB maps allow).
+//! How a task is stored: a small *state* item that every transition rewrites, and a *payload*
+//! item written once when the task is created. Payloads and results are kept as JSON text so
+//! they round-trip exactly (number formats, key order, nesting deeper than DynamoDB maps allow);
+//! large ones live in the blob store and the items keep their key.
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use taskfleet_core::blob::Content;
 use taskfleet_core::dispatch::Snapshot;
 use taskfleet_core::ports::IdempotencyRecord;
 use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
-use crate::table;
+use crate::table::{self, Layout};
 
+/// A task's state item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub pk: String,
     pub task_id: String,
     pub client_id: String,
     pub status: String,
-    pub payload: String,
+    /// The status index key, while the task is active (see [`table::STATUS_INDEX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_key: Option<String>,
+    /// The client index keys (see [`table::CLIENT_INDEX`]): written once, never changed.
+    pub client_key: String,
+    pub created_key: String,
+    /// An inline result, as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// The blob store key of a large result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub attempts: u32,
@@ -31,10 +47,20 @@ pub struct TaskRecord {
     pub due_at: i64,
     /// Seconds since the epoch (the TTL attribute).
     pub expires_at: i64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub callback_tokens: Vec<String>,
+    /// Callback-token digests of the latest attempts, by attempt number (a map, so that a start
+    /// adds one and forgets the oldest in the same write).
+    #[serde(default)]
+    pub tokens: HashMap<String, String>,
     #[serde(default)]
     pub history: Vec<HistoryRecord>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history_omitted: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One history entry as stored (a map in the `history` list).
@@ -59,15 +85,25 @@ impl From<&HistoryEntry> for HistoryRecord {
     }
 }
 
-impl From<&Task> for TaskRecord {
-    fn from(task: &Task) -> Self {
+impl TaskRecord {
+    /// The state item of `task`, its index keys placed by `layout`.
+    pub fn of(task: &Task, layout: &Layout) -> Self {
+        let task_id = task.task_id.as_str();
+        let (result, result_key) = match &task.result {
+            Some(Content::Inline(value)) => (Some(value.to_string()), None),
+            Some(Content::Stored { key }) => (None, Some(key.clone())),
+            None => (None, None),
+        };
         Self {
-            pk: table::task_key(task.task_id.as_str()),
-            task_id: task.task_id.to_string(),
+            pk: table::task_key(task_id),
+            task_id: task_id.to_owned(),
             client_id: task.client_id.to_string(),
             status: task.status.as_str().to_owned(),
-            payload: task.payload.to_string(),
-            result: task.result.as_ref().map(ToString::to_string),
+            status_key: layout.status_key(task_id, task.status),
+            client_key: table::client_key(task.client_id.as_str(), task_id),
+            created_key: table::created_key(task.created_at.as_millis(), task_id),
+            result,
+            result_key,
             error: task.error.clone(),
             attempts: task.attempts,
             series_start: task.series_start,
@@ -75,8 +111,14 @@ impl From<&Task> for TaskRecord {
             updated_at: task.updated_at.as_millis(),
             due_at: task.due_at.as_millis(),
             expires_at: task.expires_at,
-            callback_tokens: task.callback_tokens.clone(),
+            tokens: task
+                .callback_tokens
+                .iter()
+                .map(|(attempt, digest)| (attempt.to_string(), digest.clone()))
+                .collect(),
             history: task.history.iter().map(HistoryRecord::from).collect(),
+            history_omitted: task.history_omitted,
+            replays: task.replays,
         }
     }
 }
@@ -86,15 +128,21 @@ impl TryFrom<TaskRecord> for Task {
 
     fn try_from(record: TaskRecord) -> Result<Self, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("task item {}: {what}", record.pk));
-        Ok(Task {
+        let result = match (&record.result, &record.result_key) {
+            (Some(text), _) => Some(Content::Inline(serde_json::from_str(text).map_err(|_| corrupt("bad result"))?)),
+            (None, Some(key)) => Some(Content::Stored { key: key.clone() }),
+            (None, None) => None,
+        };
+        let callback_tokens = record
+            .tokens
+            .iter()
+            .map(|(attempt, digest)| Ok((attempt.parse().map_err(|_| corrupt("bad token attempt"))?, digest.clone())))
+            .collect::<Result<BTreeMap<u32, String>, StoreError>>()?;
+        let mut task = Task {
             task_id: TaskId::parse(&record.task_id).map_err(|_| corrupt("bad task_id"))?,
             client_id: ClientId::parse(&record.client_id).map_err(|_| corrupt("bad client_id"))?,
             status: record.status.parse::<TaskStatus>().map_err(|_| corrupt("bad status"))?,
-            payload: serde_json::from_str(&record.payload).map_err(|_| corrupt("bad payload"))?,
-            result: match &record.result {
-                Some(text) => Some(serde_json::from_str(text).map_err(|_| corrupt("bad result"))?),
-                None => None,
-            },
+            result,
             error: record.error.clone(),
             attempts: record.attempts,
             series_start: record.series_start,
@@ -102,7 +150,7 @@ impl TryFrom<TaskRecord> for Task {
             updated_at: Timestamp::from_millis(record.updated_at),
             due_at: Timestamp::from_millis(record.due_at),
             expires_at: record.expires_at,
-            callback_tokens: record.callback_tokens.clone(),
+            callback_tokens,
             history: record
                 .history
                 .iter()
@@ -115,7 +163,47 @@ impl TryFrom<TaskRecord> for Task {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
-        })
+            history_omitted: record.history_omitted,
+            replays: record.replays,
+        };
+        // A write appends before a follow-up write trims (see the store): read as trimmed.
+        task.bound_history();
+        Ok(task)
+    }
+}
+
+/// A task's payload item: written once, with the task; never updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayloadRecord {
+    pub pk: String,
+    /// The payload as JSON text, when it is inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The blob store key of a large payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_key: Option<String>,
+    /// Seconds since the epoch (the TTL attribute).
+    pub expires_at: i64,
+}
+
+impl PayloadRecord {
+    pub fn of(task_id: &TaskId, payload: &Content, expires_at: i64) -> Self {
+        let (inline, key) = match payload {
+            Content::Inline(value) => (Some(value.to_string()), None),
+            Content::Stored { key } => (None, Some(key.clone())),
+        };
+        Self { pk: table::payload_item_key(task_id.as_str()), payload: inline, payload_key: key, expires_at }
+    }
+
+    pub fn into_content(self) -> Result<Content, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("payload item {}: {what}", self.pk));
+        match (&self.payload, &self.payload_key) {
+            (Some(text), _) => {
+                serde_json::from_str::<Value>(text).map(Content::Inline).map_err(|_| corrupt("bad payload"))
+            }
+            (None, Some(key)) => Ok(Content::Stored { key: key.clone() }),
+            (None, None) => Err(corrupt("neither a payload nor its key")),
+        }
     }
 }
 
@@ -208,27 +296,50 @@ mod tests {
     use serde_json::json;
 
     fn task() -> Task {
-        let mut task = Task::received(
-            ClientId::parse("alpha").unwrap(),
-            json!({"b": 1.50, "a": [1, {"x": null}]}),
-            Timestamp::from_millis(1_234),
-            99,
-        );
-        task.result = Some(json!({"ok": true}));
+        let mut task = Task::received(ClientId::parse("alpha").unwrap(), Timestamp::from_millis(1_234), 99);
+        task.result = Some(Content::Inline(json!({"b": 1.50, "a": [1, {"x": null}]})));
+        task.callback_tokens = [(7, "d7".to_owned()), (8, "d8".to_owned())].into();
         task
+    }
+
+    fn record(task: &Task) -> TaskRecord {
+        TaskRecord::of(task, &Layout::default())
     }
 
     #[test]
     fn a_task_round_trips_through_its_item() {
         let task = task();
-        let item: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
+        let item: serde_dynamo::Item = serde_dynamo::to_item(record(&task)).unwrap();
         assert_eq!(task_from_item(item).unwrap(), task);
+        let mut stored = task.clone();
+        stored.result = Some(Content::Stored { key: "results/x/1/abc".into() });
+        let item: serde_dynamo::Item = serde_dynamo::to_item(record(&stored)).unwrap();
+        assert_eq!(task_from_item(item).unwrap(), stored);
+    }
+
+    #[test]
+    fn a_payload_round_trips_through_its_item_inline_or_by_key() {
+        let id = TaskId::generate();
+        for payload in [Content::Inline(json!({"z": 1.50, "a": [true]})), Content::Stored { key: "payloads/x".into() }]
+        {
+            let item: serde_dynamo::Item = serde_dynamo::to_item(PayloadRecord::of(&id, &payload, 5)).unwrap();
+            let back: PayloadRecord = serde_dynamo::from_item(item).unwrap();
+            assert_eq!(back.into_content().unwrap(), payload);
+        }
+    }
+
+    #[test]
+    fn only_an_active_task_carries_a_status_index_key() {
+        let mut task = task();
+        assert!(record(&task).status_key.is_some_and(|key| key.starts_with("RECEIVED#")));
+        task.status = TaskStatus::Done;
+        assert_eq!(record(&task).status_key, None);
     }
 
     #[test]
     fn the_item_keeps_status_as_text_and_expiry_as_a_number() {
         let item: std::collections::HashMap<String, serde_dynamo::AttributeValue> =
-            serde_dynamo::to_item(TaskRecord::from(&task())).unwrap();
+            serde_dynamo::to_item(record(&task())).unwrap();
         assert_eq!(item["status"], serde_dynamo::AttributeValue::S("RECEIVED".into()));
         assert_eq!(item["expires_at"], serde_dynamo::AttributeValue::N("99".into()));
         assert_eq!(item["updated_at"], serde_dynamo::AttributeValue::N("1234".into()));
@@ -237,16 +348,16 @@ mod tests {
 
     #[test]
     fn a_corrupt_item_is_an_error_not_a_panic() {
-        let mut record = TaskRecord::from(&task());
-        record.status = "PAUSED".into();
-        let item: serde_dynamo::Item = serde_dynamo::to_item(record).unwrap();
+        let mut broken = record(&task());
+        broken.status = "PAUSED".into();
+        let item: serde_dynamo::Item = serde_dynamo::to_item(broken).unwrap();
         assert!(matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("bad status")));
     }
 
     #[test]
     fn a_stream_image_gives_the_snapshot_of_a_task_and_nothing_for_other_items() {
         let task = task();
-        let image: serde_dynamo::Item = serde_dynamo::to_item(TaskRecord::from(&task)).unwrap();
+        let image: serde_dynamo::Item = serde_dynamo::to_item(record(&task)).unwrap();
         let (id, snapshot) = snapshot_from_image(&image).unwrap().unwrap();
         assert_eq!(id, task.task_id);
         assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0, due_at: task.due_at });

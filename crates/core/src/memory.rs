@@ -30,7 +30,7 @@ impl MemoryStore {
 }
 
 impl TaskStore for MemoryStore {
-    async fn insert(&self, task: &Task, payload: &Content) -> Result<(), StoreError> {
+    async fn insert(&self, task: &Task, payload: &Content, _payload_expires_at: i64) -> Result<(), StoreError> {
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.task_id) {
             return Err(StoreError::AlreadyExists);

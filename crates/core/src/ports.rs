@@ -74,9 +74,15 @@ pub struct ListPage {
 
 /// Where tasks live.
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task and its payload (written once, apart from the task's state); fails
-    /// with [`StoreError::AlreadyExists`] if the task's id is taken.
-    fn insert(&self, task: &Task, payload: &Content) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a new task and its payload (written once, apart from the task's state, to be
+    /// kept until `payload_expires_at`, epoch seconds); fails with [`StoreError::AlreadyExists`]
+    /// if the task's id is taken.
+    fn insert(
+        &self,
+        task: &Task,
+        payload: &Content,
+        payload_expires_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The task with this id, if it is stored (expired or not).
     fn get(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;

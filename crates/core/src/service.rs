@@ -42,9 +42,10 @@ async fn store_new(
     blobs: &Blobs<impl BlobStore>,
     task: &Task,
     payload: Value,
+    ttl: &TtlPolicy,
 ) -> Result<(), StoreError> {
     let payload = blobs.keep(payload, |_| blob::payload_key(&task.task_id)).await?;
-    store.insert(task, &payload).await
+    store.insert(task, &payload, ttl.payload_expiry(task.created_at)).await
 }
 
 /// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
@@ -61,7 +62,7 @@ pub async fn submit(
 ) -> Result<Submitted, SubmitError> {
     let task = Task::received(client.clone(), now, ttl.new_task_expiry(now));
     let Some(key) = idempotency_key else {
-        store_new(store, blobs, &task, payload).await?;
+        store_new(store, blobs, &task, payload, ttl).await?;
         return Ok(Submitted::Created(task));
     };
     let record = IdempotencyRecord {
@@ -71,14 +72,11 @@ pub async fn submit(
         task_id: task.task_id.clone(),
         created_at: now,
         // As long as the task can live: unfinished for the task TTL, then kept for the retention.
-        expires_at: now
-            .plus_seconds(ttl.task_ttl_seconds)
-            .plus_seconds(ttl.result_retention_seconds)
-            .as_epoch_seconds(),
+        expires_at: ttl.payload_expiry(now),
     };
     match store.claim(&record).await? {
         None => {
-            store_new(store, blobs, &task, payload).await?;
+            store_new(store, blobs, &task, payload, ttl).await?;
             Ok(Submitted::Created(task))
         }
         Some(earlier) if earlier.request_digest != record.request_digest => Err(SubmitError::KeyReused),
@@ -94,7 +92,7 @@ pub async fn submit(
                 earlier.created_at,
                 ttl.new_task_expiry(earlier.created_at),
             );
-            match store_new(store, blobs, &rebuilt, payload).await {
+            match store_new(store, blobs, &rebuilt, payload, ttl).await {
                 Ok(()) | Err(StoreError::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }

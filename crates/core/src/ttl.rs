@@ -24,6 +24,14 @@ impl TtlPolicy {
         now.plus_seconds(self.task_ttl_seconds).as_epoch_seconds()
     }
 
+    /// Until when a task created at `created_at` may need its payload (and a submission's
+    /// idempotency key its record): unfinished for the task TTL, then kept for the retention,
+    /// in which its owner may replay it. A task replayed later than that fails for want of its
+    /// payload.
+    pub fn payload_expiry(&self, created_at: Timestamp) -> i64 {
+        created_at.plus_seconds(self.task_ttl_seconds).plus_seconds(self.result_retention_seconds).as_epoch_seconds()
+    }
+
     /// `expires_at` of a task that finished (DONE or FAILED) at `now`.
     pub fn finished_expiry(&self, now: Timestamp) -> i64 {
         now.plus_seconds(self.result_retention_seconds).as_epoch_seconds()
