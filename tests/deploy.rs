@@ -69,7 +69,7 @@ fn alarm_rows() -> Vec<(String, Vec<Row>)> {
 /// What the code emits: every gauge with the dimensions the cron puts it with, and every
 /// per-event metric without dimensions (fleet-wide EMF metrics).
 async fn emitted() -> Uses {
-    let gauges = service::gauges(&MemoryStore::new(), Timestamp::now(), 60).await.expect("gauges");
+    let gauges = service::gauges(&MemoryStore::new(), Timestamp::now()).await.expect("gauges");
     let mut uses = Uses::new();
     for gauge in gauges {
         let dimensions = gauge

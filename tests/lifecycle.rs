@@ -37,14 +37,22 @@ async fn wait_all(fleet: &TestFleet, ids: &[String], within: Duration) -> HashMa
             .buffer_unordered(16)
             .collect()
             .await;
+        let mut unfinished = Vec::new();
         for (id, code, view) in views {
             assert_eq!(code, 200, "task {id} was lost: {view}");
             if matches!(view["status"].as_str(), Some("DONE" | "FAILED")) {
                 finished.insert(id, view);
+            } else {
+                unfinished.push(view);
             }
         }
         let left = ids.len() - finished.len();
-        assert!(start.elapsed() < within, "{left} of {} tasks not finished within {within:?}", ids.len());
+        assert!(
+            start.elapsed() < within,
+            "{left} of {} tasks not finished within {within:?}; e.g. {:?}",
+            ids.len(),
+            unfinished.iter().take(3).collect::<Vec<_>>()
+        );
         if left > 0 {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

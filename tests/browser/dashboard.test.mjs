@@ -41,7 +41,7 @@ async function drawn(page) {
 /** What is still missing from the picture: lines (3+ points) in the fleet's charts, and both
  *  outcomes and their latency among the per-event metrics. */
 function missing(points) {
-  const lines = ["Tasks by status", "Oldest RECEIVED task (seconds)", "Tasks per minute",
+  const lines = ["Active tasks by status", "Oldest RECEIVED task (seconds)", "Tasks per minute",
     "External service calls and errors", "End-to-end latency (ms, creation to DONE/FAILED)"];
   const gaps = lines.filter((title) => !Object.values(points[title] || {}).some((n) => n >= 3))
     .map((title) => `a line in "${title}"`);

@@ -120,8 +120,10 @@ impl TestFleet {
             external_timeout: Duration::from_secs(2),
             callback_base_url: None,
             policies: fast_policies(),
+            // Few shards: every sweep and metrics run reads each one, and the emulator is slow.
+            layout: taskfleet_adapters::table::Layout { status_shards: 4 },
+            inline_max: taskfleet_core::blob::DEFAULT_INLINE_MAX_BYTES,
             metrics_namespace: namespace.to_owned(),
-            metrics_window_seconds: 300,
             metrics_interval: Duration::from_millis(500),
             sweep_interval: Duration::from_millis(300),
             sweep_batch: 100,

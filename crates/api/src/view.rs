@@ -3,9 +3,11 @@
 use serde::Serialize;
 use serde_json::Value;
 use taskfleet_core::Task;
+use taskfleet_core::blob::Content;
 
 /// `GET /tasks/{task_id}`: status, outcome, attempts and timestamps (RFC 3339, UTC). The
-/// payload is not echoed back.
+/// payload is not echoed back. A small result is shown inline as `result`; a large one (kept in
+/// the blob store) as `result_url`, a short-lived link that GETs it.
 #[derive(Debug, Serialize)]
 pub struct TaskView {
     pub task_id: String,
@@ -13,13 +15,22 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub attempts: u32,
     pub created_at: String,
     pub updated_at: String,
     pub expires_at: String,
-    /// Every step so far: why the task is where it is.
+    /// The latest steps: why the task is where it is.
     pub history: Vec<HistoryView>,
+    /// How many earlier steps are not shown (only the latest are kept).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub history_omitted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +47,11 @@ impl From<&Task> for TaskView {
         Self {
             task_id: task.task_id.to_string(),
             status: task.status.as_str(),
-            result: task.result.clone(),
+            result: match &task.result {
+                Some(Content::Inline(value)) => Some(value.clone()),
+                _ => None,
+            },
+            result_url: None,
             error: task.error.clone(),
             attempts: task.attempts,
             created_at: task.created_at.to_rfc3339(),
@@ -52,6 +67,7 @@ impl From<&Task> for TaskView {
                     reason: entry.reason.clone(),
                 })
                 .collect(),
+            history_omitted: task.history_omitted,
         }
     }
 }

@@ -13,10 +13,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
-use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, SdkConfig, SnsPublisher};
+use taskfleet_adapters::table::Layout;
+use taskfleet_adapters::{
+    CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SnsPublisher, blobs,
+};
 
 use taskfleet_adapters::DynamoKeys;
 use taskfleet_core::auth::StoredKeys;
+use taskfleet_core::blob::Blobs;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::EventSink;
 use taskfleet_core::signing::SigningSecrets;
@@ -26,7 +30,13 @@ use taskfleet_core::signing::SigningSecrets;
 #[derive(Clone)]
 pub struct FunctionSettings {
     pub table: String,
+    /// Where the task store puts its index keys (`STATUS_INDEX_SHARDS` in AWS).
+    pub layout: Layout,
     pub topic_arn: String,
+    /// The bucket of large payloads and results (`BLOBS_BUCKET` in AWS).
+    pub bucket: String,
+    /// The size above which payloads and results go to the bucket (`INLINE_MAX_BYTES`).
+    pub inline_max: usize,
     /// How long a function instance remembers an API key lookup.
     pub key_cache: Duration,
     /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).
@@ -36,7 +46,6 @@ pub struct FunctionSettings {
     pub callback_base_url: String,
     pub policies: Policies,
     pub metrics_namespace: String,
-    pub metrics_window_seconds: u64,
     pub sweep_batch: usize,
     /// Where the functions' per-event metrics go.
     pub events: Arc<dyn EventSink>,
@@ -65,7 +74,9 @@ pub enum InvokeError {
 
 impl Functions {
     pub fn new(sdk: &SdkConfig, settings: &FunctionSettings) -> Result<Self, ConfigError> {
-        let store = || DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
+        let store = || DynamoStore::with_layout(aws_sdk_dynamodb::Client::new(sdk), &settings.table, settings.layout);
+        let bucket = || S3Blobs::new(blobs::client(sdk), &settings.bucket);
+        let large = || Blobs::new(bucket(), settings.inline_max);
         let publisher = || SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn);
         let events = || settings.events.clone();
         let keys = || {
@@ -73,10 +84,17 @@ impl Functions {
         };
         let policies = settings.policies;
         Ok(Self {
-            ingest: taskfleet_ingest::App { store: store(), keys: keys(), ttl: policies.ttl, events: events() },
-            status: taskfleet_status::App { store: store(), keys: keys() },
+            ingest: taskfleet_ingest::App {
+                store: store(),
+                keys: keys(),
+                blobs: large(),
+                ttl: policies.ttl,
+                events: events(),
+            },
+            status: taskfleet_status::App { store: store(), keys: keys(), blobs: bucket() },
             webhook: taskfleet_webhook::App {
                 store: store(),
+                blobs: large(),
                 policies,
                 events: events(),
                 signing: settings.signing.clone(),
@@ -84,6 +102,7 @@ impl Functions {
             dispatcher: taskfleet_dispatcher::App { publisher: publisher() },
             caller: taskfleet_caller::App {
                 store: store(),
+                blobs: large(),
                 service: HttpExternalService::new(
                     &settings.external_service_url,
                     settings.external_timeout,
@@ -96,7 +115,6 @@ impl Functions {
             metrics: taskfleet_metrics::App {
                 store: store(),
                 sink: CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(sdk), &settings.metrics_namespace),
-                window_seconds: settings.metrics_window_seconds,
             },
             sweeper: taskfleet_sweeper::App {
                 store: store(),

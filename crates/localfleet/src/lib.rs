@@ -62,8 +62,11 @@ pub struct FleetSettings {
     /// Public base of callback URLs; defaults to the front's own address.
     pub callback_base_url: Option<String>,
     pub policies: Policies,
+    /// Where the task store puts its index keys (`STATUS_INDEX_SHARDS`).
+    pub layout: taskfleet_adapters::table::Layout,
+    /// The size above which payloads and results go to the blob store (`INLINE_MAX_BYTES`).
+    pub inline_max: usize,
     pub metrics_namespace: String,
-    pub metrics_window_seconds: u64,
     pub metrics_interval: Duration,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
@@ -113,7 +116,10 @@ impl Fleet {
             sdk,
             &FunctionSettings {
                 table: resources.table.clone(),
+                layout: settings.layout,
                 topic_arn: resources.topic_arn.clone(),
+                bucket: resources.bucket.clone(),
+                inline_max: settings.inline_max,
                 key_cache: settings.key_cache,
                 signing: settings.signing.clone(),
                 external_service_url: settings.external_service_url.clone(),
@@ -121,7 +127,6 @@ impl Fleet {
                 callback_base_url: callback_base_url.clone(),
                 policies: settings.policies,
                 metrics_namespace: settings.metrics_namespace.clone(),
-                metrics_window_seconds: settings.metrics_window_seconds,
                 sweep_batch: settings.sweep_batch,
                 events: local_metrics.clone(),
             },

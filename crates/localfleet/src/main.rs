@@ -67,11 +67,9 @@ async fn run() -> Result<(), StartError> {
             .map(|_| config::url(config::CALLBACK_BASE_URL))
             .transpose()?,
         policies: config::policies()?,
+        layout: config::layout()?,
+        inline_max: config::inline_max_bytes()?,
         metrics_namespace: config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
-        metrics_window_seconds: config::positive(
-            config::METRICS_WINDOW_SECONDS,
-            config::DEFAULT_METRICS_WINDOW_SECONDS,
-        )?,
         metrics_interval: Duration::from_secs(config::positive(METRICS_INTERVAL_SECONDS, 10)?),
         sweep_interval: Duration::from_secs(config::positive(SWEEP_INTERVAL_SECONDS, 5)?),
         sweep_batch: usize::try_from(config::positive(config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH)?)

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, HttpExternalService, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, HttpExternalService, S3Blobs, SdkConfig, config};
+use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::dispatch::DispatchMessage;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, ExternalService, TaskEvent, TaskStore};
@@ -17,8 +18,10 @@ use taskfleet_core::{StoreError, Timestamp};
 use thiserror::Error;
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, E> {
+pub struct App<S, E, B = S3Blobs> {
     pub store: S,
+    /// Where large payloads are.
+    pub blobs: Blobs<B>,
     pub service: E,
     /// Public base URL of the webhook.
     pub callback_base: String,
@@ -30,6 +33,7 @@ impl App<DynamoStore, HttpExternalService> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
+            blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             service: HttpExternalService::from_env()?,
             callback_base: config::url(config::CALLBACK_BASE_URL)?,
             policies: config::policies()?,
@@ -67,8 +71,8 @@ impl From<CallerError> for Diagnostic {
     }
 }
 
-pub async fn handle<S: TaskStore, E: ExternalService>(
-    app: &App<S, E>,
+pub async fn handle<S: TaskStore, E: ExternalService, B: BlobStore>(
+    app: &App<S, E, B>,
     event: LambdaEvent<SnsEvent>,
 ) -> Result<(), CallerError> {
     for record in &event.payload.records {
@@ -82,9 +86,16 @@ pub async fn handle<S: TaskStore, E: ExternalService>(
             }
         };
         let now = Timestamp::now();
-        let outcome =
-            service::hand_over(&app.store, &app.service, &task_id, attempt, &app.callback_base, now, &app.policies)
-                .await?;
+        let outcome = service::hand_over(
+            &app.store,
+            &app.blobs,
+            &app.service,
+            (&task_id, attempt),
+            &app.callback_base,
+            now,
+            &app.policies,
+        )
+        .await?;
         match outcome {
             HandOver::Accepted { .. } => {
                 tracing::info!(%task_id, attempt, "job handed to the external service");
@@ -100,6 +111,12 @@ pub async fn handle<S: TaskStore, E: ExternalService>(
             HandOver::Failed { error, task } => {
                 tracing::warn!(%task_id, attempt, %error, "external service refused; task failed");
                 app.events.record(TaskEvent::ExternalCall { accepted: false });
+                if let Some(task) = task {
+                    app.events.record(TaskEvent::finished(&task));
+                }
+            }
+            HandOver::PayloadGone { task } => {
+                tracing::error!(%task_id, attempt, "the task's payload is no longer stored; task failed");
                 if let Some(task) = task {
                     app.events.record(TaskEvent::finished(&task));
                 }

@@ -1,13 +1,16 @@
 use super::*;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use lambda_runtime::Context;
 use serde_json::{Value, json};
 use taskfleet_core::ExternalError;
+use taskfleet_core::blob::{self, Content, DEFAULT_INLINE_MAX_BYTES};
 use taskfleet_core::lifecycle::Transition;
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::memory_blobs::MemoryBlobs;
 use taskfleet_core::ports::{Job, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_core::task::HistoryEntry;
@@ -90,10 +93,13 @@ fn policies() -> Policies {
     }
 }
 
-fn app(service: Service) -> (App<MemoryStore, Service>, Arc<RecordedEvents>) {
+type TestApp = App<MemoryStore, Service, MemoryBlobs>;
+
+fn app(service: Service) -> (TestApp, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
     let app = App {
         store: MemoryStore::new(),
+        blobs: Blobs::new(MemoryBlobs::new(), DEFAULT_INLINE_MAX_BYTES),
         service,
         callback_base: CALLBACK_BASE.to_owned(),
         policies: policies(),
@@ -123,19 +129,25 @@ fn dispatch(task_id: &TaskId, attempt: u32) -> String {
     json!({"task_id": task_id.as_str(), "attempt": attempt}).to_string()
 }
 
-async fn received(app: &App<MemoryStore, Service>) -> Task {
+/// A RECEIVED task created five seconds ago, not stored yet.
+fn new_task() -> Task {
     let created = Timestamp::from_millis(Timestamp::now().as_millis() - 5_000);
-    let task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({"job": "resize", "sizes": [64, 128], "opts": {"keep": true}}),
-        created,
-        created.plus_seconds(TASK_TTL).as_epoch_seconds(),
-    );
-    app.store.insert(&task).await.unwrap();
+    Task::received(ClientId::parse("alpha").unwrap(), created, created.plus_seconds(TASK_TTL).as_epoch_seconds())
+}
+
+/// Stores `task` with its payload as ingest does.
+async fn store(app: &TestApp, task: &Task, payload: Content) {
+    app.store.insert(task, &payload, app.policies.ttl.payload_expiry(task.created_at)).await.unwrap();
+}
+
+/// A stored RECEIVED task with a small payload, kept inline.
+async fn received(app: &TestApp) -> Task {
+    let task = new_task();
+    store(app, &task, Content::Inline(json!({"job": "resize", "sizes": [64, 128], "opts": {"keep": true}}))).await;
     task
 }
 
-async fn current(app: &App<MemoryStore, Service>, task: &Task) -> Task {
+async fn current(app: &TestApp, task: &Task) -> Task {
     app.store.get(&task.task_id).await.unwrap().unwrap()
 }
 
@@ -192,7 +204,7 @@ async fn a_dispatch_message_starts_the_attempt_and_hands_the_job_over() {
     // The callback is due a callback timeout after the start.
     assert_eq!(stored.due_at, stored.updated_at.plus_seconds(CALLBACK_TIMEOUT_SECONDS));
     // Only the token's digest is kept.
-    assert_eq!(stored.callback_tokens, [token::digest(&token)]);
+    assert_eq!(stored.callback_tokens, BTreeMap::from([(1, token::digest(&token))]));
     assert!(!format!("{stored:?}").contains(&token), "the token itself is never stored");
     assert_eq!(
         stored.history[1..],
@@ -201,6 +213,67 @@ async fn a_dispatch_message_starts_the_attempt_and_hands_the_job_over() {
     // Starting an attempt keeps the task's TTL.
     assert_eq!(stored.expires_at, task.expires_at);
     assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: true }]);
+}
+
+#[tokio::test]
+async fn a_payload_kept_in_the_blob_store_is_read_from_there_for_the_job() {
+    let (mut app, events) = app(Service::default());
+    app.blobs.inline_max = 16;
+    let large = json!({"job": "resize", "image": "x".repeat(64)});
+    let task = new_task();
+    // Kept as ingest keeps it: the blob under the payload's key, the task store only the key.
+    let kept = app.blobs.keep(large.clone(), |_| blob::payload_key(&task.task_id)).await.unwrap();
+    let key = format!("payloads/{}", task.task_id);
+    assert_eq!(kept, Content::Stored { key: key.clone() });
+    assert_eq!(app.blobs.store.keys(), [key]);
+    store(&app, &task, kept).await;
+
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
+    let jobs = app.service.jobs();
+    assert_eq!(jobs.len(), 1);
+    let token = token_in(&jobs[0], &task, 1);
+    assert_eq!(
+        jobs[0],
+        json!({
+            "task_id": task.task_id.as_str(),
+            "payload": large,
+            "callback_url": format!("{CALLBACK_BASE}/callbacks/{}?attempt=1&token={token}", task.task_id),
+            "attempt": 1
+        }),
+        "the job carries the payload itself, not its key"
+    );
+    assert_eq!(current(&app, &task).await.status, TaskStatus::InProgress);
+    assert_eq!(events.events(), [TaskEvent::ExternalCall { accepted: true }]);
+}
+
+#[tokio::test]
+async fn a_task_whose_payload_is_gone_fails_without_calling_the_service() {
+    let (app, events) = app(Service::default());
+    let task = new_task();
+    // The task refers to a blob that is no longer there (it outlived it).
+    store(&app, &task, Content::Stored { key: blob::payload_key(&task.task_id) }).await;
+    assert_eq!(app.blobs.store.keys(), Vec::<String>::new());
+    let before = Timestamp::now();
+    let result = handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await;
+    let after = Timestamp::now();
+
+    assert!(result.is_ok(), "retrying cannot bring the payload back: {result:?}");
+    assert_eq!(app.service.jobs(), Vec::<Value>::new(), "the service is not called");
+    let stored = current(&app, &task).await;
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.error.as_deref(), Some(service::PAYLOAD_GONE));
+    assert_eq!(stored.error.as_deref(), Some("the task's payload is no longer stored"));
+    assert!(before <= stored.updated_at && stored.updated_at <= after);
+    assert_eq!(stored.expires_at, stored.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
+    assert_eq!(last_entry(&stored), (TaskStatus::Failed, 1, Some(service::PAYLOAD_GONE)));
+    let latency = stored.updated_at.millis_since(stored.created_at);
+    assert_eq!(events.events(), [TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(latency) }]);
+
+    // A redelivered message changes nothing and still calls nobody.
+    handle(&app, sns_event(&[&dispatch(&task.task_id, 1)])).await.unwrap();
+    assert_eq!(app.service.jobs(), Vec::<Value>::new());
+    assert_eq!(current(&app, &task).await, stored);
 }
 
 #[tokio::test]
@@ -216,7 +289,7 @@ async fn every_attempt_gets_its_own_token() {
     assert_ne!(first, second);
     let stored = current(&app, &task).await;
     assert_eq!((stored.status, stored.attempts), (TaskStatus::InProgress, 2));
-    assert_eq!(stored.callback_tokens, [token::digest(&first), token::digest(&second)]);
+    assert_eq!(stored.callback_tokens, BTreeMap::from([(1, token::digest(&first)), (2, token::digest(&second))]));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use lambda_runtime::Context;
 use serde_json::{Value, json};
+use taskfleet_adapters::table::payload_item_key;
 use taskfleet_core::PublishError;
 
 /// A batch from the tasks table's stream as Lambda delivers it, in the shape of
@@ -16,6 +17,9 @@ use taskfleet_core::PublishError;
 /// 3. MODIFY of a RECEIVED task with identical images (a no-op write: nothing),
 /// 4. REMOVE by TTL (nothing),
 /// 5. INSERT of an item that is not a task (nothing).
+///
+/// A task's payload is not in its state item: it is an item of its own (see
+/// `an_insert_of_a_payload_item_publishes_nothing`).
 const MIXED_BATCH: &str = r#"{
   "Records": [
     {
@@ -34,7 +38,6 @@ const MIXED_BATCH: &str = r#"{
           "task_id": {"S": "0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b"},
           "client_id": {"S": "alpha"},
           "status": {"S": "RECEIVED"},
-          "payload": {"S": "{\"n\":1}"},
           "attempts": {"N": "0"},
           "series_start": {"N": "0"},
           "created_at": {"N": "1764201387123"},
@@ -67,20 +70,18 @@ const MIXED_BATCH: &str = r#"{
           "task_id": {"S": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
           "client_id": {"S": "alpha"},
           "status": {"S": "IN_PROGRESS"},
-          "payload": {"S": "{}"},
           "attempts": {"N": "1"},
           "created_at": {"N": "1764201380000"},
           "updated_at": {"N": "1764201388000"},
           "due_at": {"N": "1764202288000"},
           "expires_at": {"N": "1764287780"},
-          "callback_tokens": {"L": [{"S": "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sUbDwCgg"}]}
+          "tokens": {"M": {"1": {"S": "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sUbDwCgg"}}}
         },
         "OldImage": {
           "pk": {"S": "TASK#1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
           "task_id": {"S": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"},
           "client_id": {"S": "alpha"},
           "status": {"S": "RECEIVED"},
-          "payload": {"S": "{}"},
           "attempts": {"N": "0"},
           "created_at": {"N": "1764201380000"},
           "updated_at": {"N": "1764201380000"},
@@ -109,7 +110,6 @@ const MIXED_BATCH: &str = r#"{
           "task_id": {"S": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
           "client_id": {"S": "beta"},
           "status": {"S": "RECEIVED"},
-          "payload": {"S": "{}"},
           "attempts": {"N": "0"},
           "created_at": {"N": "1764201381000"},
           "updated_at": {"N": "1764201381000"},
@@ -121,7 +121,6 @@ const MIXED_BATCH: &str = r#"{
           "task_id": {"S": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"},
           "client_id": {"S": "beta"},
           "status": {"S": "RECEIVED"},
-          "payload": {"S": "{}"},
           "attempts": {"N": "0"},
           "created_at": {"N": "1764201381000"},
           "updated_at": {"N": "1764201381000"},
@@ -154,7 +153,6 @@ const MIXED_BATCH: &str = r#"{
           "task_id": {"S": "3e4f5a6b-7c8d-4e9f-8a1b-2c3d4e5f6a7b"},
           "client_id": {"S": "alpha"},
           "status": {"S": "RECEIVED"},
-          "payload": {"S": "{}"},
           "attempts": {"N": "0"},
           "created_at": {"N": "1764100000000"},
           "updated_at": {"N": "1764100000000"},
@@ -254,7 +252,6 @@ fn task_image(task_id: &str, status: &str, attempts: u32) -> Value {
         "task_id": {"S": task_id},
         "client_id": {"S": "alpha"},
         "status": {"S": status},
-        "payload": {"S": "{\"n\":1}"},
         "attempts": {"N": attempts.to_string()},
         "series_start": {"N": "0"},
         "created_at": {"N": "1764201387123"},
@@ -360,7 +357,7 @@ async fn only_status_attempts_and_due_at_tell_a_change_from_a_no_op() {
     // Other attributes differ: still a no-op as far as dispatching goes.
     let mut touched = task_image(ID_1, "RECEIVED", 0);
     touched["updated_at"] = json!({"N": "1764201399999"});
-    touched["payload"] = json!({"S": "{\"n\":2}"});
+    touched["history_omitted"] = json!({"N": "1"});
     touched["expires_at"] = json!({"N": "1799999999"});
     let no_op = modify("100", task_image(ID_1, "RECEIVED", 0), touched);
     // Only `due_at` differs: a change of a RECEIVED task that is due, so it is dispatched.
@@ -451,6 +448,35 @@ async fn an_item_that_is_not_a_task_is_ignored() {
     let answer = handle(&app, lambda_event(batch(vec![other]))).await;
     assert!(answer.batch_item_failures.is_empty());
     assert_eq!(app.publisher.published(), []);
+}
+
+#[tokio::test]
+async fn an_insert_of_a_payload_item_publishes_nothing() {
+    let app = app(Topic::default());
+    // Ingest writes a task as two items: its state (dispatched) and its payload (not a task).
+    let inline = record(
+        "INSERT",
+        "100",
+        None,
+        Some(json!({
+            "pk": {"S": payload_item_key(ID_1)},
+            "payload": {"S": "{\"n\":1}"},
+            "expires_at": {"N": "1764374187"}
+        })),
+    );
+    let stored = record(
+        "INSERT",
+        "101",
+        None,
+        Some(json!({
+            "pk": {"S": payload_item_key(ID_2)},
+            "payload_key": {"S": format!("payloads/{ID_2}")},
+            "expires_at": {"N": "1764374187"}
+        })),
+    );
+    let answer = handle(&app, lambda_event(batch(vec![inline, insert("102", ID_1), stored]))).await;
+    assert!(answer.batch_item_failures.is_empty(), "a payload item is no corrupt task");
+    assert_eq!(app.publisher.published(), [message(ID_1, 1)]);
 }
 
 #[tokio::test]

@@ -3,17 +3,23 @@
 //!   with `Location: /tasks/{task_id}`. With an `Idempotency-Key` header, repeating the same
 //!   request answers `200` with the same task; the same key with another payload answers 409.
 //! - `DELETE /tasks/{task_id}` cancels an unfinished task (→ FAILED, error "cancelled").
-//! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series.
+//! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series, at most
+//!   `MAX_REPLAYS` (10) times; then 409.
+//!
+//! A payload whose compact JSON is larger than `INLINE_MAX_BYTES` is kept in the blob store (S3),
+//! the task item keeping its key.
 
 use std::sync::Arc;
 
 use lambda_http::http::header::LOCATION;
 use lambda_http::http::{HeaderValue, StatusCode};
 use taskfleet_adapters::DynamoKeys;
-use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, S3Blobs, SdkConfig, config};
 use taskfleet_api::view::{Accepted, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::blob::{BlobStore, Blobs};
+use taskfleet_core::lifecycle::MAX_REPLAYS;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, OwnerAction, SubmitError, Submitted};
 use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validation};
@@ -22,9 +28,11 @@ use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validatio
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>> {
+pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
+    /// Where large payloads go.
+    pub blobs: Blobs<B>,
     pub ttl: TtlPolicy,
     pub events: Arc<dyn EventSink>,
 }
@@ -34,17 +42,21 @@ impl App<DynamoStore> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
             keys: DynamoKeys::cached_from_env(sdk)?,
+            blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
         })
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
     route(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys).await?;
     match request::route_key(request).as_deref() {
         Some("DELETE /tasks/{task_id}") => cancel(app, &client, request).await,
@@ -53,8 +65,8 @@ async fn route<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) 
     }
 }
 
-async fn submit<S: TaskStore, K: ClientKeys>(
-    app: &App<S, K>,
+async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
+    app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -63,8 +75,9 @@ async fn submit<S: TaskStore, K: ClientKeys>(
         None => None,
     };
     let payload = validation::parse_submission(request::json_body(request)?)?;
-    let submitted =
-        service::submit(&app.store, client, payload, key, Timestamp::now(), &app.ttl).await.map_err(|e| match e {
+    let submitted = service::submit(&app.store, &app.blobs, client, payload, key, Timestamp::now(), &app.ttl)
+        .await
+        .map_err(|e| match e {
             SubmitError::KeyReused => ApiError::IdempotencyConflict,
             SubmitError::Store(e) => ApiError::Store(e),
         })?;
@@ -82,8 +95,8 @@ async fn submit<S: TaskStore, K: ClientKeys>(
     Ok(located(response::json(status, &Accepted::from(task)), task))
 }
 
-async fn cancel<S: TaskStore, K: ClientKeys>(
-    app: &App<S, K>,
+async fn cancel<S: TaskStore, K: ClientKeys, B>(
+    app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -102,8 +115,8 @@ async fn cancel<S: TaskStore, K: ClientKeys>(
     }
 }
 
-async fn replay<S: TaskStore, K: ClientKeys>(
-    app: &App<S, K>,
+async fn replay<S: TaskStore, K: ClientKeys, B>(
+    app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -112,6 +125,9 @@ async fn replay<S: TaskStore, K: ClientKeys>(
         OwnerAction::Applied(task) => {
             tracing::info!(%task_id, "task replayed");
             Ok(located(response::json(StatusCode::ACCEPTED, &TaskView::from(&task)), &task))
+        }
+        OwnerAction::Unchanged(task) | OwnerAction::Refused(task) if task.replays >= MAX_REPLAYS => {
+            Err(ApiError::Conflict(format!("the task was retried {MAX_REPLAYS} times, the most allowed")))
         }
         OwnerAction::Unchanged(task) | OwnerAction::Refused(task) => {
             Err(ApiError::Conflict(format!("the task is {}; only a FAILED task can be retried", describe(&task))))

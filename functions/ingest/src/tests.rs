@@ -1,10 +1,14 @@
 use super::*;
 
+use std::collections::BTreeMap;
+
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use taskfleet_core::auth::ApiKeys;
-use taskfleet_core::lifecycle::{CANCELLED, Outcome, Transition};
+use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
+use taskfleet_core::lifecycle::{CANCELLED, MAX_REPLAYS, Outcome, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::memory_blobs::MemoryBlobs;
 use taskfleet_core::ports::WriteOutcome;
 use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::token;
@@ -55,11 +59,14 @@ const POST_TASKS_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-fn app() -> (App<MemoryStore, ApiKeys>, Arc<RecordedEvents>) {
+type TestApp = App<MemoryStore, ApiKeys, MemoryBlobs>;
+
+fn app() -> (TestApp, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
     let app = App {
         store: MemoryStore::new(),
         keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
+        blobs: Blobs::new(MemoryBlobs::new(), DEFAULT_INLINE_MAX_BYTES),
         ttl: TtlPolicy::new(TASK_TTL, RETENTION),
         events: events.clone(),
     };
@@ -144,20 +151,30 @@ fn assert_error(response: &Response<Body>, status: u16, code: &str) -> String {
     body["error"]["message"].as_str().unwrap().to_owned()
 }
 
-async fn stored_count(app: &App<MemoryStore, ApiKeys>) -> u64 {
+/// How many tasks the store holds, of any status (`count` sees only active ones): every
+/// client's listing.
+async fn stored_count(app: &TestApp) -> u64 {
     let mut total = 0;
-    for status in TaskStatus::ALL {
-        total += app.store.count(status, None, None).await.unwrap();
+    for client in ["alpha", "beta"] {
+        let client = ClientId::parse(client).unwrap();
+        let page = app.store.list(&client, None, 1_000, None, Timestamp::now()).await.unwrap();
+        assert_eq!(page.next, None);
+        total += page.tasks.len() as u64;
     }
     total
 }
 
-async fn current(app: &App<MemoryStore, ApiKeys>, task_id: &TaskId) -> Task {
+async fn current(app: &TestApp, task_id: &TaskId) -> Task {
     app.store.get(task_id).await.unwrap().unwrap()
 }
 
+/// The payload stored with the task.
+async fn payload_of(app: &TestApp, task_id: &TaskId) -> Content {
+    app.store.payload(task_id).await.unwrap().unwrap()
+}
+
 /// Submits `{"payload":{"n":1}}` for alpha through the handler; the new task's id.
-async fn submitted(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+async fn submitted(app: &TestApp) -> TaskId {
     let response = handle(app, json_post(r#"{"payload":{"n":1}}"#)).await;
     assert_eq!(response.status().as_u16(), 202);
     TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap()
@@ -168,14 +185,14 @@ fn later(millis: i64) -> Timestamp {
 }
 
 /// Starts attempt `attempt` of a RECEIVED task, as the caller would.
-async fn start(app: &App<MemoryStore, ApiKeys>, task_id: &TaskId, attempt: u32) {
+async fn start(app: &TestApp, task_id: &TaskId, attempt: u32) {
     let at = later(0);
     let start =
         Transition::start(task_id, attempt, token::digest(&format!("token-{attempt}")), at, at.plus_seconds(900));
     assert!(matches!(app.store.apply(&start).await.unwrap(), WriteOutcome::Applied(_)));
 }
 
-async fn apply(app: &App<MemoryStore, ApiKeys>, transition: Transition) -> Task {
+async fn apply(app: &TestApp, transition: Transition) -> Task {
     match app.store.apply(&transition).await.unwrap() {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(current) => panic!("{transition:?} rejected on {current:?}"),
@@ -184,7 +201,7 @@ async fn apply(app: &App<MemoryStore, ApiKeys>, transition: Transition) -> Task 
 
 /// A task that went through two attempts: the first timed out and was retried, the second was
 /// refused for good.
-async fn failed_after_two_attempts(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+async fn failed_after_two_attempts(app: &TestApp) -> TaskId {
     let task_id = submitted(app).await;
     start(app, &task_id, 1).await;
     apply(app, Transition::retry(&task_id, 1, "attempt 1: no callback within 900 s", later(0), later(0))).await;
@@ -202,14 +219,14 @@ async fn failed_after_two_attempts(app: &App<MemoryStore, ApiKeys>) -> TaskId {
     task_id
 }
 
-async fn done(app: &App<MemoryStore, ApiKeys>) -> TaskId {
+async fn done(app: &TestApp) -> TaskId {
     let task_id = submitted(app).await;
     start(app, &task_id, 1).await;
     let finish = Transition::finish(
         &task_id,
         1,
         token::digest("token-1"),
-        Outcome::Succeeded { result: json!({"ok": true}) },
+        Outcome::Succeeded { result: Content::Inline(json!({"ok": true})) },
         later(0),
         &app.ttl,
     );
@@ -240,8 +257,11 @@ fn view_of(task: &Task) -> Value {
         "expires_at": Timestamp::from_millis(task.expires_at * 1000).to_rfc3339(),
         "history": history,
     });
-    if let Some(result) = &task.result {
+    if let Some(Content::Inline(result)) = &task.result {
         view["result"] = result.clone();
+    }
+    if task.history_omitted > 0 {
+        view["history_omitted"] = json!(task.history_omitted);
     }
     if let Some(error) = &task.error {
         view["error"] = json!(error);
@@ -275,7 +295,11 @@ async fn a_submission_is_accepted_with_its_location_and_stored_as_received() {
     let task = current(&app, &task_id).await;
     assert_eq!(task.status, TaskStatus::Received);
     assert_eq!(task.client_id, ClientId::parse("alpha").unwrap());
-    assert_eq!(task.payload, json!({"n": 1, "nested": {"list": [1, 2.5, "x"], "none": null}}));
+    assert_eq!(
+        payload_of(&app, &task_id).await,
+        Content::Inline(json!({"n": 1, "nested": {"list": [1, 2.5, "x"], "none": null}}))
+    );
+    assert_eq!(app.blobs.store.keys(), Vec::<String>::new(), "a small payload stays inline");
     assert_eq!(task.attempts, 0);
     assert_eq!(task.series_start, 0);
     assert_eq!(task.result, None);
@@ -285,7 +309,8 @@ async fn a_submission_is_accepted_with_its_location_and_stored_as_received() {
     // Due for dispatch at once.
     assert_eq!(task.due_at, task.created_at);
     assert_eq!(task.expires_at, task.created_at.plus_seconds(TASK_TTL).as_epoch_seconds());
-    assert_eq!(task.callback_tokens, Vec::<String>::new());
+    assert_eq!(task.callback_tokens, BTreeMap::new());
+    assert_eq!((task.history_omitted, task.replays), (0, 0));
     assert_eq!(
         task.history,
         [HistoryEntry { status: TaskStatus::Received, at: task.created_at, attempt: 0, reason: None }]
@@ -323,7 +348,7 @@ async fn json_with_a_charset_and_a_base64_encoded_body_is_accepted() {
     let response = handle(&app, request).await;
     assert_eq!(response.status().as_u16(), 202);
     let task_id = TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap();
-    assert_eq!(current(&app, &task_id).await.payload, json!({"n": 1}));
+    assert_eq!(payload_of(&app, &task_id).await, Content::Inline(json!({"n": 1})));
 }
 
 #[tokio::test]
@@ -440,6 +465,61 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     let message = assert_error(&response, 413, "too_large");
     assert_eq!(message, format!("`body` is larger than the {MAX_BODY_BYTES} bytes allowed"));
     assert_eq!(stored_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_payload_over_the_inline_limit_is_kept_in_the_blob_store() {
+    let (mut app, events) = app();
+    app.blobs.inline_max = 64;
+    let large = json!({"image": "x".repeat(100), "sizes": [64, 128]});
+    let response = handle(&app, json_post(&json!({"payload": large}).to_string())).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let task_id = TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap();
+
+    // The blob holds the payload; the task store only its key.
+    let key = format!("payloads/{task_id}");
+    assert_eq!(app.blobs.store.keys(), std::slice::from_ref(&key));
+    assert_eq!(payload_of(&app, &task_id).await, Content::Stored { key: key.clone() });
+    let blob = app.blobs.store.get(&key).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&blob).unwrap(), large);
+    assert_eq!(current(&app, &task_id).await.status, TaskStatus::Received);
+    assert_eq!(events.events(), [TaskEvent::Created]);
+
+    // One at the limit stays inline and writes no blob.
+    let at_limit = json!({"s": "y".repeat(64 - 8)});
+    assert_eq!(at_limit.to_string().len(), 64);
+    let response = handle(&app, json_post(&json!({"payload": at_limit}).to_string())).await;
+    let small_id = TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap();
+    assert_eq!(payload_of(&app, &small_id).await, Content::Inline(at_limit));
+    assert_eq!(app.blobs.store.keys(), [key]);
+}
+
+#[tokio::test]
+async fn a_payload_of_exactly_4_mib_is_accepted_and_one_byte_more_is_refused() {
+    // The documented limit: 4 MiB of compact JSON.
+    assert_eq!(MAX_PAYLOAD_BYTES, 4_194_304);
+    let (app, _) = app();
+    // `{"s":"…"}`: eight bytes around the string.
+    let payload_of_size = |size: usize| json!({"s": "a".repeat(size - 8)});
+    let largest = payload_of_size(MAX_PAYLOAD_BYTES);
+    assert_eq!(largest.to_string().len(), 4_194_304);
+    let body = json!({"payload": largest}).to_string();
+    assert!(body.len() <= MAX_BODY_BYTES);
+    let response = handle(&app, json_post(&body)).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let task_id = TaskId::parse(body_json(&response)["task_id"].as_str().unwrap()).unwrap();
+    // Far above the inline limit: kept in the blob store, byte for byte.
+    let key = format!("payloads/{task_id}");
+    assert_eq!(payload_of(&app, &task_id).await, Content::Stored { key: key.clone() });
+    assert_eq!(app.blobs.store.get(&key).await.unwrap().unwrap().len(), MAX_PAYLOAD_BYTES);
+
+    let one_more = payload_of_size(MAX_PAYLOAD_BYTES + 1);
+    assert_eq!(one_more.to_string().len(), 4_194_305);
+    let response = handle(&app, json_post(&json!({"payload": one_more}).to_string())).await;
+    let message = assert_error(&response, 413, "too_large");
+    assert_eq!(message, "`payload` is larger than the 4194304 bytes allowed");
+    assert_eq!(stored_count(&app).await, 1);
+    assert_eq!(app.blobs.store.keys(), [key], "a refused payload writes no blob");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -726,6 +806,29 @@ async fn replaying_twice_is_refused_the_second_time() {
     let again = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
     assert_error(&again, 409, "conflict");
     assert_eq!(current(&app, &task_id).await, replayed);
+}
+
+#[tokio::test]
+async fn a_task_is_replayed_at_most_max_replays_times() {
+    let (app, events) = app();
+    assert_eq!(MAX_REPLAYS, 10);
+    let task_id = failed_after_two_attempts(&app).await;
+    for replay in 1..=MAX_REPLAYS {
+        let response = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
+        assert_eq!(response.status().as_u16(), 202, "replay {replay}");
+        assert_eq!(current(&app, &task_id).await.replays, replay);
+        // It fails again (here: its owner cancels it).
+        assert_eq!(handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await.status().as_u16(), 200);
+    }
+    let failed = current(&app, &task_id).await;
+    assert_eq!((failed.status, failed.replays), (TaskStatus::Failed, MAX_REPLAYS));
+
+    let refused = handle(&app, retry(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&refused, 409, "conflict"), "the task was retried 10 times, the most allowed");
+    assert_eq!(refused.headers().get("location"), None);
+    assert_eq!(current(&app, &task_id).await, failed, "nothing changed");
+    let finished = events.events().iter().filter(|e| matches!(e, TaskEvent::Finished { .. })).count();
+    assert_eq!(finished, MAX_REPLAYS as usize, "one per cancel, none for the refusal");
 }
 
 #[tokio::test]

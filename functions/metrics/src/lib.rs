@@ -1,9 +1,10 @@
-//! On a schedule: counts active tasks, recent finishes and the backlog's age, and pushes them to
-//! CloudWatch (PutMetricData, namespace `METRICS_NAMESPACE`).
+//! On a schedule: counts active tasks, overdue attempts and the backlog's age, and pushes them to
+//! CloudWatch (PutMetricData, namespace `METRICS_NAMESPACE`). Finished tasks are counted by the
+//! per-event metrics the functions emit as each task finishes.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, SdkConfig, config};
+use taskfleet_adapters::{CloudWatchSink, ConfigError, DynamoStore, SdkConfig};
 use taskfleet_core::error::MetricsError;
 use taskfleet_core::ports::{MetricsSink, TaskStore};
 use taskfleet_core::{StoreError, Timestamp, service};
@@ -13,17 +14,11 @@ use thiserror::Error;
 pub struct App<S, M> {
     pub store: S,
     pub sink: M,
-    /// Trailing window over which finished tasks are counted.
-    pub window_seconds: u64,
 }
 
 impl App<DynamoStore, CloudWatchSink> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            store: DynamoStore::from_env(sdk)?,
-            sink: CloudWatchSink::from_env(sdk),
-            window_seconds: config::positive(config::METRICS_WINDOW_SECONDS, config::DEFAULT_METRICS_WINDOW_SECONDS)?,
-        })
+        Ok(Self { store: DynamoStore::from_env(sdk)?, sink: CloudWatchSink::from_env(sdk) })
     }
 }
 
@@ -49,7 +44,7 @@ pub async fn handle<S: TaskStore, M: MetricsSink>(
     app: &App<S, M>,
     _event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<(), MetricsRunError> {
-    let gauges = service::gauges(&app.store, Timestamp::now(), app.window_seconds).await?;
+    let gauges = service::gauges(&app.store, Timestamp::now()).await?;
     app.sink.put(&gauges).await?;
     for gauge in &gauges {
         tracing::info!(

@@ -4,11 +4,10 @@ use std::sync::Mutex;
 
 use lambda_runtime::Context;
 use serde_json::json;
+use taskfleet_core::blob::Content;
 use taskfleet_core::memory::MemoryStore;
 use taskfleet_core::metrics::{Gauge, Unit};
 use taskfleet_core::{ClientId, Task, TaskStatus};
-
-const WINDOW_SECONDS: u64 = 60;
 
 /// An EventBridge scheduled event as Lambda receives it: aws_lambda_events'
 /// `example-eventbridge-schedule.json`, unchanged.
@@ -41,7 +40,7 @@ impl MetricsSink for Sink {
 }
 
 fn app(sink: Sink) -> App<MemoryStore, Sink> {
-    App { store: MemoryStore::new(), sink, window_seconds: WINDOW_SECONDS }
+    App { store: MemoryStore::new(), sink }
 }
 
 fn scheduled() -> LambdaEvent<EventBridgeEvent> {
@@ -55,19 +54,15 @@ async fn task_in(app: &App<MemoryStore, Sink>, status: TaskStatus, seconds_ago: 
     let now = Timestamp::now().as_millis();
     let due = Timestamp::from_millis(now - seconds_ago * 1000);
     let created = Timestamp::from_millis(now - 7_200_000);
-    let mut task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({}),
-        created,
-        created.plus_seconds(86_400).as_epoch_seconds(),
-    );
+    let expires_at = created.plus_seconds(86_400).as_epoch_seconds();
+    let mut task = Task::received(ClientId::parse("alpha").unwrap(), created, expires_at);
     task.status = status;
     task.due_at = due;
     task.updated_at = Timestamp::from_millis(now - 7_000_000);
     if status != TaskStatus::Received {
         task.attempts = 1;
     }
-    app.store.insert(&task).await.unwrap();
+    app.store.insert(&task, &Content::Inline(json!({})), expires_at).await.unwrap();
 }
 
 /// The one push the run made, as (name, status, value, unit).
@@ -78,7 +73,7 @@ fn pushed(app: &App<MemoryStore, Sink>) -> Vec<(&'static str, Option<&'static st
 }
 
 #[tokio::test]
-async fn a_scheduled_run_pushes_the_six_gauges_of_the_store() {
+async fn a_scheduled_run_pushes_the_four_gauges_of_the_store() {
     let app = app(Sink::default());
     // Waiting: three due (the oldest for 90 s), one retry due only in a minute.
     task_in(&app, TaskStatus::Received, 90).await;
@@ -89,7 +84,8 @@ async fn a_scheduled_run_pushes_the_six_gauges_of_the_store() {
     task_in(&app, TaskStatus::InProgress, 10).await;
     task_in(&app, TaskStatus::InProgress, -600).await;
     task_in(&app, TaskStatus::InProgress, -3_600).await;
-    // Finished within the 60 s window: two DONE, one FAILED; older finishes are not counted.
+    // Finished, recently and long ago: no gauge counts them (the per-event metrics do), and
+    // the oldest of them is older than the oldest RECEIVED task.
     task_in(&app, TaskStatus::Done, 10).await;
     task_in(&app, TaskStatus::Done, 45).await;
     task_in(&app, TaskStatus::Done, 600).await;
@@ -101,18 +97,16 @@ async fn a_scheduled_run_pushes_the_six_gauges_of_the_store() {
     let after = Timestamp::now();
 
     let gauges = pushed(&app);
-    assert_eq!(gauges.len(), 6);
+    assert_eq!(gauges.len(), 4);
     assert_eq!(
-        gauges[..5],
+        gauges[..3],
         [
             ("TasksActive", Some("RECEIVED"), 4.0, Unit::Count),
             ("TasksActive", Some("IN_PROGRESS"), 3.0, Unit::Count),
-            ("TasksFinished", Some("DONE"), 2.0, Unit::Count),
-            ("TasksFinished", Some("FAILED"), 1.0, Unit::Count),
             ("TasksOverdue", None, 1.0, Unit::Count),
         ]
     );
-    let (name, status, age, unit) = gauges[5];
+    let (name, status, age, unit) = gauges[3];
     assert_eq!((name, status, unit), ("OldestReceivedAgeSeconds", None, Unit::Seconds));
     // The oldest RECEIVED task became due 90 s before `before`; the run read the clock later.
     let slack = after.millis_since(before) as f64 / 1000.0;
@@ -124,6 +118,29 @@ async fn a_scheduled_run_pushes_the_six_gauges_of_the_store() {
 }
 
 #[tokio::test]
+async fn finished_tasks_are_no_gauge_any_more() {
+    let app = app(Sink::default());
+    task_in(&app, TaskStatus::Done, 10).await;
+    task_in(&app, TaskStatus::Failed, 5).await;
+    handle(&app, scheduled()).await.unwrap();
+    let gauges = pushed(&app);
+    // Exactly these, in this order: no TasksFinished (DONE or FAILED) among them.
+    assert_eq!(
+        gauges.iter().map(|(name, status, ..)| (*name, *status)).collect::<Vec<_>>(),
+        [
+            ("TasksActive", Some("RECEIVED")),
+            ("TasksActive", Some("IN_PROGRESS")),
+            ("TasksOverdue", None),
+            ("OldestReceivedAgeSeconds", None),
+        ]
+    );
+    assert!(gauges.iter().all(|(name, ..)| *name != "TasksFinished"), "{gauges:?}");
+    assert_eq!(taskfleet_core::metrics::GAUGES, ["TasksActive", "OldestReceivedAgeSeconds", "TasksOverdue"]);
+    // And the finished tasks count as nothing else either.
+    assert!(gauges.iter().all(|(_, _, value, _)| *value == 0.0), "{gauges:?}");
+}
+
+#[tokio::test]
 async fn a_backlog_of_retries_not_yet_due_has_no_age() {
     let app = app(Sink::default());
     task_in(&app, TaskStatus::Received, -30).await;
@@ -131,7 +148,7 @@ async fn a_backlog_of_retries_not_yet_due_has_no_age() {
     handle(&app, scheduled()).await.unwrap();
     let gauges = pushed(&app);
     assert_eq!(gauges[0], ("TasksActive", Some("RECEIVED"), 2.0, Unit::Count));
-    assert_eq!(gauges[5], ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds));
+    assert_eq!(gauges[3], ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds));
 }
 
 #[tokio::test]
@@ -143,8 +160,6 @@ async fn an_empty_store_pushes_zeros() {
         [
             ("TasksActive", Some("RECEIVED"), 0.0, Unit::Count),
             ("TasksActive", Some("IN_PROGRESS"), 0.0, Unit::Count),
-            ("TasksFinished", Some("DONE"), 0.0, Unit::Count),
-            ("TasksFinished", Some("FAILED"), 0.0, Unit::Count),
             ("TasksOverdue", None, 0.0, Unit::Count),
             ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds),
         ]

@@ -1,31 +1,44 @@
 //! The client's reads:
 //! - `GET /tasks/{task_id}`: the calling client's task. Unknown ids, other clients' tasks and
-//!   expired tasks all answer 404.
+//!   expired tasks all answer 404. A large result (kept in the blob store) is shown as
+//!   `result_url`, a presigned GET valid for [`RESULT_URL_VALIDITY`].
 //! - `GET /tasks?status=&limit=&cursor=`: the caller's own tasks, newest first, a page at a time
 //!   (from the client index, never a scan).
 
 use lambda_http::http::StatusCode;
+use std::time::Duration;
+
 use taskfleet_adapters::DynamoKeys;
-use taskfleet_adapters::{ConfigError, DynamoStore, SdkConfig};
+use taskfleet_adapters::{ConfigError, DynamoStore, S3Blobs, SdkConfig};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::blob::{BlobStore, Content};
 use taskfleet_core::ports::TaskStore;
 use taskfleet_core::{Timestamp, service, validation};
 
+/// How long a `result_url` lets its holder read the result.
+pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
+
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>> {
+pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
+    /// Where large results are (the function only presigns reads of them).
+    pub blobs: B,
 }
 
 impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self { store: DynamoStore::from_env(sdk)?, keys: DynamoKeys::cached_from_env(sdk)? })
+        Ok(Self {
+            store: DynamoStore::from_env(sdk)?,
+            keys: DynamoKeys::cached_from_env(sdk)?,
+            blobs: S3Blobs::from_env(sdk)?,
+        })
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
     let answer = match request::route_key(&request).as_deref() {
         Some("GET /tasks") => list(app, &request).await,
         _ => show(app, &request).await,
@@ -33,7 +46,10 @@ pub async fn handle<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: Reque
     answer.unwrap_or_else(ApiError::into_response)
 }
 
-async fn list<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn list<S: TaskStore, K: ClientKeys, B>(
+    app: &App<S, K, B>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys).await?;
     let parameter = |name: &str| request::query(request, name);
     let query = validation::parse_list_query(
@@ -46,12 +62,19 @@ async fn list<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) -
     Ok(response::json(StatusCode::OK, &TaskList::from(&page)))
 }
 
-async fn show<S: TaskStore, K: ClientKeys>(app: &App<S, K>, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn show<S: TaskStore, K: ClientKeys, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys).await?;
     let task_id = request::task_id(request)?;
     let task =
         service::task_for_client(&app.store, &client, &task_id, Timestamp::now()).await?.ok_or(ApiError::NotFound)?;
-    Ok(response::json(StatusCode::OK, &TaskView::from(&task)))
+    let mut view = TaskView::from(&task);
+    if let Some(Content::Stored { key }) = &task.result {
+        view.result_url = Some(app.blobs.presign_get(key, RESULT_URL_VALIDITY).await?);
+    }
+    Ok(response::json(StatusCode::OK, &view))
 }
 
 #[cfg(test)]

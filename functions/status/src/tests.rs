@@ -3,8 +3,10 @@ use super::*;
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use taskfleet_core::auth::ApiKeys;
-use taskfleet_core::lifecycle::{Outcome, Transition};
+use taskfleet_core::blob::result_key;
+use taskfleet_core::lifecycle::{HISTORY_KEPT, Kind, Outcome, Transition};
 use taskfleet_core::memory::MemoryStore;
+use taskfleet_core::memory_blobs::MemoryBlobs;
 use taskfleet_core::ports::WriteOutcome;
 use taskfleet_core::token;
 use taskfleet_core::{ClientId, Task, TaskId, TaskStatus, TtlPolicy};
@@ -56,8 +58,14 @@ const GET_TASK_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-fn app() -> App<MemoryStore, ApiKeys> {
-    App { store: MemoryStore::new(), keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap() }
+type TestApp = App<MemoryStore, ApiKeys, MemoryBlobs>;
+
+fn app() -> TestApp {
+    App {
+        store: MemoryStore::new(),
+        keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
+        blobs: MemoryBlobs::new(),
+    }
 }
 
 /// Builds the request the way lambda_http does in Lambda: the event JSON is deserialized into a
@@ -96,16 +104,24 @@ fn assert_error(response: &Response<Body>, status: u16, code: &str) -> Value {
 }
 
 fn task_of(client: &str, expires_at: i64) -> Task {
-    Task::received(
-        ClientId::parse(client).unwrap(),
-        json!({"secret": "payload", "n": 1}),
-        Timestamp::from_millis(CREATED_MS),
-        expires_at,
-    )
+    Task::received(ClientId::parse(client).unwrap(), Timestamp::from_millis(CREATED_MS), expires_at)
 }
 
-async fn stored(app: &App<MemoryStore, ApiKeys>, task: &Task) {
-    app.store.insert(task).await.unwrap();
+async fn stored(app: &TestApp, task: &Task) {
+    app.store.insert(task, &Content::Inline(json!({"secret": "payload", "n": 1})), FAR_EXPIRY).await.unwrap();
+}
+
+/// The transition with the TTL it sets replaced by `expires_at`.
+fn expiring_at(mut transition: Transition, expires_at: i64) -> Transition {
+    match &mut transition.kind {
+        Kind::Finish { expires_at: ttl, .. }
+        | Kind::GiveUp { expires_at: ttl, .. }
+        | Kind::Replay { expires_at: ttl, .. } => {
+            *ttl = expires_at;
+        }
+        other => panic!("{other:?} sets no TTL"),
+    }
+    transition
 }
 
 /// `CREATED_MS` plus `millis`.
@@ -113,7 +129,7 @@ fn at(millis: i64) -> Timestamp {
     Timestamp::from_millis(CREATED_MS + millis)
 }
 
-async fn apply(app: &App<MemoryStore, ApiKeys>, transition: Transition) {
+async fn apply(app: &TestApp, transition: Transition) {
     let outcome = app.store.apply(&transition).await.unwrap();
     assert!(matches!(outcome, WriteOutcome::Applied(_)), "{transition:?}: {outcome:?}");
 }
@@ -159,16 +175,15 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
     let done = task_of("alpha", FAR_EXPIRY);
     stored(&app, &done).await;
     apply(&app, start(&done, 1, 1_000)).await;
-    let mut finish = Transition::finish(
+    let finish = Transition::finish(
         &done.task_id,
         1,
         token::digest("token-1"),
-        Outcome::Succeeded { result: json!({"answer": 42, "items": [1, 2]}) },
+        Outcome::Succeeded { result: Content::Inline(json!({"answer": 42, "items": [1, 2]})) },
         at(2_500),
         &ttl,
     );
-    finish.expires_at = Some(FAR_EXPIRY);
-    apply(&app, finish).await;
+    apply(&app, expiring_at(finish, FAR_EXPIRY)).await;
 
     let response = handle(&app, get(done.task_id.as_str(), Some(ALPHA_KEY))).await;
     assert_eq!(response.status().as_u16(), 200);
@@ -193,14 +208,14 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
     assert!(body.get("payload").is_none());
     assert!(body.get("error").is_none());
     // Nothing about callback tokens or due times leaks into the view.
-    for hidden in ["callback_tokens", "due_at", "series_start", "client_id"] {
+    for hidden in ["callback_tokens", "due_at", "series_start", "client_id", "replays", "history_omitted"] {
         assert!(body.get(hidden).is_none(), "{hidden}");
     }
 
     let failed = task_of("alpha", FAR_EXPIRY);
     stored(&app, &failed).await;
     apply(&app, start(&failed, 1, 1_000)).await;
-    let mut fail = Transition::give_up(
+    let fail = Transition::give_up(
         &failed.task_id,
         TaskStatus::InProgress,
         Some(1),
@@ -209,8 +224,7 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
         &ttl,
     )
     .unwrap();
-    fail.expires_at = Some(FAR_EXPIRY);
-    apply(&app, fail).await;
+    apply(&app, expiring_at(fail, FAR_EXPIRY)).await;
 
     let body = body_json(&handle(&app, get(failed.task_id.as_str(), Some(ALPHA_KEY))).await);
     assert_eq!(body["status"], "FAILED");
@@ -226,6 +240,86 @@ async fn a_finished_task_shows_its_result_or_error_with_rfc3339_times() {
     );
     assert!(body.get("result").is_none());
     assert!(body.get("payload").is_none());
+}
+
+/// A DONE task whose attempt 1 reported `result`.
+async fn done_with(app: &TestApp, result: Content) -> Task {
+    let ttl = TtlPolicy::new(3_600, 86_400);
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(app, &task).await;
+    apply(app, start(&task, 1, 1_000)).await;
+    let finish =
+        Transition::finish(&task.task_id, 1, token::digest("token-1"), Outcome::Succeeded { result }, at(2_500), &ttl);
+    apply(app, expiring_at(finish, FAR_EXPIRY)).await;
+    task
+}
+
+#[tokio::test]
+async fn a_large_result_is_shown_as_a_short_lived_url_instead() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    let key = result_key(&task.task_id, 1, &token::digest("the result's bytes"));
+    assert!(key.starts_with(&format!("results/{}/1/", task.task_id)), "{key}");
+    app.blobs.put(&key, br#"{"huge":true}"#.to_vec()).await.unwrap();
+    let done = done_with(&app, Content::Stored { key: key.clone() }).await;
+
+    let response = handle(&app, get(done.task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body = body_json(&response);
+    assert_eq!(body["status"], "DONE");
+    // MemoryBlobs' presigned URL: the key, valid for RESULT_URL_VALIDITY (15 minutes).
+    assert_eq!(RESULT_URL_VALIDITY, std::time::Duration::from_secs(900));
+    assert_eq!(body["result_url"], format!("memory://blobs/{key}?expires_in=900"));
+    assert!(body["result_url"].as_str().unwrap().contains(&key));
+    assert!(body.get("result").is_none(), "{body}");
+    assert!(body.get("payload").is_none());
+}
+
+#[tokio::test]
+async fn a_small_result_is_shown_inline_without_a_url() {
+    let app = app();
+    let done = done_with(&app, Content::Inline(json!({"answer": 42}))).await;
+    let body = body_json(&handle(&app, get(done.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert_eq!(body["result"], json!({"answer": 42}));
+    assert!(body.get("result_url").is_none(), "{body}");
+    // An unfinished task has neither.
+    let received = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &received).await;
+    let body = body_json(&handle(&app, get(received.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert!(body.get("result").is_none() && body.get("result_url").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn history_omitted_appears_only_once_history_was_dropped() {
+    let app = app();
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    // RECEIVED, then a start and a timeout per attempt: nineteen entries after nine attempts,
+    // twenty once the tenth starts.
+    let mut millis = 0;
+    for attempt in 1..=10 {
+        millis += 1_000;
+        apply(&app, start(&task, attempt, millis)).await;
+        if attempt < 10 {
+            millis += 1_000;
+            let reason = format!("attempt {attempt}: no callback within 900 s");
+            apply(&app, Transition::retry(&task.task_id, attempt, reason, at(millis), at(millis))).await;
+        }
+    }
+    let body = body_json(&handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert_eq!(body["history"].as_array().unwrap().len(), HISTORY_KEPT);
+    assert!(body.get("history_omitted").is_none(), "nothing dropped yet: {body}");
+
+    // The tenth attempt times out too: the oldest entry (RECEIVED) is dropped and counted.
+    millis += 1_000;
+    let reason = "attempt 10: no callback within 900 s";
+    apply(&app, Transition::retry(&task.task_id, 10, reason, at(millis), at(millis))).await;
+    let body = body_json(&handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await);
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), HISTORY_KEPT);
+    assert_eq!(body["history_omitted"], 1);
+    assert_eq!(history[0], json!({"status": "IN_PROGRESS", "at": at(1_000).to_rfc3339(), "attempt": 1}));
+    assert_eq!(history[HISTORY_KEPT - 1]["reason"], reason);
 }
 
 #[tokio::test]
@@ -250,9 +344,8 @@ async fn the_history_tells_why_a_task_is_where_it_is() {
     )
     .unwrap();
     apply(&app, give_up).await;
-    let mut replay = Transition::replay(&task.task_id, 2, at(3_600_000), &ttl);
-    replay.expires_at = Some(FAR_EXPIRY);
-    apply(&app, replay).await;
+    let replay = Transition::replay(&task.task_id, 2, at(3_600_000), &ttl);
+    apply(&app, expiring_at(replay, FAR_EXPIRY)).await;
     apply(&app, start(&task, 3, 3_600_250)).await;
 
     let response = handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await;

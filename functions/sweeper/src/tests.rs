@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use lambda_runtime::Context;
 use serde_json::json;
+use taskfleet_core::blob::Content;
 use taskfleet_core::dispatch::DispatchMessage;
-use taskfleet_core::lifecycle::{Heartbeat, Outcome, Transition};
+use taskfleet_core::lifecycle::{Outcome, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
 use taskfleet_core::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
@@ -101,18 +102,15 @@ async fn apply<S: TaskStore>(store: &S, transition: Transition) {
 /// to be dispatched `due_in` seconds from now (negative: in the past).
 async fn received(app: &App<MemoryStore, Topic>, attempts: u32, due_in: i64) -> Task {
     let created = seconds_from_now(-3_600);
-    let mut task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({"n": 1}),
-        created,
-        created.plus_seconds(TASK_TTL).as_epoch_seconds(),
-    );
+    let expires_at = created.plus_seconds(TASK_TTL).as_epoch_seconds();
+    let mut task = Task::received(ClientId::parse("alpha").unwrap(), created, expires_at);
+    let payload = Content::Inline(json!({"n": 1}));
     if attempts == 0 {
         task.due_at = seconds_from_now(due_in);
-        app.store.insert(&task).await.unwrap();
+        app.store.insert(&task, &payload, expires_at).await.unwrap();
         return task;
     }
-    app.store.insert(&task).await.unwrap();
+    app.store.insert(&task, &payload, expires_at).await.unwrap();
     for attempt in 1..=attempts {
         let at = created.plus_seconds(u64::from(attempt) * 60);
         apply(&app.store, Transition::start(&task.task_id, attempt, token::digest(&format!("t{attempt}")), at, at))
@@ -236,14 +234,14 @@ async fn a_heartbeat_keeps_an_attempt_alive() {
     let task = in_progress(&app, 1, -5).await;
     // The service reported it is still working: the deadline moved past now.
     let now = Timestamp::now();
-    let beat = Heartbeat {
-        task_id: task.task_id.clone(),
-        attempt: 1,
-        token_digest: token::digest("current"),
-        deadline: now.plus_seconds(CALLBACK_TIMEOUT_SECONDS),
-        at: now,
-    };
-    assert!(matches!(app.store.heartbeat(&beat).await.unwrap(), WriteOutcome::Applied(_)));
+    let beat = Transition::heartbeat(
+        &task.task_id,
+        1,
+        token::digest("current"),
+        now,
+        now.plus_seconds(CALLBACK_TIMEOUT_SECONDS),
+    );
+    apply(&app.store, beat).await;
     let alive = current(&app, &task.task_id).await;
     let answer = handle(&app, scheduled()).await.unwrap();
     assert_eq!(answer["timed_out_retried"], 0);
@@ -294,7 +292,7 @@ async fn finished_tasks_are_not_touched() {
         &done.task_id,
         1,
         token::digest("current"),
-        Outcome::Succeeded { result: json!(1) },
+        Outcome::Succeeded { result: Content::Inline(json!(1)) },
         at,
         &app.policies.ttl,
     );
@@ -374,7 +372,6 @@ fn the_summary_counts_each_kind() {
         timed_out_retried: vec![TaskId::generate(), TaskId::generate()],
         timed_out_failed: vec![Task::received(
             taskfleet_core::ClientId::parse("c").unwrap(),
-            json!({}),
             Timestamp::from_millis(0),
             1,
         )],
@@ -391,16 +388,16 @@ fn the_summary_counts_each_kind() {
 struct Down;
 
 impl TaskStore for Down {
-    async fn insert(&self, _: &Task) -> Result<(), StoreError> {
+    async fn insert(&self, _: &Task, _: &Content, _: i64) -> Result<(), StoreError> {
         Err(down())
     }
     async fn get(&self, _: &TaskId) -> Result<Option<Task>, StoreError> {
         Err(down())
     }
-    async fn apply(&self, _: &Transition) -> Result<WriteOutcome, StoreError> {
+    async fn payload(&self, _: &TaskId) -> Result<Option<Content>, StoreError> {
         Err(down())
     }
-    async fn heartbeat(&self, _: &Heartbeat) -> Result<WriteOutcome, StoreError> {
+    async fn apply(&self, _: &Transition) -> Result<WriteOutcome, StoreError> {
         Err(down())
     }
     async fn claim(&self, _: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use serde_json::json;
-use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, S3Blobs, SdkConfig, config};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
+use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, CallbackResult};
@@ -24,8 +25,10 @@ use taskfleet_core::signing::SigningSecrets;
 use taskfleet_core::{Task, Timestamp, validation};
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S> {
+pub struct App<S, B = S3Blobs> {
     pub store: S,
+    /// Where large results go.
+    pub blobs: Blobs<B>,
     pub policies: Policies,
     pub events: Arc<dyn EventSink>,
     /// When set, every callback must carry a valid Standard Webhooks signature.
@@ -36,6 +39,7 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
+            blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             policies: config::policies()?,
             events: Arc::new(EmfSink::from_env()),
             signing: config::signing_secrets()?,
@@ -43,19 +47,20 @@ impl App<DynamoStore> {
     }
 }
 
-pub async fn handle<S: TaskStore>(app: &App<S>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, B: BlobStore>(app: &App<S, B>, request: Request) -> Response<Body> {
     route(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response<Body>, ApiError> {
+async fn route<S: TaskStore, B: BlobStore>(app: &App<S, B>, request: &Request) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
     let (attempt, token) = request::callback_credentials(request)?;
+    let credentials = (attempt, token.as_str());
     let now = Timestamp::now();
     if let Some(secrets) = &app.signing {
         request::verify_signature(request, secrets, now)?;
     }
     if request::route_key(request).as_deref() == Some("POST /callbacks/{task_id}/heartbeat") {
-        let answer = service::heartbeat(&app.store, &task_id, attempt, &token, now, &app.policies).await?;
+        let answer = service::heartbeat(&app.store, &task_id, credentials, now, &app.policies).await?;
         return match answered(answer)? {
             Answer::Changed(task) | Answer::Same(task) => Ok(response::json(
                 StatusCode::OK,
@@ -65,7 +70,7 @@ async fn route<S: TaskStore>(app: &App<S>, request: &Request) -> Result<Response
     }
     let outcome = validation::parse_callback(request::json_body(request)?)?;
     let answer =
-        service::record_outcome(&app.store, &task_id, attempt, &token, outcome, now, &app.policies.ttl).await?;
+        service::record_outcome(&app.store, &app.blobs, &task_id, credentials, outcome, now, &app.policies.ttl).await?;
     let task = match answered(answer)? {
         Answer::Changed(task) => {
             tracing::info!(task_id = %task.task_id, status = %task.status, attempt, "task finished");

@@ -1,13 +1,16 @@
 use super::*;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
+use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
 use taskfleet_core::dispatch::DispatchMessage;
 use taskfleet_core::lifecycle::{CANCELLED, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
+use taskfleet_core::memory_blobs::MemoryBlobs;
 use taskfleet_core::ports::{ExternalService, Job, Publisher, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_core::service::HandOver;
@@ -72,9 +75,18 @@ fn policies() -> Policies {
     }
 }
 
-fn app() -> (App<MemoryStore>, Arc<RecordedEvents>) {
+type TestApp = App<MemoryStore, MemoryBlobs>;
+
+fn app() -> (TestApp, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
-    (App { store: MemoryStore::new(), policies: policies(), events: events.clone(), signing: None }, events)
+    let app = App {
+        store: MemoryStore::new(),
+        blobs: Blobs::new(MemoryBlobs::new(), DEFAULT_INLINE_MAX_BYTES),
+        policies: policies(),
+        events: events.clone(),
+        signing: None,
+    };
+    (app, events)
 }
 
 /// An external service that accepts every job and keeps the callback URL it was given.
@@ -127,26 +139,30 @@ fn minutes_ago(minutes: i64) -> Timestamp {
 }
 
 /// A task created five minutes ago.
-async fn received(app: &App<MemoryStore>) -> Task {
+async fn received(app: &TestApp) -> Task {
     let created = minutes_ago(5);
-    let task = Task::received(
-        ClientId::parse("alpha").unwrap(),
-        json!({"n": 1}),
-        created,
-        created.plus_seconds(TASK_TTL).as_epoch_seconds(),
-    );
-    app.store.insert(&task).await.unwrap();
+    let task =
+        Task::received(ClientId::parse("alpha").unwrap(), created, created.plus_seconds(TASK_TTL).as_epoch_seconds());
+    let payload_expires_at = app.policies.ttl.payload_expiry(created);
+    app.store.insert(&task, &Content::Inline(json!({"n": 1})), payload_expires_at).await.unwrap();
     task
 }
 
 /// Hands attempt `attempt` of `task_id` over, as the caller does, a minute ago; what the
 /// external service received.
-async fn hand_over(app: &App<MemoryStore>, task_id: &TaskId, attempt: u32) -> Attempt {
+async fn hand_over(app: &TestApp, task_id: &TaskId, attempt: u32) -> Attempt {
     let service = Service::default();
-    let outcome =
-        service::hand_over(&app.store, &service, task_id, attempt, CALLBACK_BASE, minutes_ago(1), &app.policies)
-            .await
-            .unwrap();
+    let outcome = service::hand_over(
+        &app.store,
+        &app.blobs,
+        &service,
+        (task_id, attempt),
+        CALLBACK_BASE,
+        minutes_ago(1),
+        &app.policies,
+    )
+    .await
+    .unwrap();
     assert!(matches!(outcome, HandOver::Accepted { .. }), "{outcome:?}");
     let urls = service.callback_urls.lock().unwrap();
     assert_eq!(urls.len(), 1);
@@ -156,13 +172,13 @@ async fn hand_over(app: &App<MemoryStore>, task_id: &TaskId, attempt: u32) -> At
 }
 
 /// A task handed to the external service as attempt 1; its callback credentials.
-async fn in_progress(app: &App<MemoryStore>) -> (Task, Attempt) {
+async fn in_progress(app: &TestApp) -> (Task, Attempt) {
     let task = received(app).await;
     let attempt = hand_over(app, &task.task_id, 1).await;
     (current(app, &task.task_id).await, attempt)
 }
 
-async fn current(app: &App<MemoryStore>, task_id: &TaskId) -> Task {
+async fn current(app: &TestApp, task_id: &TaskId) -> Task {
     app.store.get(task_id).await.unwrap().unwrap()
 }
 
@@ -262,12 +278,13 @@ async fn a_success_callback_finishes_the_task_with_its_result() {
     assert_eq!(body_json(&response), json!({"task_id": task.task_id.as_str(), "status": "DONE"}));
     let stored = current(&app, &task.task_id).await;
     assert_eq!(stored.status, TaskStatus::Done);
-    assert_eq!(stored.result, Some(json!({"answer": 42, "parts": [1, 2.5, null]})));
+    assert_eq!(stored.result, Some(Content::Inline(json!({"answer": 42, "parts": [1, 2.5, null]}))));
+    assert_eq!(app.blobs.store.keys(), Vec::<String>::new(), "a small result stays inline");
     assert_eq!(stored.error, None);
     assert_eq!(stored.attempts, 1);
-    assert_eq!(stored.payload, task.payload);
+    assert_eq!(app.store.payload(&task.task_id).await.unwrap(), Some(Content::Inline(json!({"n": 1}))));
     assert_eq!(stored.created_at, task.created_at);
-    assert_eq!(stored.callback_tokens, [token::digest(&attempt.token)]);
+    assert_eq!(stored.callback_tokens, BTreeMap::from([(1, token::digest(&attempt.token))]));
     assert!(before <= stored.updated_at && stored.updated_at <= after);
     assert_eq!(stored.due_at, stored.updated_at, "a finished task is due when it finished");
     // The TTL is reset to the result retention from the moment the task finished.
@@ -348,6 +365,42 @@ async fn a_different_outcome_for_a_finished_attempt_answers_409_and_changes_noth
     assert_eq!(events.events().len(), 1);
 }
 
+/// A success callback whose result is `{"blob":"xxx…"}`, `size` bytes of compact JSON.
+fn large_result(size: usize) -> (Value, String) {
+    let result = json!({"blob": "x".repeat(size - 11)});
+    assert_eq!(result.to_string().len(), size);
+    (result.clone(), json!({"status": "succeeded", "result": result}).to_string())
+}
+
+#[tokio::test]
+async fn a_large_result_is_kept_in_the_blob_store() {
+    let (mut app, events) = app();
+    app.blobs.inline_max = 64;
+    let (task, attempt) = in_progress(&app).await;
+    let (result, body) = large_result(200);
+    let response = handle(&app, callback(&attempt, &body)).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(body_json(&response), json!({"task_id": task.task_id.as_str(), "status": "DONE"}));
+
+    let stored = current(&app, &task.task_id).await;
+    assert_eq!(stored.status, TaskStatus::Done);
+    let Some(Content::Stored { key }) = &stored.result else { panic!("not stored apart: {:?}", stored.result) };
+    assert!(key.starts_with(&format!("results/{}/1/", task.task_id)), "{key}");
+    assert_eq!(app.blobs.store.keys(), std::slice::from_ref(key));
+    let blob = app.blobs.store.get(key).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&blob).unwrap(), result);
+    assert_eq!(events.events().len(), 1);
+
+    // The same large result again: a repeat, nothing new written; another one: a conflict.
+    let again = handle(&app, callback(&attempt, &body)).await;
+    assert_eq!(again.status().as_u16(), 200);
+    let (_, other) = large_result(201);
+    assert_error(&handle(&app, callback(&attempt, &other)).await, 409, "conflict");
+    assert_eq!(app.blobs.store.keys(), std::slice::from_ref(key));
+    assert_eq!(current(&app, &task.task_id).await, stored);
+    assert_eq!(events.events().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Credentials
 
@@ -377,6 +430,30 @@ async fn a_wrong_token_is_refused_with_401_and_changes_nothing() {
     assert_eq!(events.events(), []);
     // The right one still works afterwards.
     assert_eq!(handle(&app, callback(&attempt, SUCCEEDED)).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_forged_callback_with_a_large_result_writes_nothing_anywhere() {
+    let (mut app, events) = app();
+    app.blobs.inline_max = 64;
+    let (task, attempt) = in_progress(&app).await;
+    let (_, body) = large_result(10_000);
+    let forged = Attempt { token: CallbackToken::generate().unwrap().expose().to_owned(), ..attempt.clone() };
+    let response = handle(&app, callback(&forged, &body)).await;
+    assert_error(&response, 401, "invalid_callback_token");
+    // Nor does a well-formed token under a number that is not the current attempt's.
+    let wrong_attempt = Attempt { attempt: 2, ..attempt.clone() };
+    assert_error(&handle(&app, callback(&wrong_attempt, &body)).await, 401, "invalid_callback_token");
+    // Nor a callback for a task that does not exist.
+    let stranger = Attempt { task_id: TaskId::generate(), ..forged };
+    assert_error(&handle(&app, callback(&stranger, &body)).await, 404, "not_found");
+
+    assert_eq!(app.blobs.store.keys(), Vec::<String>::new(), "no blob for an unauthenticated caller");
+    assert_eq!(current(&app, &task.task_id).await, task);
+    assert_eq!(events.events(), []);
+    // The real callback is then stored as usual.
+    assert_eq!(handle(&app, callback(&attempt, &body)).await.status().as_u16(), 200);
+    assert_eq!(app.blobs.store.keys().len(), 1);
 }
 
 #[tokio::test]
@@ -463,7 +540,10 @@ async fn only_the_current_attempts_callback_counts() {
     let second = hand_over(&app, &task.task_id, 2).await;
     assert_ne!(first.token, second.token, "every attempt has its own token");
     let started = current(&app, &task.task_id).await;
-    assert_eq!(started.callback_tokens, [token::digest(&first.token), token::digest(&second.token)]);
+    assert_eq!(
+        started.callback_tokens,
+        BTreeMap::from([(1, token::digest(&first.token)), (2, token::digest(&second.token))])
+    );
 
     // Attempt 1 reports late: ignored. Attempt 1's token under attempt 2's number: refused.
     assert_error(&handle(&app, callback(&first, SUCCEEDED)).await, 409, "stale_attempt");
@@ -475,7 +555,10 @@ async fn only_the_current_attempts_callback_counts() {
     let response = handle(&app, callback(&second, r#"{"status":"succeeded","result":{"attempt":2}}"#)).await;
     assert_eq!(response.status().as_u16(), 200);
     let done = current(&app, &task.task_id).await;
-    assert_eq!((done.status, done.attempts, done.result), (TaskStatus::Done, 2, Some(json!({"attempt": 2}))));
+    assert_eq!(
+        (done.status, done.attempts, done.result),
+        (TaskStatus::Done, 2, Some(Content::Inline(json!({"attempt": 2}))))
+    );
     assert_eq!(
         done.history.iter().map(|e| (e.status, e.attempt)).collect::<Vec<_>>(),
         [
@@ -604,13 +687,13 @@ async fn a_callback_for_an_expired_task_answers_404() {
     // Finished, then outlived its retention; storage has not deleted it yet.
     let issued = CallbackToken::generate().unwrap();
     let created = minutes_ago(60);
-    let mut task = Task::received(ClientId::parse("alpha").unwrap(), json!({}), created, created.as_epoch_seconds());
+    let mut task = Task::received(ClientId::parse("alpha").unwrap(), created, created.as_epoch_seconds());
     task.status = TaskStatus::Done;
     task.attempts = 1;
-    task.result = Some(json!({"answer": 42}));
-    task.callback_tokens = vec![issued.digest()];
+    task.result = Some(Content::Inline(json!({"answer": 42})));
+    task.callback_tokens = BTreeMap::from([(1, issued.digest())]);
     task.expires_at = Timestamp::now().as_epoch_seconds() - 1;
-    app.store.insert(&task).await.unwrap();
+    app.store.insert(&task, &Content::Inline(json!({})), task.expires_at).await.unwrap();
 
     let attempt = Attempt { task_id: task.task_id.clone(), attempt: 1, token: issued.expose().to_owned() };
     // Neither the repeat nor another outcome reveals it.
