@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod error;
 pub mod lifecycle;
 pub mod memory;
+pub mod memory_blobs;
 pub mod metrics;
 pub mod policy;
 pub mod ports;
