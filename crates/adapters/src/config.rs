@@ -134,3 +134,7 @@ pub fn external_timeout() -> Result<Duration, ConfigError> {
 pub async fn aws() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
+
+/// S3 bucket of payloads and results too large to keep inline in the tasks table (keys under
+/// `payloads/` and `results/`, see `taskfleet_core::blob`).
+pub const BLOBS_BUCKET: &str = "BLOBS_BUCKET";

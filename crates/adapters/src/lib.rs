@@ -2,6 +2,7 @@
 //! function reads at cold start. Each SDK client is built once per cold start from one shared
 //! [`aws_config::SdkConfig`]; `AWS_ENDPOINT_URL` points them all at a local emulator.
 
+pub mod blobs;
 pub mod cloudwatch;
 pub mod config;
 pub mod dynamo;
@@ -15,6 +16,7 @@ pub mod sns;
 pub mod table;
 
 pub use aws_config::SdkConfig;
+pub use blobs::S3Blobs;
 pub use cloudwatch::CloudWatchSink;
 pub use config::ConfigError;
 pub use dynamo::DynamoStore;
