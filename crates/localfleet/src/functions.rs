@@ -27,6 +27,8 @@ use taskfleet_core::signing::SigningSecrets;
 pub struct FunctionSettings {
     pub table: String,
     pub topic_arn: String,
+    /// The bucket of large payloads and results (`BLOBS_BUCKET` in AWS).
+    pub bucket: String,
     /// How long a function instance remembers an API key lookup.
     pub key_cache: Duration,
     /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).

@@ -114,6 +114,7 @@ impl Fleet {
             &FunctionSettings {
                 table: resources.table.clone(),
                 topic_arn: resources.topic_arn.clone(),
+                bucket: resources.bucket.clone(),
                 key_cache: settings.key_cache,
                 signing: settings.signing.clone(),
                 external_service_url: settings.external_service_url.clone(),

@@ -1,6 +1,7 @@
 //! Creates what serverless.yml creates in AWS, in the emulator: the tasks table (with stream,
-//! TTL and status index), the dispatch topic, and — standing in for SNS's Lambda subscription —
-//! an SQS queue subscribed to the topic, with a dead-letter queue after three receives.
+//! TTL and status index), the dispatch topic, the bucket of large payloads and results, and —
+//! standing in for SNS's Lambda subscription — an SQS queue subscribed to the topic, with a
+//! dead-letter queue after three receives.
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -11,6 +12,8 @@ pub struct Names {
     pub table: String,
     pub topic: String,
     pub queue: String,
+    /// The blobs bucket (`BLOBS_BUCKET`): a valid S3 bucket name whatever the prefix.
+    pub bucket: String,
 }
 
 impl Names {
@@ -20,8 +23,24 @@ impl Names {
             table: format!("{prefix}-tasks"),
             topic: format!("{prefix}-dispatch"),
             queue: format!("{prefix}-caller"),
+            bucket: bucket_name(prefix),
         }
     }
+}
+
+/// `{prefix}-blobs` as a valid S3 bucket name: 3-63 characters of a-z, 0-9 and '-' (no dots, which
+/// break virtual-hosted TLS names), starting with a letter or digit. Anything else in the prefix
+/// becomes '-', and a long prefix is cut so that the "-blobs" suffix stays.
+pub fn bucket_name(prefix: &str) -> String {
+    const SUFFIX: &str = "-blobs";
+    let mut stem: String = prefix
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .collect();
+    stem.truncate(63 - SUFFIX.len());
+    let stem = stem.trim_matches('-');
+    if stem.is_empty() { format!("taskfleet{SUFFIX}") } else { format!("{stem}{SUFFIX}") }
 }
 
 /// What exists once [`ensure`] returns.
@@ -33,6 +52,8 @@ pub struct Resources {
     pub subscription_arn: String,
     pub queue_url: String,
     pub dead_letter_queue_url: String,
+    /// The blobs bucket's name (what the functions get as `BLOBS_BUCKET`).
+    pub bucket: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +85,10 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         .table
         .and_then(|t| t.latest_stream_arn)
         .ok_or_else(|| failed("the tasks table")("it has no stream".into()))?;
+
+    taskfleet_adapters::blobs::create_bucket(&taskfleet_adapters::blobs::client(sdk), &names.bucket)
+        .await
+        .map_err(|e| failed("the blobs bucket")(e.to_string()))?;
 
     let sns = aws_sdk_sns::Client::new(sdk);
     let topic_arn = sns
@@ -99,6 +124,7 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         subscription_arn,
         queue_url,
         dead_letter_queue_url,
+        bucket: names.bucket.clone(),
     })
 }
 
@@ -160,4 +186,33 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Provi
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| failed("a queue")("no ARN returned".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(name: &str) -> bool {
+        (3..=63).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    }
+
+    #[test]
+    fn the_bucket_is_named_after_the_prefix() {
+        assert_eq!(Names::with_prefix("taskfleet-dev").bucket, "taskfleet-dev-blobs");
+        assert_eq!(bucket_name("e2e-0123456789ab"), "e2e-0123456789ab-blobs");
+    }
+
+    #[test]
+    fn any_prefix_makes_a_valid_bucket_name() {
+        for prefix in ["Taskfleet_Dev", "-x-", "", "..a..b..", "ÄÖÜ", &"long-".repeat(30), "a.", "my fleet"] {
+            let name = bucket_name(prefix);
+            assert!(valid(&name), "{prefix:?} -> {name:?}");
+            assert!(name.ends_with("-blobs"), "{name}");
+        }
+        assert_eq!(bucket_name("Taskfleet_Dev"), "taskfleet-dev-blobs");
+        assert_eq!(bucket_name("team.fleet"), "team-fleet-blobs");
+    }
 }
