@@ -250,8 +250,11 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
         }
         let required: &[&str] = match name.as_str() {
             "dispatcher" => &[config::DISPATCH_TOPIC_ARN],
-            "caller" => &[config::TASKS_TABLE, config::EXTERNAL_SERVICE_URL, config::CALLBACK_BASE_URL],
+            "caller" => {
+                &[config::TASKS_TABLE, config::EXTERNAL_SERVICE_URL, config::CALLBACK_BASE_URL, config::BLOBS_BUCKET]
+            }
             "sweeper" => &[config::TASKS_TABLE, config::DISPATCH_TOPIC_ARN],
+            "ingest" | "status" | "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
             _ => &[config::TASKS_TABLE],
         };
         for variable in required {
@@ -298,9 +301,9 @@ fn grants(template: &Value, function: &Value) -> Vec<(BTreeSet<String>, Value, V
 fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
     let template = template();
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
-        ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"][..]),
-        ("status", &["dynamodb:GetItem", "dynamodb:Query"][..]),
-        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem"][..]),
+        ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
+        ("status", &["dynamodb:GetItem", "dynamodb:Query", "s3:GetObject"][..]),
+        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
         (
             "dispatcher",
             &[
@@ -312,7 +315,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
                 "sqs:SendMessage",
             ][..],
         ),
-        ("caller", &["dynamodb:UpdateItem", "dynamodb:GetItem", "sqs:SendMessage"][..]),
+        ("caller", &["dynamodb:UpdateItem", "dynamodb:GetItem", "sqs:SendMessage", "s3:GetObject"][..]),
         ("metrics", &["dynamodb:Query", "cloudwatch:PutMetricData"][..]),
         ("sweeper", &["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem", "sns:Publish"][..]),
     ]);
@@ -332,6 +335,104 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
         }
         let want: BTreeSet<String> = expected[name.as_str()].iter().map(|a| (*a).to_owned()).collect();
         assert_eq!(allowed, want, "{name}");
+    }
+}
+
+#[test]
+fn each_role_reaches_only_its_own_prefix_of_the_blobs_bucket() {
+    let template = template();
+    let objects = |prefix: &str| serde_json::json!({ "Fn::Sub": format!("${{BlobsBucket.Arn}}/{prefix}/*") });
+    let expected: BTreeMap<&str, Vec<(BTreeSet<String>, Value)>> = BTreeMap::from([
+        ("ingest", vec![(BTreeSet::from(["s3:PutObject".to_owned()]), objects("payloads"))]),
+        ("caller", vec![(BTreeSet::from(["s3:GetObject".to_owned()]), objects("payloads"))]),
+        ("webhook", vec![(BTreeSet::from(["s3:PutObject".to_owned()]), objects("results"))]),
+        // GET /tasks/{id} answers presigned URLs of results, which act with this grant.
+        ("status", vec![(BTreeSet::from(["s3:GetObject".to_owned()]), objects("results"))]),
+    ]);
+    for (name, function) in functions(&template) {
+        let s3: Vec<(BTreeSet<String>, Value)> = grants(&template, function)
+            .into_iter()
+            .filter(|(actions, _, _)| actions.iter().any(|a| a.starts_with("s3:")))
+            .map(|(actions, resource, condition)| {
+                assert!(condition.is_null(), "{name}: conditional S3 grant {condition}");
+                (actions, resource)
+            })
+            .collect();
+        assert_eq!(s3, expected.get(name.as_str()).cloned().unwrap_or_default(), "{name}");
+    }
+}
+
+/// A number the template holds as a number or as its decimal text (serverless params).
+fn whole(value: &Value) -> u64 {
+    value.as_u64().or_else(|| value.as_str()?.parse().ok()).unwrap_or_else(|| panic!("not a whole number: {value}"))
+}
+
+#[test]
+fn the_blobs_bucket_is_private_encrypted_tls_only_and_expires_both_prefixes() {
+    let template = template();
+    let resources = &template["Resources"];
+    let buckets: Vec<&String> = of_type(&template, "AWS::S3::Bucket").into_iter().map(|(id, _)| id).collect();
+    assert!(buckets.contains(&&"BlobsBucket".to_owned()), "{buckets:?}");
+    let bucket = &resources["BlobsBucket"]["Properties"];
+
+    let encryption = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"];
+    assert_eq!(encryption.as_array().map(Vec::len), Some(1), "{encryption}");
+    assert_eq!(encryption[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256");
+    assert_eq!(encryption[0]["BucketKeyEnabled"], true);
+
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for setting in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(block[setting], true, "{setting}");
+    }
+    assert_eq!(bucket["OwnershipControls"]["Rules"], serde_json::json!([{ "ObjectOwnership": "BucketOwnerEnforced" }]));
+
+    // TLS only: a bucket policy on this bucket denies every request without it.
+    let policies: Vec<&Value> = of_type(&template, "AWS::S3::BucketPolicy")
+        .into_iter()
+        .map(|(_, policy)| &policy["Properties"])
+        .filter(|policy| policy["Bucket"] == serde_json::json!({ "Ref": "BlobsBucket" }))
+        .collect();
+    let [policy] = policies.as_slice() else { panic!("one policy on BlobsBucket expected: {policies:?}") };
+    let denies_plain_http = policy["PolicyDocument"]["Statement"].as_array().expect("statements").iter().any(|s| {
+        s["Effect"] == "Deny"
+            && s["Principal"] == "*"
+            && s["Action"] == "s3:*"
+            && s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+            && s["Resource"]
+                == serde_json::json!([
+                    { "Fn::GetAtt": ["BlobsBucket", "Arn"] },
+                    { "Fn::Sub": "${BlobsBucket.Arn}/*" },
+                ])
+    });
+    assert!(denies_plain_http, "no TLS-only statement: {policy}");
+
+    // Lifecycle: payloads live while their task can (TTL + retention), results a retention
+    // longer, each rounded up to whole days plus one; incomplete uploads go after a day.
+    let deployed = functions(&template);
+    let environment = &deployed["ingest"]["Properties"]["Environment"]["Variables"];
+    let ttl = whole(&environment[config::TASK_TTL_SECONDS]);
+    let retention = whole(&environment[config::RESULT_RETENTION_SECONDS]);
+    let days = |seconds: u64| seconds.div_ceil(86_400) + 1;
+    let rules: BTreeMap<String, &Value> = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .expect("lifecycle rules")
+        .iter()
+        .map(|rule| (text(&rule["Prefix"]), rule))
+        .collect();
+    let expected = BTreeMap::from([("payloads/", days(ttl + retention)), ("results/", days(ttl + 2 * retention))]);
+    assert_eq!(rules.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected.keys().copied().collect());
+    for (prefix, expiry_days) in expected {
+        let rule = rules[prefix];
+        assert_eq!(rule["Status"], "Enabled", "{prefix}");
+        assert_eq!(whole(&rule["ExpirationInDays"]), expiry_days, "{prefix}: expiry in days");
+        assert_eq!(whole(&rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]), 1, "{prefix}");
+    }
+    // The payload keys the code writes fall under their prefix.
+    assert!(taskfleet_core::blob::payload_key(&taskfleet_core::TaskId::generate()).starts_with("payloads/"));
+
+    for (name, function) in &deployed {
+        let variables = &function["Properties"]["Environment"]["Variables"];
+        assert_eq!(variables[config::BLOBS_BUCKET], serde_json::json!({ "Ref": "BlobsBucket" }), "{name}");
     }
 }
 
