@@ -141,3 +141,39 @@ async fn gauges_and_per_event_metrics_reach_cloudwatch() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A payload of exactly `bytes` bytes of compact JSON: random, incompressible text.
+fn payload_of(bytes: usize) -> Value {
+    let envelope = json!({"data": ""}).to_string().len();
+    let data: String = std::iter::repeat_with(|| fastrand::alphanumeric()).take(bytes - envelope).collect();
+    let payload = json!({ "data": data });
+    assert_eq!(payload.to_string().len(), bytes);
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_mib_payload_and_its_4_mib_result_round_trip_through_the_blob_store() {
+    let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(50))).await;
+    let payload = payload_of(taskfleet_core::validation::MAX_PAYLOAD_BYTES);
+    assert_eq!(payload.to_string().len(), 4 * 1024 * 1024, "the documented limit");
+    let (code, body) = fleet.submit(KEY_ALPHA, payload.clone()).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["task_id"].as_str().unwrap().to_owned();
+
+    let task = fleet.wait_finished(KEY_ALPHA, &id, Duration::from_secs(60)).await;
+    assert_eq!(task["status"], "DONE", "the external service got the whole payload inline: {}", task["history"]);
+    assert!(task.get("result").is_none(), "a large result is not inline");
+    let url = task["result_url"].as_str().expect("a large result is shown as result_url");
+    let result: Value = reqwest::get(url).await.unwrap().error_for_status().unwrap().json().await.unwrap();
+    assert!(result["echo"] == payload, "the service got the whole payload and its result came back whole");
+    assert_eq!(result["attempt"], task["attempts"], "the result of the attempt that finished: {}", task["history"]);
+
+    let (code, small) = fleet.submit(KEY_ALPHA, json!({"n": 1})).await;
+    assert_eq!(code, 202, "{small}");
+    let small = fleet.wait_finished(KEY_ALPHA, small["task_id"].as_str().unwrap(), WITHIN).await;
+    assert_eq!((small["result"].clone(), small.get("result_url")), (json!({"echo": {"n": 1}, "attempt": 1}), None));
+
+    let (code, too_large) =
+        fleet.submit(KEY_ALPHA, payload_of(taskfleet_core::validation::MAX_PAYLOAD_BYTES + 1)).await;
+    assert_eq!((code, too_large["error"]["code"].as_str()), (413, Some("too_large")), "{too_large}");
+}

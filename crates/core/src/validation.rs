@@ -10,12 +10,13 @@ use crate::lifecycle::Outcome;
 
 /// Largest accepted `payload`, serialized (compact JSON bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
-/// Largest accepted `result`, serialized (compact JSON bytes).
-pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
+/// Largest accepted `result`, serialized (compact JSON bytes): room for a service that hands a
+/// whole payload back inside an envelope of its own.
+pub const MAX_RESULT_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
 /// Longest accepted `error` text, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1024;
 /// Largest accepted request body on any route (payload or result plus envelope and whitespace).
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+pub const MAX_BODY_BYTES: usize = MAX_RESULT_BYTES + 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -86,9 +86,16 @@ struct Service {
     client: reqwest::Client,
 }
 
+/// The largest job body the service reads.
+pub const JOB_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
 pub fn router(settings: Settings) -> Router {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-    Router::new().route("/jobs", post(accept)).with_state(Arc::new(Service { settings, client }))
+    Router::new()
+        .route("/jobs", post(accept))
+        // Jobs carry payloads of up to 4 MiB (axum's default limit is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(JOB_BODY_LIMIT))
+        .with_state(Arc::new(Service { settings, client }))
 }
 
 async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> (StatusCode, Json<Value>) {
