@@ -294,9 +294,10 @@ impl DynamoStore {
         }
     }
 
-    /// How many status index shards to read: this store's own setting, or more if a reader was
-    /// ever configured with more. The table remembers the most any reader was configured with,
-    /// so lowering `STATUS_INDEX_SHARDS` strands no task in a shard that is no longer written.
+    /// How many status index shards to read: this store's own setting, or more if a store was
+    /// ever configured with more. The table remembers the most any store (writer or reader) was
+    /// configured with, so lowering `STATUS_INDEX_SHARDS` strands no task in a shard that is no
+    /// longer written, and raising it lets readers find new shards before any task lands there.
     async fn read_shards(&self) -> Result<u32, StoreError> {
         let cached = *self.read_shards.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, shards)) = cached.filter(|(read_at, _)| read_at.elapsed() < SHARDS_CACHE) {
@@ -580,6 +581,9 @@ impl TaskStore for DynamoStore {
         // land leaves a payload item that expires with nothing pointing at it. The payload item
         // is written once: one already there (of this task, or of an insert that did not finish
         // with this id) is kept, and the task's own create below decides whether the id is taken.
+        // Before a task can land in a shard no reader knows of, the table learns of the shards
+        // (at most one read a minute per store).
+        self.read_shards().await?;
         let payload = PayloadRecord::of(&task.task_id, payload, payload_expires_at);
         match item::create(&self.client, &self.table, payload, "payload").await {
             Ok(()) | Err(StoreError::AlreadyExists) => {}

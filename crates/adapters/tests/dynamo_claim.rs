@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{T0, all_items, at, fresh_store, n, names, raw_item_at, s};
 use taskfleet_adapters::table;
 use taskfleet_core::ports::{IdempotencyRecord, TaskStore};
@@ -73,7 +75,7 @@ async fn the_first_claim_of_a_clients_key_wins_and_later_ones_answer_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_concurrent_claims_of_one_key_exactly_one_wins() {
-    let store = fresh_store().await;
+    let store = Arc::new(fresh_store().await);
     let client = common::client_id();
     for round in 0..10 {
         let key = format!("race-{round}");

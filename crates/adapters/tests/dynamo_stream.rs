@@ -1,6 +1,7 @@
 //! The table `table::create` makes, against the AWS emulator (moto server): its layout (key,
-//! stream, both indexes, TTL), and a stream whose records carry the images the dispatcher reads
-//! (status, attempts, due_at).
+//! stream, the status, client and key-owner indexes, TTL), and a stream whose records carry the
+//! images the dispatcher reads (status, attempts, due_at) — and, for the payload item written
+//! with each task, an image that is no task's.
 //!
 //! Needs `AWS_ENDPOINT_URL` (see `taskfleet_testkit`); every test creates its own table.
 
@@ -16,8 +17,9 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIterato
 use common::fresh_store;
 use serde_json::json;
 use taskfleet_adapters::{DynamoStore, record, table};
+use taskfleet_core::blob::Content;
 use taskfleet_core::dispatch::{DispatchMessage, Snapshot, dispatch_for};
-use taskfleet_core::lifecycle::{Heartbeat, Transition};
+use taskfleet_core::lifecycle::Transition;
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
 use taskfleet_core::{Task, TaskId, TaskStatus, Timestamp};
 
@@ -62,8 +64,7 @@ async fn the_table_has_the_declared_layout() {
     assert!(stream.stream_enabled());
     assert_eq!(stream.stream_view_type(), Some(&TableStreamViewType::NewAndOldImages));
 
-    // Both task indexes, with their keys and what they project. (Looked up by name: the table
-    // may carry indexes for other kinds of items.)
+    // Every index, with its keys and what it projects.
     let indexes: BTreeMap<String, IndexLayout> = description
         .global_secondary_indexes()
         .iter()
@@ -79,10 +80,16 @@ async fn the_table_has_the_declared_layout() {
         .collect();
     let owned = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
     assert_eq!((table::STATUS_INDEX, table::CLIENT_INDEX), ("by_status", "by_client"));
+    assert_eq!(table::KEY_OWNER_INDEX, "by_key_owner");
+    assert_eq!(
+        indexes.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["by_client", "by_key_owner", "by_status"],
+        "{indexes:#?}"
+    );
     assert_eq!(
         indexes.get("by_status"),
         Some(&IndexLayout {
-            keys: vec![("status".to_owned(), KeyType::Hash), ("due_at".to_owned(), KeyType::Range)],
+            keys: vec![("status_key".to_owned(), KeyType::Hash), ("due_at".to_owned(), KeyType::Range)],
             projection: Some(ProjectionType::Include),
             projected: owned(&["attempts", "series_start"]),
         }),
@@ -91,25 +98,36 @@ async fn the_table_has_the_declared_layout() {
     assert_eq!(
         indexes.get("by_client"),
         Some(&IndexLayout {
-            keys: vec![("client_id".to_owned(), KeyType::Hash), ("created_at".to_owned(), KeyType::Range)],
-            projection: Some(ProjectionType::Include),
-            projected: owned(&["attempts", "expires_at", "status", "task_id", "updated_at"]),
+            keys: vec![("client_key".to_owned(), KeyType::Hash), ("created_key".to_owned(), KeyType::Range)],
+            projection: Some(ProjectionType::KeysOnly),
+            projected: vec![],
+        }),
+        "{indexes:#?}"
+    );
+    assert_eq!(
+        indexes.get("by_key_owner"),
+        Some(&IndexLayout {
+            keys: vec![("key_owner".to_owned(), KeyType::Hash), ("key_id".to_owned(), KeyType::Range)],
+            projection: Some(ProjectionType::KeysOnly),
+            projected: vec![],
         }),
         "{indexes:#?}"
     );
 
-    // The keys are declared with their types: strings, and numbers (milliseconds) for the times.
+    // The keys are declared with their types: strings, and a number (milliseconds) for due_at;
+    // nothing else is declared (the client index sorts on a string).
     let attributes: BTreeMap<&str, &ScalarAttributeType> =
         description.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type())).collect();
-    for (name, kind) in [
-        ("pk", ScalarAttributeType::S),
-        ("status", ScalarAttributeType::S),
-        ("due_at", ScalarAttributeType::N),
-        ("client_id", ScalarAttributeType::S),
-        ("created_at", ScalarAttributeType::N),
-    ] {
-        assert_eq!(attributes.get(name), Some(&&kind), "{name}: {attributes:?}");
-    }
+    let expected: BTreeMap<&str, &ScalarAttributeType> = BTreeMap::from([
+        ("pk", &ScalarAttributeType::S),
+        ("status_key", &ScalarAttributeType::S),
+        ("due_at", &ScalarAttributeType::N),
+        ("client_key", &ScalarAttributeType::S),
+        ("created_key", &ScalarAttributeType::S),
+        ("key_owner", &ScalarAttributeType::S),
+        ("key_id", &ScalarAttributeType::S),
+    ]);
+    assert_eq!(attributes, expected);
     assert_eq!(description.billing_mode_summary().and_then(|b| b.billing_mode()), Some(&BillingMode::PayPerRequest));
 
     let ttl = store
@@ -153,22 +171,16 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let deadline = now.plus_seconds(900);
     let later = now.plus_seconds(1_800);
     let retry_at = now.plus_seconds(120);
-    let task = Task::received(common::client_id(), json!({"n": 1}), now, 4_000_000_000);
-    store.insert(&task).await.unwrap();
+    let task = Task::received(common::client_id(), now, 4_000_000_000);
+    store.insert(&task, &Content::Inline(json!({"n": 1})), 4_000_000_000).await.unwrap();
     let start = Transition::start(&task.task_id, 1, common::token_digest(1), now, deadline);
     let started = store.apply(&start).await.unwrap();
     assert!(matches!(started, WriteOutcome::Applied(_)), "{started:?}");
     // A rejected (conditional-check-failed) write changes nothing, so it is not in the stream.
     let repeated = store.apply(&start).await.unwrap();
     assert!(matches!(repeated, WriteOutcome::Rejected(Some(_))), "{repeated:?}");
-    let beat = Heartbeat {
-        task_id: task.task_id.clone(),
-        attempt: 1,
-        token_digest: common::token_digest(1),
-        deadline: later,
-        at: now.plus_seconds(60),
-    };
-    let beaten = store.heartbeat(&beat).await.unwrap();
+    let beat = Transition::heartbeat(&task.task_id, 1, common::token_digest(1), now.plus_seconds(60), later);
+    let beaten = store.apply(&beat).await.unwrap();
     assert!(matches!(beaten, WriteOutcome::Applied(_)), "{beaten:?}");
     let retry = Transition::retry(&task.task_id, 1, "attempt 1: refused", now.plus_seconds(61), retry_at);
     let retried = store.apply(&retry).await.unwrap();
@@ -201,6 +213,9 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
         records.extend(page.records.unwrap_or_default());
     }
 
+    // The table's note of its status index shards is no task's either.
+    let note = AttributeValue::S(table::STATUS_SHARDS_ITEM.to_owned());
+    records.retain(|record| record.dynamodb().and_then(|c| c.keys()).and_then(|k| k.get("pk")) != Some(&note));
     let pk = AttributeValue::S(table::task_key(task.task_id.as_str()));
     let ms = |t: Timestamp| Some(AttributeValue::N(t.as_millis().to_string()));
     let fields = |image: Option<&HashMap<String, AttributeValue>>| {
@@ -213,7 +228,14 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     };
     let in_progress =
         |due: Timestamp| (Some(AttributeValue::S("IN_PROGRESS".into())), Some(AttributeValue::N("1".into())), ms(due));
-    let [insert, start, heartbeat, retry] = records.as_slice() else { panic!("four records: {records:#?}") };
+    // The payload item is written first, once: its record is no task's.
+    let [payload, insert, start, heartbeat, retry] = records.as_slice() else { panic!("five records: {records:#?}") };
+    assert_eq!(payload.event_name(), Some(&OperationType::Insert));
+    let change = payload.dynamodb().expect("change");
+    let image = change.new_image().expect("image");
+    assert_eq!(image.get("pk"), Some(&AttributeValue::S(table::payload_item_key(task.task_id.as_str()))));
+    let item: HashMap<String, TableAttributeValue> = image.iter().map(|(k, v)| (k.clone(), table_value(v))).collect();
+    assert_eq!(record::snapshot_from_image(&serde_dynamo::Item::from(item)).unwrap(), None);
 
     assert_eq!(insert.event_name(), Some(&OperationType::Insert));
     let change = insert.dynamodb().expect("change");
@@ -234,9 +256,11 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     assert_eq!(fields(change.new_image()), in_progress(deadline));
     let new_image = change.new_image().unwrap();
     assert_eq!(
-        new_image.get("callback_tokens"),
-        Some(&AttributeValue::L(vec![AttributeValue::S(common::token_digest(1))]))
+        new_image.get("tokens"),
+        Some(&AttributeValue::M(HashMap::from([("1".to_owned(), AttributeValue::S(common::token_digest(1)))])))
     );
+    let shard = table::shard_of(task.task_id.as_str(), table::DEFAULT_STATUS_SHARDS);
+    assert_eq!(new_image.get("status_key"), Some(&AttributeValue::S(format!("IN_PROGRESS#{shard}"))));
     let AttributeValue::L(history) = &new_image["history"] else { panic!("history is a list: {new_image:?}") };
     assert_eq!(history.len(), 2);
     assert!(history.iter().all(AttributeValue::is_m), "{history:?}");
