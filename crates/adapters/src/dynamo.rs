@@ -217,6 +217,20 @@ impl Update {
 }
 
 impl DynamoStore {
+    /// The item with partition key `pk`, read strongly consistent.
+    async fn read_item(&self, pk: String) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(answer.item)
+    }
+
     /// Runs one conditional UpdateItem; a failed condition answers the task as it is.
     async fn write(&self, task_id: &TaskId, update: Update) -> Result<WriteOutcome, StoreError> {
         let written = self
@@ -305,15 +319,8 @@ impl DynamoStore {
         }
         let own = self.layout.status_shards;
         let stored = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(table::STATUS_SHARDS_ITEM.to_owned())))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?
-            .item
+            .read_item(table::STATUS_SHARDS_ITEM.to_owned())
+            .await?
             .and_then(|item| match item.get("shards") {
                 Some(AttributeValue::N(n)) => n.parse::<u32>().ok(),
                 _ => None,
@@ -593,29 +600,11 @@ impl TaskStore for DynamoStore {
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
-        let answer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(table::task_key(task_id.as_str()))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        answer.item.map(task_from_item).transpose()
+        self.read_item(table::task_key(task_id.as_str())).await?.map(task_from_item).transpose()
     }
 
     async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
-        let answer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(table::payload_item_key(task_id.as_str()))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = answer.item else { return Ok(None) };
+        let Some(item) = self.read_item(table::payload_item_key(task_id.as_str())).await? else { return Ok(None) };
         let record: PayloadRecord =
             serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(format!("payload item: {e}")))?;
         record.into_content().map(Some)
@@ -649,15 +638,8 @@ impl TaskStore for DynamoStore {
         let existing = match existing {
             Some(item) => item,
             None => self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(table::idempotency_key(record.client_id.as_str(), &record.key_digest))))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(unavailable)?
-                .item
+                .read_item(table::idempotency_key(record.client_id.as_str(), &record.key_digest))
+                .await?
                 .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?,
         };
         let item: IdempotencyItem =
