@@ -2,6 +2,8 @@
 loopback, each step bounded in count and time, and writes bench/RESULTS.md.
 
     python bench/harness/run.py [--smoke] [--rust-dir target/release] [--steps cold,warm,...]
+    python bench/harness/run.py --steps storage --splice [--save-storage-baseline NOTE]
+        step 8 alone; --splice rewrites only its section of RESULTS.md
 
 --smoke runs one repetition of everything with tiny counts and asserts only that each step
 worked (every invocation answered correctly, every task finished): it never judges timings.
@@ -25,9 +27,13 @@ import invoke  # noqa: E402
 import report  # noqa: E402
 import seed  # noqa: E402
 import sizes  # noqa: E402
+import storage  # noqa: E402
 from stub import ExternalService  # noqa: E402
 
-STEPS = ["cold", "warm", "size", "requests", "throughput", "cron"]
+STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage"]
+# Steps that need the templates (a task taken through the functions, a reference table).
+TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron"}
+STORAGE_BASELINE = os.path.join(ROOT, "bench", "baseline-storage.json")
 
 # (full run, smoke run): counts, and seconds each step may take before it stops early.
 SETTINGS = {
@@ -43,6 +49,9 @@ SETTINGS = {
     "budget_requests": (60, 60),
     "budget_throughput": (60, 40),
     "budget_cron": (70, 60),
+    "storage_tasks": (500, 10),  # per payload size (1 KiB, 32 KiB), all from one client
+    "storage_concurrency": (4, 2),
+    "budget_storage": (240, 50),
 }
 
 
@@ -153,12 +162,20 @@ def main():
     parser.add_argument("--json", help="where the results go as JSON (default target/bench/results[-smoke].json)")
     parser.add_argument("--command", default="make bench", help="the command recorded in the report")
     parser.add_argument("--built-from", default="", help="what the Rust binaries were built from, for the report")
+    parser.add_argument("--splice", action="store_true",
+                        help="rewrite only §8 (storage) of --out, keeping the rest (the storage step run alone)")
+    parser.add_argument("--save-storage-baseline", metavar="NOTE", nargs="?", const="",
+                        help=f"keep this run's storage numbers as the 'before' of later reports "
+                             f"({os.path.relpath(STORAGE_BASELINE, ROOT)}); NOTE says what was measured")
     args = parser.parse_args()
     args.json = args.json or os.path.join(ROOT, "target", "bench", f"results{'-smoke' if args.smoke else ''}.json")
     if args.report_only:
         with open(args.json) as saved:
             results = json.load(saved)
-        report.write(args.out, results, ReportContext(args, results), results.get("command", args.command))
+        if args.splice and os.path.exists(args.out) and results.get("storage"):
+            report.splice_storage(args.out, results, ROOT)
+        else:
+            report.write(args.out, results, ReportContext(args, results), results.get("command", args.command))
         print(f"==> rewrote {os.path.relpath(args.out, ROOT)}")
         return 0
     steps = [s for s in args.steps.split(",") if s]
@@ -180,13 +197,15 @@ def main():
     with emulator.moto(os.path.join(ROOT, ".venv"), os.path.join(args.logs, "moto.log")) as moto:
         ctx = Context(args, moto)
         print(f"==> emulator {moto.url}; Rust binaries from {ctx.rust_dir}", flush=True)
-        ctx.make_templates()
+        if TEMPLATE_STEPS & set(steps):
+            ctx.make_templates()
         runs = [  # (steps, where the results go, what measures them)
             ("cold/warm", None, lambda: lambda_steps(ctx, steps, results, failures)),
             ("size", "size", lambda: sizes.measure(ctx, args.zip_dirs)),
             ("requests", "requests", lambda: fleet.requests_per_task(ctx)),
             ("throughput", "throughput", lambda: fleet.throughput(ctx)),
             ("cron", "cron", lambda: fleet.cron_scaling(ctx)),
+            ("storage", "storage", lambda: storage.measure(ctx)),
         ]
         for label, key, measure in runs:
             if not any(step in steps for step in label.split("/")):
@@ -209,11 +228,21 @@ def main():
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as out:
         json.dump(results, out, indent=1, default=str)
+    if args.save_storage_baseline is not None and results.get("storage") and not args.smoke:
+        with open(STORAGE_BASELINE, "w") as out:
+            json.dump(storage.baseline(results, args.save_storage_baseline or f"built from {ctx.rust_dir}"), out,
+                      indent=1, default=str)
+            out.write("\n")
+        print(f"==> kept the storage numbers as the baseline: {os.path.relpath(STORAGE_BASELINE, ROOT)}")
     if not args.no_report:
         # The smoke run writes its report too (under target/, not over the real one), so the report
         # code cannot rot.
         out = os.path.join(ROOT, "target", "bench", "RESULTS-smoke.md") if args.smoke else args.out
-        report.write(out, results, ctx, args.command)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        if args.splice and os.path.exists(out) and results.get("storage"):
+            report.splice_storage(out, results, ROOT)
+        else:
+            report.write(out, results, ctx, args.command)
         print(f"==> wrote {os.path.relpath(out, ROOT)} in {results['seconds']:.0f} s")
     if failures:
         print("FAILED: " + "; ".join(failures), file=sys.stderr)

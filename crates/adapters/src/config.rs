@@ -49,7 +49,7 @@ pub const CALLBACK_TIMEOUT_SECONDS: &str = "CALLBACK_TIMEOUT_SECONDS";
 pub const DISPATCH_GRACE_SECONDS: &str = "DISPATCH_GRACE_SECONDS";
 /// Most due tasks of each kind the sweeper handles per run.
 pub const SWEEP_BATCH: &str = "SWEEP_BATCH";
-/// How many key values each active status spreads over in the status index (1–64). Raising it
+/// How many key values each active status spreads over in the status index (1–256). Raising it
 /// lifts the write ceiling; any change is safe (readers read every shard any reader was
 /// configured with).
 pub const STATUS_INDEX_SHARDS: &str = "STATUS_INDEX_SHARDS";

@@ -2,7 +2,7 @@
 //! the sparse, sharded status index (`status_key` = `{STATUS}#{shard}`, `due_at`) that holds
 //! only active tasks — counts, earliest due time and due listings merged over its shards, and the
 //! shard count readers remember in the table — and the keys-only client index (`client_key` =
-//! `{client}#{shard of 16}`, `created_key`) that lists a client's tasks newest first.
+//! `{client}#{shard of 32}`, `created_key`) that lists a client's tasks newest first.
 //!
 //! Needs `AWS_ENDPOINT_URL` (see `taskfleet_testkit`); every test creates its own table.
 

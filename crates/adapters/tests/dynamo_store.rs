@@ -252,11 +252,11 @@ async fn the_stored_item_has_the_documented_shape() {
     assert_eq!(item.get("created_at"), Some(&n(T0)));
     assert_eq!(item.get("attempts"), Some(&n(0)));
     assert_eq!(item.get("series_start"), Some(&n(0)));
-    // The status index key while the task is active: its status and its shard (of 32 by default).
+    // The status index key while the task is active: its status and its shard (of 64 by default).
     let shard = table::shard_of(id, table::DEFAULT_STATUS_SHARDS);
     assert_eq!(item.get("status_key"), Some(&s(&format!("RECEIVED#{shard}"))));
-    // The client index keys: the client and its shard of 16; 15 digits of ms and the task id.
-    assert_eq!(item.get("client_key"), Some(&s(&format!("acme-corp_1.eu#{}", table::shard_of(id, 16)))));
+    // The client index keys: the client and its shard of 32; 15 digits of ms and the task id.
+    assert_eq!(item.get("client_key"), Some(&s(&format!("acme-corp_1.eu#{}", table::shard_of(id, 32)))));
     assert_eq!(item.get("created_key"), Some(&s(&format!("00{T0}#{id}"))));
     // Tokens are a map by attempt number: empty before the first attempt.
     assert_eq!(item.get("tokens"), Some(&AttributeValue::M(HashMap::new())));
