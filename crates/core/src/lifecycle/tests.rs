@@ -109,6 +109,30 @@ fn finishing_needs_the_current_attempt_and_its_token() {
 }
 
 #[test]
+fn an_earlier_attempt_cannot_finish_or_beat_while_a_later_one_runs() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::retry(&task.task_id, 1, "timed out", at(201), at(210)).applied_to(&task);
+    let task = Transition::start(&task.task_id, 2, "d2".into(), at(211), at(300)).applied_to(&task);
+    assert_eq!((task.status, task.attempts), (InProgress, 2));
+    assert_eq!(token_of(&task, 1).map(String::as_str), Some("d1"), "attempt 1's token is still kept");
+    let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
+    assert!(!Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(220), &ttl()).matches(&task));
+    assert!(!Transition::heartbeat(&task.task_id, 1, "d1".into(), at(220), at(400)).matches(&task));
+    assert!(Transition::finish(&task.task_id, 2, "d2".into(), ok, at(220), &ttl()).matches(&task));
+}
+
+#[test]
+fn giving_up_keeps_the_task_for_the_result_retention_from_then() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    assert_eq!(task.expires_at, 10_000, "the task TTL from its creation");
+    let failed =
+        Transition::give_up(&task.task_id, InProgress, Some(1), "gave up", at(250), &ttl()).unwrap().applied_to(&task);
+    assert_eq!((failed.status, failed.error.as_deref()), (Failed, Some("gave up")));
+    assert_eq!((failed.due_at, failed.expires_at), (at(250), 250 + 86_400));
+    assert_eq!(failed.history.last().map(|e| (e.status, e.attempt)), Some((Failed, 1)));
+}
+
+#[test]
 fn a_failure_callback_records_the_error_in_the_task_and_its_history() {
     let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
     let failed =
