@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::lifecycle::CANCELLED;
 use crate::memory::MemoryStore;
 use crate::memory_blobs::MemoryBlobs;
 use crate::ports::{DueTask, TaskStore};
@@ -391,7 +392,10 @@ async fn the_owner_cancels_an_unfinished_task_once_and_late_callbacks_change_not
     assert_eq!(cancel(&store, &client("beta"), &task.task_id, at(1_005), &ttl).await.unwrap(), OwnerAction::Missing);
     let cancelled = cancel(&store, &client("alpha"), &task.task_id, at(1_005), &ttl).await.unwrap();
     let OwnerAction::Applied(cancelled) = cancelled else { panic!("{cancelled:?}") };
-    assert_eq!((cancelled.status, cancelled.error.as_deref()), (TaskStatus::Failed, Some(CANCELLED)));
+    assert_eq!(
+        (cancelled.status, cancelled.error.as_deref(), cancelled.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), true)
+    );
     assert_eq!(cancelled.expires_at, 1_005 + 600, "a cancelled task is kept for the result retention");
     let again = cancel(&store, &client("alpha"), &task.task_id, at(1_006), &ttl).await.unwrap();
     assert_eq!(again, OwnerAction::Unchanged(cancelled.clone()));
@@ -399,6 +403,54 @@ async fn the_owner_cancels_an_unfinished_task_once_and_late_callbacks_change_not
     let late = record_outcome(&store, &blobs(), &task.task_id, (1, &token), late, at(1_007), &ttl).await.unwrap();
     assert_eq!(late, CallbackResult::Stale);
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
+}
+
+#[tokio::test]
+async fn after_the_owners_cancel_every_callback_for_the_attempt_is_stale() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let cancelled = cancel(&store, &client("alpha"), &task.task_id, at(1_005), &ttl).await.unwrap();
+    let OwnerAction::Applied(cancelled) = cancelled else { panic!("{cancelled:?}") };
+    for late in [
+        Outcome::Failed { error: CANCELLED.into() },
+        Outcome::Failed { error: "no capacity".into() },
+        Outcome::Succeeded { result: inline(json!(1)) },
+    ] {
+        let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), late.clone(), at(1_006), &ttl).await;
+        assert_eq!(answer.unwrap(), CallbackResult::Stale, "{late:?}");
+    }
+    let beat = heartbeat(&store, &task.task_id, (1, &token), at(1_006), &policies()).await.unwrap();
+    assert_eq!(beat, CallbackResult::Stale);
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
+}
+
+#[tokio::test]
+async fn a_failure_the_service_reports_as_cancelled_is_no_cancel() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let reported = || Outcome::Failed { error: CANCELLED.into() };
+    let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), reported(), at(1_010), &ttl).await;
+    let Ok(CallbackResult::Recorded(failed)) = answer else { panic!("{answer:?}") };
+    assert_eq!(
+        (failed.status, failed.error.as_deref(), failed.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), false)
+    );
+
+    // The owner's cancel finds a task that finished otherwise: refused, not "already cancelled".
+    let owner = cancel(&store, &client("alpha"), &task.task_id, at(1_011), &ttl).await.unwrap();
+    assert_eq!(owner, OwnerAction::Refused(failed.clone()));
+    // The service's own attempt: the same report is a repeat, another one a conflict.
+    let again = record_outcome(&store, &blobs(), &task.task_id, (1, &token), reported(), at(1_012), &ttl).await;
+    assert_eq!(again.unwrap(), CallbackResult::Repeated(failed.clone()));
+    for other in [Outcome::Failed { error: "no capacity".into() }, Outcome::Succeeded { result: inline(json!(1)) }] {
+        let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), other.clone(), at(1_013), &ttl).await;
+        assert_eq!(answer.unwrap(), CallbackResult::Conflict(failed.clone()), "{other:?}");
+    }
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), failed);
 }
 
 #[tokio::test]

@@ -73,6 +73,10 @@ fn assert_legal(task: &Task, policies: &Policies, calls: &HashMap<u32, u32>, see
     assert!(task.attempt_in_series() <= policies.retry.max_attempts, "seed {seed}: too many attempts");
     assert!(calls.values().all(|&n| n == 1), "seed {seed}: an attempt called the service twice: {calls:?}");
     assert_eq!(task.status == TaskStatus::Done, task.result.is_some(), "seed {seed}: result iff DONE");
+    if task.cancelled {
+        let cancelled = (task.status, task.error.as_deref());
+        assert_eq!(cancelled, (Failed, Some(crate::lifecycle::CANCELLED)), "seed {seed}: a cancel is a failure");
+    }
     assert_eq!(
         task.callback_tokens.keys().copied().collect::<Vec<_>>(),
         (task.attempts.saturating_sub(crate::lifecycle::TOKENS_KEPT) + 1..=task.attempts).collect::<Vec<_>>(),
