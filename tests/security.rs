@@ -171,8 +171,9 @@ async fn with_a_signing_secret_callbacks_need_a_fresh_valid_signature_over_their
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_gets_a_precise_4xx_json_error() {
     let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
-    let big = format!(r#"{{"payload":{{"s":"{}"}}}}"#, "a".repeat(200 * 1024));
-    let huge = "x".repeat(300 * 1024);
+    // One byte over the documented limits: a payload of 4096 KiB of compact JSON, a body of 4224 KiB.
+    let big = format!(r#"{{"payload":{{"s":"{}"}}}}"#, "a".repeat(4096 * 1024 + 1 - r#"{"s":""}"#.len()));
+    let huge = "x".repeat(4224 * 1024 + 1);
     let cases: Vec<(Method, String, &str, String, u16, &str)> = vec![
         (Method::POST, "/tasks".into(), "application/json", "{".into(), 400, "malformed_json"),
         (Method::POST, "/tasks".into(), "application/json", "".into(), 400, "malformed_json"),
