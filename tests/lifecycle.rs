@@ -155,6 +155,7 @@ async fn the_owner_cancels_and_replays_and_nobody_else_can() {
     assert_eq!(cancelled.status().as_u16(), 200);
     let view: Value = cancelled.json().await.unwrap();
     assert_eq!((view["status"].as_str(), view["error"].as_str()), (Some("FAILED"), Some("cancelled")));
+    assert_eq!(view["cancelled"], true, "the cancel is its own field: {view}");
     assert_eq!(delete(KEY_ALPHA).await.unwrap().status().as_u16(), 200, "cancelling again changes nothing");
 
     let retry =
@@ -164,6 +165,7 @@ async fn the_owner_cancels_and_replays_and_nobody_else_can() {
     assert_eq!(replayed.status().as_u16(), 202);
     let view: Value = replayed.json().await.unwrap();
     assert_eq!(view["status"], "RECEIVED");
+    assert!(view.get("cancelled").is_none() && view.get("error").is_none(), "{view}");
     let again = retry(KEY_ALPHA).await.unwrap();
     assert_eq!(again.status().as_u16(), 409, "only a FAILED task can be replayed");
     let body: Value = again.json().await.unwrap();

@@ -43,6 +43,10 @@ async fn another_clients_task_is_exactly_as_missing_as_a_task_that_does_not_exis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_pages_newest_first_with_an_opaque_cursor_and_filters_by_status() {
     let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
+    // Beta's one task is older than all of alpha's: any position in alpha's listing is before it.
+    let (_, body) = fleet.submit(KEY_BETA, json!({"n": "beta"})).await;
+    let beta_id = body["task_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let (_, body) = fleet.submit(KEY_ALPHA, json!({"n": n})).await;
@@ -69,8 +73,13 @@ async fn a_listing_pages_newest_first_with_an_opaque_cursor_and_filters_by_statu
     assert_eq!(done["tasks"].as_array().unwrap().len(), 5);
     let (_, failed) = call(&fleet, Method::GET, "/tasks?status=FAILED", KEY_ALPHA).await;
     assert_eq!(failed["tasks"], json!([]));
-    let (code, _) = call(&fleet, Method::GET, &format!("/tasks?cursor={cursor}"), KEY_BETA).await;
-    assert_eq!(code, 200, "a cursor is only a position: beta still sees only beta's tasks");
+    let (code, theirs) = call(&fleet, Method::GET, &format!("/tasks?cursor={cursor}"), KEY_BETA).await;
+    assert_eq!(code, 200, "{theirs}");
+    let listed: Vec<&str> =
+        theirs["tasks"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [beta_id.as_str()], "a cursor is only a position: beta still sees only beta's tasks");
+    assert!(ids.iter().all(|id| !theirs.to_string().contains(id.as_str())), "none of alpha's tasks: {theirs}");
+    assert_eq!(theirs["next_cursor"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,8 +171,8 @@ async fn with_a_signing_secret_callbacks_need_a_fresh_valid_signature_over_their
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_gets_a_precise_4xx_json_error() {
     let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(10))).await;
-    // Over the documented limits: a 4 MiB payload, a 4224 KiB body.
-    let big = format!(r#"{{"payload":{{"s":"{}"}}}}"#, "a".repeat(4 * 1024 * 1024));
+    // One byte over the documented limits: a payload of 4096 KiB of compact JSON, a body of 4224 KiB.
+    let big = format!(r#"{{"payload":{{"s":"{}"}}}}"#, "a".repeat(4096 * 1024 + 1 - r#"{"s":""}"#.len()));
     let huge = "x".repeat(4224 * 1024 + 1);
     let cases: Vec<(Method, String, &str, String, u16, &str)> = vec![
         (Method::POST, "/tasks".into(), "application/json", "{".into(), 400, "malformed_json"),

@@ -175,6 +175,8 @@ impl Update {
             Write::Result(Content::Stored { key }) => self.set("result_key", text(key.as_str())),
             Write::Error(error) => self.set("error", text(error.as_str())),
             Write::ClearError => self.remove("error"),
+            Write::Cancelled(true) => self.set("cancelled", AttributeValue::Bool(true)),
+            Write::Cancelled(false) => self.remove("cancelled"),
             Write::ExpiresAt(expires_at) => self.set(table::EXPIRES_AT, number(expires_at)),
             Write::History(entry) => {
                 let entry = serde_dynamo::to_attribute_value(HistoryRecord::from(entry))

@@ -36,6 +36,9 @@ pub struct TaskRecord {
     pub result_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set (true) only while the task is FAILED by its owner's cancel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cancelled: bool,
     pub attempts: u32,
     #[serde(default)]
     pub series_start: u32,
@@ -61,6 +64,10 @@ pub struct TaskRecord {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One history entry as stored (a map in the `history` list).
@@ -105,6 +112,7 @@ impl TaskRecord {
             result,
             result_key,
             error: task.error.clone(),
+            cancelled: task.cancelled,
             attempts: task.attempts,
             series_start: task.series_start,
             created_at: task.created_at.as_millis(),
@@ -144,6 +152,7 @@ impl TryFrom<TaskRecord> for Task {
             status: record.status.parse::<TaskStatus>().map_err(|_| corrupt("bad status"))?,
             result,
             error: record.error.clone(),
+            cancelled: record.cancelled,
             attempts: record.attempts,
             series_start: record.series_start,
             created_at: Timestamp::from_millis(record.created_at),
@@ -315,6 +324,10 @@ mod tests {
         stored.result = Some(Content::Stored { key: "results/x/1/abc".into() });
         let item: serde_dynamo::Item = serde_dynamo::to_item(record(&stored)).unwrap();
         assert_eq!(task_from_item(item).unwrap(), stored);
+        let cancelled = Task { status: TaskStatus::Failed, cancelled: true, ..task };
+        let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&cancelled)).unwrap();
+        assert_eq!(item["cancelled"], serde_dynamo::AttributeValue::Bool(true));
+        assert_eq!(task_from_item(item).unwrap(), cancelled);
     }
 
     #[test]
@@ -343,7 +356,7 @@ mod tests {
         assert_eq!(item["status"], serde_dynamo::AttributeValue::S("RECEIVED".into()));
         assert_eq!(item["expires_at"], serde_dynamo::AttributeValue::N("99".into()));
         assert_eq!(item["updated_at"], serde_dynamo::AttributeValue::N("1234".into()));
-        assert!(!item.contains_key("error"), "absent fields are not stored");
+        assert!(!item.contains_key("error") && !item.contains_key("cancelled"), "absent fields are not stored");
     }
 
     #[test]

@@ -99,6 +99,11 @@ fn give_up(task_id: &TaskId, from: TaskStatus, attempt: Option<u32>, error: &str
     Transition::give_up(task_id, from, attempt, error, at(offset_ms), &TTL).expect("a legal give-up")
 }
 
+/// The owner's cancel of a task in `from` after `attempts` attempts.
+fn cancel(task_id: &TaskId, from: TaskStatus, attempts: u32, offset_ms: i64) -> Transition {
+    Transition::cancel(task_id, from, attempts, at(offset_ms), &TTL).expect("a legal cancel")
+}
+
 #[tokio::test]
 async fn insert_then_get_round_trips_the_task_and_its_payload_exactly() {
     let store = fresh_store().await;
@@ -141,6 +146,7 @@ async fn a_task_with_every_field_set_round_trips_exactly() {
             status: TaskStatus::Failed,
             result: Some(result),
             error: Some("gave up after 2 attempts; last: HTTP 503 «busy»".into()),
+            cancelled: true,
             attempts: 3,
             series_start: 1,
             created_at: at(0),
@@ -884,13 +890,14 @@ async fn a_cancelled_task_can_be_replayed_and_loses_its_error() {
 
     // A cancel guarded by the attempts the owner saw: a stale count loses.
     assert_eq!(
-        store.apply(&give_up(id, TaskStatus::Received, Some(1), CANCELLED, 1_000)).await.unwrap(),
+        store.apply(&cancel(id, TaskStatus::Received, 1, 1_000)).await.unwrap(),
         WriteOutcome::Rejected(Some(task.clone()))
     );
-    let cancelled = apply(&store, &give_up(id, TaskStatus::Received, Some(0), CANCELLED, 1_000)).await;
+    let cancelled = apply(&store, &cancel(id, TaskStatus::Received, 0, 1_000)).await;
     let expected = Task {
         status: TaskStatus::Failed,
         error: Some(CANCELLED.into()),
+        cancelled: true,
         updated_at: at(1_000),
         due_at: at(1_000),
         expires_at: TTL.finished_expiry(at(1_000)),
@@ -900,7 +907,9 @@ async fn a_cancelled_task_can_be_replayed_and_loses_its_error() {
     assert_eq!(cancelled, expected);
     let item = raw_item(&store, id).await;
     assert_eq!(item.get("error"), Some(&s("cancelled")));
+    assert_eq!(item.get("cancelled"), Some(&AttributeValue::Bool(true)), "the cancel is its own attribute");
     assert!(!item.contains_key("status_key"), "a cancelled task leaves the status index: {item:?}");
+    assert_eq!(store.get(id).await.unwrap(), Some(expected));
 
     let replayed = apply(&store, &Transition::replay(id, 0, at(2_000), &TTL)).await;
     assert_eq!(replayed.status, TaskStatus::Received);
@@ -908,10 +917,42 @@ async fn a_cancelled_task_can_be_replayed_and_loses_its_error() {
     assert_eq!((replayed.attempts, replayed.series_start, replayed.replays), (0, 0, 1));
     assert_eq!(replayed.history.len(), 3);
     assert_eq!(replayed.history[2], entry(TaskStatus::Received, 2_000, 0, Some(REPLAYED)));
+    assert!(!replayed.cancelled);
     let item = raw_item(&store, id).await;
-    assert!(!item.contains_key("error"), "{item:?}");
+    assert!(!item.contains_key("error") && !item.contains_key("cancelled"), "{item:?}");
     assert_eq!(item.get("series_start"), Some(&n(0)));
     assert_eq!(store.get(id).await.unwrap(), Some(replayed));
+}
+
+#[tokio::test]
+async fn a_cancel_while_an_attempt_runs_is_guarded_by_that_attempt_and_marks_the_item() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let id = &task.task_id;
+    assert_eq!(
+        store.apply(&cancel(id, TaskStatus::InProgress, 2, 2_000)).await.unwrap(),
+        WriteOutcome::Rejected(Some(task.clone()))
+    );
+    let cancelled = apply(&store, &cancel(id, TaskStatus::InProgress, 1, 2_000)).await;
+    assert_eq!((cancelled.status, cancelled.cancelled, cancelled.attempts), (TaskStatus::Failed, true, 1));
+    assert_eq!(cancelled.history.last(), Some(&entry(TaskStatus::Failed, 2_000, 1, Some(CANCELLED))));
+    let item = raw_item(&store, id).await;
+    assert_eq!(item.get("cancelled"), Some(&AttributeValue::Bool(true)));
+    assert_eq!(store.get(id).await.unwrap(), Some(cancelled));
+}
+
+#[tokio::test]
+async fn a_failure_the_service_reports_as_cancelled_writes_no_cancel() {
+    let store = fresh_store().await;
+    let task = in_progress_task(&store).await;
+    let failed = apply(&store, &failed(&task.task_id, 1, CANCELLED, 2_000)).await;
+    assert_eq!(
+        (failed.status, failed.error.as_deref(), failed.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), false)
+    );
+    let item = raw_item(&store, &task.task_id).await;
+    assert_eq!(item.get("error"), Some(&s(CANCELLED)));
+    assert!(!item.contains_key("cancelled"), "{item:?}");
 }
 
 #[tokio::test]
@@ -1017,13 +1058,13 @@ async fn a_task_is_replayed_at_most_max_replays_times() {
 
     let mut offset = 1_000;
     for replay in 1..=MAX_REPLAYS {
-        apply(&store, &give_up(id, TaskStatus::Received, Some(0), CANCELLED, offset)).await;
+        apply(&store, &cancel(id, TaskStatus::Received, 0, offset)).await;
         let replayed = apply(&store, &Transition::replay(id, 0, at(offset + 500), &TTL)).await;
         assert_eq!((replayed.status, replayed.replays), (TaskStatus::Received, replay));
         assert_eq!(raw_item(&store, id).await.get("replays"), Some(&n(replay)));
         offset += 1_000;
     }
-    let cancelled = apply(&store, &give_up(id, TaskStatus::Received, Some(0), CANCELLED, offset)).await;
+    let cancelled = apply(&store, &cancel(id, TaskStatus::Received, 0, offset)).await;
 
     // One more is refused, and changes nothing.
     let item = raw_item(&store, id).await;
@@ -1075,6 +1116,7 @@ fn worst_case_task() -> Task {
         status: TaskStatus::InProgress,
         result: None,
         error: Some("e".repeat(taskfleet_core::validation::MAX_ERROR_BYTES)),
+        cancelled: true,
         attempts,
         series_start: attempts - 1,
         created_at: Timestamp::from_millis(ms),

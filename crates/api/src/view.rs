@@ -18,6 +18,10 @@ pub struct TaskView {
     pub result_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `true` when the owner cancelled the task (absent otherwise): a service may report a
+    /// failure whose `error` also reads "cancelled".
+    #[serde(skip_serializing_if = "is_false")]
+    pub cancelled: bool,
     pub attempts: u32,
     pub created_at: String,
     pub updated_at: String,
@@ -31,6 +35,10 @@ pub struct TaskView {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +61,7 @@ impl From<&Task> for TaskView {
             },
             result_url: None,
             error: task.error.clone(),
+            cancelled: task.cancelled,
             attempts: task.attempts,
             created_at: task.created_at.to_rfc3339(),
             updated_at: task.updated_at.to_rfc3339(),

@@ -10,6 +10,9 @@
 //!      └──cancel (owner) ─────▶ FAILED ◀┴──cancel (owner)
 //! ```
 //!
+//! A cancel is a FAILED task with [`Task::cancelled`] set (and the error [`CANCELLED`]): the
+//! flag, not the error text, tells it from a service that reported a failure in that word.
+//!
 //! Every change to a stored task is a [`Transition`] of one [`Kind`]. A transition is two
 //! lists: its [`Guard`]s — what the stored task must be for the change to apply — and its
 //! [`Write`]s — what the change sets. Storage applies both as one conditional write (the
@@ -75,7 +78,8 @@ impl Outcome {
     }
 }
 
-/// The reason recorded when the owner cancels.
+/// The error and history reason recorded when the owner cancels. Only for people: whether a
+/// task was cancelled is [`Task::cancelled`], since a service may report a failure in this word.
 pub const CANCELLED: &str = "cancelled";
 
 /// What must hold of the stored task for a transition to apply.
@@ -126,6 +130,8 @@ pub enum Write {
     Result(Content),
     Error(String),
     ClearError,
+    /// Whether the owner cancelled the task.
+    Cancelled(bool),
     /// New TTL (epoch seconds).
     ExpiresAt(i64),
     /// Appends to the history (which keeps the latest [`HISTORY_KEPT`] entries).
@@ -151,6 +157,7 @@ impl Write {
             Self::Result(result) => task.result = Some(result.clone()),
             Self::Error(error) => task.error = Some(error.clone()),
             Self::ClearError => task.error = None,
+            Self::Cancelled(cancelled) => task.cancelled = *cancelled,
             Self::ExpiresAt(expires_at) => task.expires_at = *expires_at,
             Self::History(entry) => {
                 task.history.push(entry.clone());
@@ -175,8 +182,10 @@ pub enum Kind {
     Finish { attempt: u32, token_digest: String, outcome: Outcome, expires_at: i64 },
     /// IN_PROGRESS → RECEIVED: `attempt` failed for `reason`; the next may start at `retry_at`.
     Retry { attempt: u32, reason: String, retry_at: Timestamp },
-    /// `from` → FAILED with `error` (no attempts left, a permanent refusal, or a cancel).
+    /// `from` → FAILED with `error` (no attempts left, a permanent refusal, a payload gone).
     GiveUp { from: TaskStatus, attempt: Option<u32>, error: String, expires_at: i64 },
+    /// `from` (RECEIVED or IN_PROGRESS) → FAILED, cancelled by the owner after `attempts`.
+    Cancel { from: TaskStatus, attempts: u32, expires_at: i64 },
     /// FAILED → RECEIVED: the owner replays; a new series starts after `attempts`.
     Replay { attempts: u32, expires_at: i64 },
     /// IN_PROGRESS, unchanged: the service still works on `attempt`; its callback is now due by
@@ -247,6 +256,20 @@ impl Transition {
         Ok(Self::of(task_id, at, kind))
     }
 
+    /// `from` → FAILED, cancelled by the owner (error [`CANCELLED`], [`Task::cancelled`] set);
+    /// applies only while the task has had `attempts` attempts, so the attempt the owner saw is
+    /// the one cancelled. Resets the TTL to the result retention.
+    pub fn cancel(
+        task_id: &TaskId,
+        from: TaskStatus,
+        attempts: u32,
+        at: Timestamp,
+        ttl: &TtlPolicy,
+    ) -> Result<Self, IllegalTransition> {
+        check(from, TaskStatus::Failed)?;
+        Ok(Self::of(task_id, at, Kind::Cancel { from, attempts, expires_at: ttl.finished_expiry(at) }))
+    }
+
     /// FAILED → RECEIVED: the owner replays a failed task; a new attempt series starts after
     /// the `attempts` made so far, and the task lives a new task TTL.
     pub fn replay(task_id: &TaskId, attempts: u32, at: Timestamp, ttl: &TtlPolicy) -> Self {
@@ -269,7 +292,7 @@ impl Transition {
         match &self.kind {
             Kind::Start { .. } => TaskStatus::Received,
             Kind::Finish { .. } | Kind::Retry { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
-            Kind::GiveUp { from, .. } => *from,
+            Kind::GiveUp { from, .. } | Kind::Cancel { from, .. } => *from,
             Kind::Replay { .. } => TaskStatus::Failed,
         }
     }
@@ -280,7 +303,7 @@ impl Transition {
             Kind::Start { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
             Kind::Finish { outcome, .. } => outcome.status(),
             Kind::Retry { .. } | Kind::Replay { .. } => TaskStatus::Received,
-            Kind::GiveUp { .. } => TaskStatus::Failed,
+            Kind::GiveUp { .. } | Kind::Cancel { .. } => TaskStatus::Failed,
         }
     }
 
@@ -296,6 +319,7 @@ impl Transition {
             }
             Kind::Retry { attempt, .. } => guards.push(Guard::Attempts(*attempt)),
             Kind::GiveUp { attempt, .. } => guards.extend(attempt.map(Guard::Attempts)),
+            Kind::Cancel { attempts, .. } => guards.push(Guard::Attempts(*attempts)),
             Kind::Replay { attempts, .. } => {
                 guards.push(Guard::Attempts(*attempts));
                 guards.push(Guard::ReplaysBelow(MAX_REPLAYS));
@@ -345,11 +369,20 @@ impl Transition {
                 Write::ExpiresAt(*expires_at),
                 entry(attempt.unwrap_or(0), Some(error.clone())),
             ]),
+            Kind::Cancel { attempts, expires_at, .. } => writes.extend([
+                Write::Status(self.to()),
+                Write::DueAt(at),
+                Write::Error(CANCELLED.to_owned()),
+                Write::Cancelled(true),
+                Write::ExpiresAt(*expires_at),
+                entry(*attempts, Some(CANCELLED.to_owned())),
+            ]),
             Kind::Replay { attempts, expires_at } => writes.extend([
                 Write::Status(self.to()),
                 Write::DueAt(at),
                 Write::SeriesStart(*attempts),
                 Write::ClearError,
+                Write::Cancelled(false),
                 Write::ExpiresAt(*expires_at),
                 Write::CountReplay,
                 entry(*attempts, Some("replayed by its owner".into())),

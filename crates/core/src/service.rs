@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::blob::{self, BlobStore, Blobs, Content};
 use crate::dispatch::DispatchMessage;
 use crate::error::{ExternalError, StoreError};
-use crate::lifecycle::{CANCELLED, MAX_REPLAYS, Outcome, Transition, token_of};
+use crate::lifecycle::{MAX_REPLAYS, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
 use crate::ports::{
@@ -270,12 +270,14 @@ fn rejected(
     if token_of(&current, attempt).map(String::as_str) != Some(digest) {
         return CallbackResult::Unauthorized;
     }
-    let finished_this_attempt = current.attempts == attempt && current.status.is_terminal();
+    // An attempt its owner cancelled did not end by the service's report: whatever the service
+    // says of it is late.
+    let finished_this_attempt = current.attempts == attempt && current.status.is_terminal() && !current.cancelled;
     match outcome {
         Some(outcome) if finished_this_attempt && already_recorded(&current, outcome) => {
             CallbackResult::Repeated(current)
         }
-        _ if finished_this_attempt && current.error.as_deref() != Some(CANCELLED) => CallbackResult::Conflict(current),
+        _ if finished_this_attempt => CallbackResult::Conflict(current),
         _ => CallbackResult::Stale,
     }
 }
@@ -360,8 +362,10 @@ pub enum OwnerAction {
 /// How often an owner action re-reads after losing a race before giving up the race.
 const OWNER_RACES: usize = 3;
 
-/// Cancel (owner): RECEIVED or IN_PROGRESS → FAILED with error "cancelled". A callback that
-/// arrives later finds the attempt stale and changes nothing.
+/// Cancel (owner): RECEIVED or IN_PROGRESS → FAILED, `cancelled` (error "cancelled"). A callback
+/// that arrives later finds the attempt stale and changes nothing. Cancelling a cancelled task is
+/// unchanged; a task that finished otherwise — also by a service reporting "cancelled" — is
+/// refused.
 pub async fn cancel(
     store: &impl TaskStore,
     client: &ClientId,
@@ -374,10 +378,10 @@ pub async fn cancel(
             return Ok(OwnerAction::Missing);
         };
         match task.status {
-            TaskStatus::Failed if task.error.as_deref() == Some(CANCELLED) => return Ok(OwnerAction::Unchanged(task)),
+            TaskStatus::Failed if task.cancelled => return Ok(OwnerAction::Unchanged(task)),
             TaskStatus::Done | TaskStatus::Failed => return Ok(OwnerAction::Refused(task)),
             from @ (TaskStatus::Received | TaskStatus::InProgress) => {
-                let cancel = Transition::give_up(task_id, from, Some(task.attempts), CANCELLED, now, ttl)
+                let cancel = Transition::cancel(task_id, from, task.attempts, now, ttl)
                     .unwrap_or_else(|_| unreachable!("RECEIVED/IN_PROGRESS → FAILED is a legal transition"));
                 if let WriteOutcome::Applied(task) = store.apply(&cancel).await? {
                     return Ok(OwnerAction::Applied(task));

@@ -123,6 +123,9 @@ pub struct Task {
     pub result: Option<Content>,
     /// Why the task FAILED.
     pub error: Option<String>,
+    /// FAILED because its owner cancelled it. Its `error` then reads "cancelled", but only this
+    /// tells a cancel from a service that reported a failure in those words.
+    pub cancelled: bool,
     /// How many times the task was handed to the external service, over all series.
     pub attempts: u32,
     /// Attempts made before the current series began (a replay starts a new series).
@@ -160,6 +163,7 @@ impl Task {
             status: TaskStatus::Received,
             result: None,
             error: None,
+            cancelled: false,
             attempts: 0,
             series_start: 0,
             created_at: now,

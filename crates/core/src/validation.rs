@@ -266,6 +266,35 @@ mod tests {
         assert_eq!(parse_callback(&long), Err(ValidationError::TooLarge { field: "error", limit: MAX_ERROR_BYTES }));
     }
 
+    fn failed_with(error: &str) -> Result<Outcome, ValidationError> {
+        parse_callback(&serde_json::to_vec(&json!({"status": "failed", "error": error})).unwrap())
+    }
+
+    #[test]
+    fn the_error_limit_counts_bytes_of_utf8_not_characters() {
+        // 513 characters, 1,026 bytes: over the documented 1,024 bytes.
+        let over = "é".repeat(513);
+        assert_eq!((over.chars().count(), over.len()), (513, 1_026));
+        assert_eq!(failed_with(&over), Err(ValidationError::TooLarge { field: "error", limit: 1_024 }));
+        // Exactly 1,024 bytes is accepted, in two-byte characters or in one-byte ones.
+        for fits in ["é".repeat(512), "e".repeat(1_024)] {
+            assert_eq!(fits.len(), 1_024);
+            assert_eq!(failed_with(&fits), Ok(Outcome::Failed { error: fits.clone() }));
+        }
+        assert!(failed_with(&"e".repeat(1_025)).is_err());
+    }
+
+    #[test]
+    fn the_limits_are_the_documented_numbers() {
+        // README and openapi.yaml: payload 4 MiB (4096 KiB), result 4160 KiB, error 1 KiB,
+        // request body 4224 KiB.
+        assert_eq!(MAX_PAYLOAD_BYTES, 4_194_304);
+        assert_eq!(MAX_RESULT_BYTES, 4_259_840);
+        assert_eq!(MAX_ERROR_BYTES, 1_024);
+        assert_eq!(MAX_BODY_BYTES, 4_325_376);
+        assert_eq!((MAX_PAYLOAD_BYTES / 1024, MAX_RESULT_BYTES / 1024, MAX_BODY_BYTES / 1024), (4_096, 4_160, 4_224));
+    }
+
     #[test]
     fn a_callback_status_must_be_known() {
         for body in [r#"{"status":"done","result":{}}"#, r#"{"status":"SUCCEEDED","result":{}}"#, r#"{"result":{}}"#] {

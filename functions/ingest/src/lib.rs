@@ -2,7 +2,8 @@
 //! - `POST /tasks` `{"payload": {…}}` → a RECEIVED task → `202 {"task_id","status","created_at"}`
 //!   with `Location: /tasks/{task_id}`. With an `Idempotency-Key` header, repeating the same
 //!   request answers `200` with the same task; the same key with another payload answers 409.
-//! - `DELETE /tasks/{task_id}` cancels an unfinished task (→ FAILED, error "cancelled").
+//! - `DELETE /tasks/{task_id}` cancels an unfinished task (→ FAILED, `"cancelled": true`, error
+//!   "cancelled"); again answers 200 unchanged; a task that finished otherwise answers 409.
 //! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series, at most
 //!   `MAX_REPLAYS` (10) times; then 409.
 //!
@@ -137,9 +138,9 @@ async fn replay<S: TaskStore, K: ClientKeys, B>(
 }
 
 fn describe(task: &Task) -> String {
-    match (task.status, task.error.as_deref()) {
-        (TaskStatus::Failed, Some(taskfleet_core::lifecycle::CANCELLED)) => "FAILED (cancelled)".to_owned(),
-        (status, _) => status.to_string(),
+    match task.status {
+        TaskStatus::Failed if task.cancelled => "FAILED (cancelled)".to_owned(),
+        status => status.to_string(),
     }
 }
 

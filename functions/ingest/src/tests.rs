@@ -266,6 +266,9 @@ fn view_of(task: &Task) -> Value {
     if let Some(error) = &task.error {
         view["error"] = json!(error);
     }
+    if task.cancelled {
+        view["cancelled"] = json!(true);
+    }
     view
 }
 
@@ -626,7 +629,7 @@ async fn the_owner_cancels_a_received_task() {
     assert_eq!(header(&response, "content-type"), Some("application/json"));
     let task = current(&app, &task_id).await;
     assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.error.as_deref(), Some(CANCELLED));
+    assert_eq!((task.error.as_deref(), task.cancelled), (Some(CANCELLED), true));
     assert_eq!(task.attempts, 0);
     assert!(before <= task.updated_at && task.updated_at <= after);
     assert_eq!(task.expires_at, task.updated_at.plus_seconds(RETENTION).as_epoch_seconds());
@@ -644,6 +647,7 @@ async fn the_owner_cancels_a_received_task() {
     assert_eq!(body, view_of(&task));
     assert_eq!(body["status"], "FAILED");
     assert_eq!(body["error"], "cancelled");
+    assert_eq!(body["cancelled"], true);
     assert_eq!(body["history"].as_array().unwrap().len(), 2);
     assert!(body.get("payload").is_none());
     let latency = task.updated_at.millis_since(task.created_at);
@@ -709,6 +713,25 @@ async fn a_finished_task_cannot_be_cancelled() {
     assert_eq!(assert_error(&response, 409, "conflict"), "the task is FAILED and cannot be cancelled");
     assert_eq!(current(&app, &failed).await.error.as_deref(), Some("attempt 2: the external service answered 422"));
     assert_eq!(events.events(), [TaskEvent::Created, TaskEvent::Created]);
+}
+
+#[tokio::test]
+async fn a_task_the_service_failed_with_the_error_cancelled_cannot_be_cancelled() {
+    let (app, events) = app();
+    let task_id = submitted(&app).await;
+    start(&app, &task_id, 1).await;
+    let reported = Outcome::Failed { error: CANCELLED.into() };
+    apply(&app, Transition::finish(&task_id, 1, token::digest("token-1"), reported, later(0), &app.ttl)).await;
+    let failed = current(&app, &task_id).await;
+    assert_eq!(
+        (failed.status, failed.error.as_deref(), failed.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), false)
+    );
+
+    let response = handle(&app, delete(task_id.as_str(), Some(ALPHA_KEY))).await;
+    assert_eq!(assert_error(&response, 409, "conflict"), "the task is FAILED and cannot be cancelled");
+    assert_eq!(current(&app, &task_id).await, failed);
+    assert_eq!(events.events(), [TaskEvent::Created]);
 }
 
 #[tokio::test]

@@ -395,6 +395,7 @@ async fn a_cancelled_task_shows_why_it_failed() {
     let body = body_json(&handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await);
     assert_eq!(body["status"], "FAILED");
     assert_eq!(body["error"], "cancelled");
+    assert_eq!(body["cancelled"], true);
     assert_eq!(body["updated_at"], stored.updated_at.to_rfc3339());
     assert_eq!(
         body["history"],
@@ -403,6 +404,22 @@ async fn a_cancelled_task_shows_why_it_failed() {
             {"status": "FAILED", "at": stored.updated_at.to_rfc3339(), "attempt": 0, "reason": "cancelled"}
         ])
     );
+}
+
+#[tokio::test]
+async fn a_failure_the_service_reported_as_cancelled_is_not_shown_as_a_cancel() {
+    let app = app();
+    let ttl = TtlPolicy::new(3_600, 86_400);
+    let task = task_of("alpha", FAR_EXPIRY);
+    stored(&app, &task).await;
+    apply(&app, start(&task, 1, 1_000)).await;
+    let outcome = Outcome::Failed { error: "cancelled".into() };
+    let finish = Transition::finish(&task.task_id, 1, token::digest("token-1"), outcome, at(2_000), &ttl);
+    apply(&app, expiring_at(finish, FAR_EXPIRY)).await;
+
+    let body = body_json(&handle(&app, get(task.task_id.as_str(), Some(ALPHA_KEY))).await);
+    assert_eq!((&body["status"], &body["error"]), (&json!("FAILED"), &json!("cancelled")));
+    assert!(body.get("cancelled").is_none(), "the service failed it, the owner did not cancel it: {body}");
 }
 
 #[tokio::test]

@@ -365,6 +365,22 @@ async fn a_different_outcome_for_a_finished_attempt_answers_409_and_changes_noth
     assert_eq!(events.events().len(), 1);
 }
 
+#[tokio::test]
+async fn a_failure_reported_as_cancelled_is_the_services_own_outcome_not_a_cancel() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let reported = r#"{"status":"failed","error":"cancelled"}"#;
+    assert_eq!(handle(&app, callback(&attempt, reported)).await.status().as_u16(), 200);
+    let failed = current(&app, &task.task_id).await;
+    assert_eq!((failed.error.as_deref(), failed.cancelled), (Some(CANCELLED), false));
+
+    assert_eq!(handle(&app, callback(&attempt, reported)).await.status().as_u16(), 200, "a repeat");
+    let other = handle(&app, callback(&attempt, SUCCEEDED)).await;
+    assert_eq!(assert_error(&other, 409, "conflict"), "the attempt already ended: the task is FAILED");
+    assert_eq!(current(&app, &task.task_id).await, failed);
+    assert_eq!(events.events().len(), 1);
+}
+
 /// A success callback whose result is `{"blob":"xxx…"}`, `size` bytes of compact JSON.
 fn large_result(size: usize) -> (Value, String) {
     let result = json!({"blob": "x".repeat(size - 11)});
@@ -582,9 +598,10 @@ async fn a_callback_for_a_cancelled_task_is_stale() {
     let cancelled = service::cancel(&app.store, &task.client_id, &task.task_id, Timestamp::now(), &ttl).await.unwrap();
     assert!(matches!(cancelled, service::OwnerAction::Applied(_)), "{cancelled:?}");
     let before = current(&app, &task.task_id).await;
-    assert_eq!(before.error.as_deref(), Some(CANCELLED));
+    assert_eq!((before.error.as_deref(), before.cancelled), (Some(CANCELLED), true));
 
-    for body in [SUCCEEDED, r#"{"status":"failed","error":"gave up"}"#] {
+    // Even a failure in the very words of the cancel: the service did not end this attempt.
+    for body in [SUCCEEDED, r#"{"status":"failed","error":"gave up"}"#, r#"{"status":"failed","error":"cancelled"}"#] {
         let response = handle(&app, callback(&attempt, body)).await;
         assert_error(&response, 409, "stale_attempt");
     }

@@ -109,6 +109,30 @@ fn finishing_needs_the_current_attempt_and_its_token() {
 }
 
 #[test]
+fn an_earlier_attempt_cannot_finish_or_beat_while_a_later_one_runs() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::retry(&task.task_id, 1, "timed out", at(201), at(210)).applied_to(&task);
+    let task = Transition::start(&task.task_id, 2, "d2".into(), at(211), at(300)).applied_to(&task);
+    assert_eq!((task.status, task.attempts), (InProgress, 2));
+    assert_eq!(token_of(&task, 1).map(String::as_str), Some("d1"), "attempt 1's token is still kept");
+    let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
+    assert!(!Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(220), &ttl()).matches(&task));
+    assert!(!Transition::heartbeat(&task.task_id, 1, "d1".into(), at(220), at(400)).matches(&task));
+    assert!(Transition::finish(&task.task_id, 2, "d2".into(), ok, at(220), &ttl()).matches(&task));
+}
+
+#[test]
+fn giving_up_keeps_the_task_for_the_result_retention_from_then() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    assert_eq!(task.expires_at, 10_000, "the task TTL from its creation");
+    let failed =
+        Transition::give_up(&task.task_id, InProgress, Some(1), "gave up", at(250), &ttl()).unwrap().applied_to(&task);
+    assert_eq!((failed.status, failed.error.as_deref()), (Failed, Some("gave up")));
+    assert_eq!((failed.due_at, failed.expires_at), (at(250), 250 + 86_400));
+    assert_eq!(failed.history.last().map(|e| (e.status, e.attempt)), Some((Failed, 1)));
+}
+
+#[test]
 fn a_failure_callback_records_the_error_in_the_task_and_its_history() {
     let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
     let failed =
@@ -167,6 +191,53 @@ fn giving_up_is_refused_from_done_and_guarded_by_attempt_when_given() {
 }
 
 #[test]
+fn a_cancel_marks_the_task_cancelled_and_keeps_it_for_the_result_retention() {
+    let received = task();
+    let running = Transition::start(&received.task_id, 1, "d1".into(), at(110), at(200)).applied_to(&received);
+    for (task, from, attempts) in [(&received, Received, 0), (&running, InProgress, 1)] {
+        let cancel = Transition::cancel(&task.task_id, from, attempts, at(150), &ttl()).unwrap();
+        assert!(cancel.matches(task));
+        assert!(cancel.writes().contains(&Write::Cancelled(true)));
+        assert!(!Transition::cancel(&task.task_id, from, attempts + 1, at(150), &ttl()).unwrap().matches(task));
+        let cancelled = cancel.applied_to(task);
+        assert_eq!(
+            (cancelled.status, cancelled.error.as_deref(), cancelled.cancelled),
+            (Failed, Some(CANCELLED), true)
+        );
+        assert_eq!((cancelled.due_at, cancelled.expires_at), (at(150), 150 + 86_400), "{from}");
+        let last = cancelled.history.last().map(|e| (e.status, e.attempt, e.reason.as_deref()));
+        assert_eq!(last, Some((Failed, attempts, Some("cancelled"))));
+        assert!(!cancel.matches(&cancelled), "a task is cancelled once");
+    }
+    for from in [Done, Failed] {
+        assert_eq!(
+            Transition::cancel(&received.task_id, from, 0, at(150), &ttl()),
+            Err(IllegalTransition { from, to: Failed })
+        );
+    }
+}
+
+#[test]
+fn a_failure_reported_in_the_word_cancelled_is_no_cancel() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let reported = Outcome::Failed { error: CANCELLED.into() };
+    let failed = Transition::finish(&task.task_id, 1, "d1".into(), reported, at(120), &ttl()).applied_to(&task);
+    assert_eq!((failed.status, failed.error.as_deref(), failed.cancelled), (Failed, Some(CANCELLED), false));
+    let given_up = Transition::give_up(&task.task_id, InProgress, Some(1), CANCELLED, at(120), &ttl()).unwrap();
+    assert!(!given_up.applied_to(&task).cancelled);
+}
+
+#[test]
+fn a_replay_of_a_cancelled_task_is_no_longer_cancelled() {
+    let task = task();
+    let cancelled = Transition::cancel(&task.task_id, Received, 0, at(101), &ttl()).unwrap().applied_to(&task);
+    let replay = Transition::replay(&task.task_id, 0, at(500), &ttl());
+    assert!(replay.writes().contains(&Write::Cancelled(false)));
+    let again = replay.applied_to(&cancelled);
+    assert_eq!((again.status, again.error.as_ref(), again.cancelled), (Received, None, false));
+}
+
+#[test]
 fn a_replay_starts_a_new_series_and_a_new_lifetime() {
     let task = task();
     let failed =
@@ -200,6 +271,8 @@ fn every_kind_of_transition_makes_a_legal_status_change() {
         Transition::retry(&id, 1, "r", at(1), at(2)),
         Transition::give_up(&id, Received, None, "e", at(1), &ttl()).unwrap(),
         Transition::give_up(&id, InProgress, Some(1), "e", at(1), &ttl()).unwrap(),
+        Transition::cancel(&id, Received, 0, at(1), &ttl()).unwrap(),
+        Transition::cancel(&id, InProgress, 1, at(1), &ttl()).unwrap(),
         Transition::replay(&id, 1, at(1), &ttl()),
     ];
     for transition in kinds {

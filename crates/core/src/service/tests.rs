@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::lifecycle::CANCELLED;
 use crate::memory::MemoryStore;
 use crate::memory_blobs::MemoryBlobs;
 use crate::ports::{DueTask, TaskStore};
@@ -226,6 +227,7 @@ async fn a_permanent_refusal_fails_the_task_at_once() {
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
     assert_eq!(stored.error.as_deref(), Some("attempt 1: the external service answered 422"));
+    assert_eq!(stored.expires_at, 1_001 + 600, "a failed task is kept for the result retention from its failure");
 }
 
 #[tokio::test]
@@ -307,6 +309,36 @@ async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
 }
 
 #[tokio::test]
+async fn a_late_callback_for_attempt_one_does_not_finish_the_task_while_attempt_two_runs() {
+    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let task = started(&store, &service).await;
+    let first_token = service.token(&task.task_id);
+    let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
+    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
+    let second = hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, at(1_200), &policies()).await;
+    assert!(matches!(second, Ok(HandOver::Accepted { .. })), "{second:?}");
+    let running = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((running.status, running.attempts), (TaskStatus::InProgress, 2));
+    let kept = token_of(&running, 1).map(String::as_str);
+    assert_eq!(kept, Some(token::digest(&first_token).as_str()), "attempt 1's token is still valid");
+
+    let ttl = policies().ttl;
+    for late in [Outcome::Succeeded { result: inline(json!("late")) }, Outcome::Failed { error: "late".into() }] {
+        let answer =
+            record_outcome(&store, &blobs(), &task.task_id, (1, &first_token), late, at(1_210), &ttl).await.unwrap();
+        assert_eq!(answer, CallbackResult::Stale);
+    }
+    let beat = heartbeat(&store, &task.task_id, (1, &first_token), at(1_210), &policies()).await.unwrap();
+    assert_eq!(beat, CallbackResult::Stale);
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), running, "attempt 2 runs on, untouched");
+
+    let second_token = service.token(&task.task_id);
+    let ok = Outcome::Succeeded { result: inline(json!("second")) };
+    let answer = record_outcome(&store, &blobs(), &task.task_id, (2, &second_token), ok, at(1_220), &ttl).await;
+    assert!(matches!(answer, Ok(CallbackResult::Recorded(ref t)) if t.status == TaskStatus::Done), "{answer:?}");
+}
+
+#[tokio::test]
 async fn a_heartbeat_moves_the_deadline_so_the_sweeper_leaves_the_attempt_alone() {
     let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
     let task = started(&store, &service).await;
@@ -325,15 +357,18 @@ async fn the_sweeper_fails_an_attempt_that_times_out_with_no_attempts_left() {
     let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
     let task = submitted(&store).await;
     let mut now = 1_001;
+    let mut gave_up_at = 0;
     for attempt in 1..=3 {
         hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(now), &policies()).await.unwrap();
         now += 101;
         let report = sweep(&store, &outbox, at(now), &policies(), 100).await.unwrap();
         assert_eq!(report.timed_out_failed.len(), usize::from(attempt == 3), "attempt {attempt}");
+        gave_up_at = now;
         now += 100;
     }
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!((stored.due_at, stored.expires_at), (at(gave_up_at), gave_up_at + 600), "kept for the retention");
     assert_eq!(stored.error.as_deref(), Some("gave up after 3 attempts; last: no callback within 100 s"));
 }
 
@@ -357,13 +392,65 @@ async fn the_owner_cancels_an_unfinished_task_once_and_late_callbacks_change_not
     assert_eq!(cancel(&store, &client("beta"), &task.task_id, at(1_005), &ttl).await.unwrap(), OwnerAction::Missing);
     let cancelled = cancel(&store, &client("alpha"), &task.task_id, at(1_005), &ttl).await.unwrap();
     let OwnerAction::Applied(cancelled) = cancelled else { panic!("{cancelled:?}") };
-    assert_eq!((cancelled.status, cancelled.error.as_deref()), (TaskStatus::Failed, Some(CANCELLED)));
+    assert_eq!(
+        (cancelled.status, cancelled.error.as_deref(), cancelled.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), true)
+    );
+    assert_eq!(cancelled.expires_at, 1_005 + 600, "a cancelled task is kept for the result retention");
     let again = cancel(&store, &client("alpha"), &task.task_id, at(1_006), &ttl).await.unwrap();
     assert_eq!(again, OwnerAction::Unchanged(cancelled.clone()));
     let late = Outcome::Succeeded { result: inline(json!(1)) };
     let late = record_outcome(&store, &blobs(), &task.task_id, (1, &token), late, at(1_007), &ttl).await.unwrap();
     assert_eq!(late, CallbackResult::Stale);
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
+}
+
+#[tokio::test]
+async fn after_the_owners_cancel_every_callback_for_the_attempt_is_stale() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let cancelled = cancel(&store, &client("alpha"), &task.task_id, at(1_005), &ttl).await.unwrap();
+    let OwnerAction::Applied(cancelled) = cancelled else { panic!("{cancelled:?}") };
+    for late in [
+        Outcome::Failed { error: CANCELLED.into() },
+        Outcome::Failed { error: "no capacity".into() },
+        Outcome::Succeeded { result: inline(json!(1)) },
+    ] {
+        let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), late.clone(), at(1_006), &ttl).await;
+        assert_eq!(answer.unwrap(), CallbackResult::Stale, "{late:?}");
+    }
+    let beat = heartbeat(&store, &task.task_id, (1, &token), at(1_006), &policies()).await.unwrap();
+    assert_eq!(beat, CallbackResult::Stale);
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), cancelled);
+}
+
+#[tokio::test]
+async fn a_failure_the_service_reports_as_cancelled_is_no_cancel() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    let token = service.token(&task.task_id);
+    let ttl = policies().ttl;
+    let reported = || Outcome::Failed { error: CANCELLED.into() };
+    let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), reported(), at(1_010), &ttl).await;
+    let Ok(CallbackResult::Recorded(failed)) = answer else { panic!("{answer:?}") };
+    assert_eq!(
+        (failed.status, failed.error.as_deref(), failed.cancelled),
+        (TaskStatus::Failed, Some(CANCELLED), false)
+    );
+
+    // The owner's cancel finds a task that finished otherwise: refused, not "already cancelled".
+    let owner = cancel(&store, &client("alpha"), &task.task_id, at(1_011), &ttl).await.unwrap();
+    assert_eq!(owner, OwnerAction::Refused(failed.clone()));
+    // The service's own attempt: the same report is a repeat, another one a conflict.
+    let again = record_outcome(&store, &blobs(), &task.task_id, (1, &token), reported(), at(1_012), &ttl).await;
+    assert_eq!(again.unwrap(), CallbackResult::Repeated(failed.clone()));
+    for other in [Outcome::Failed { error: "no capacity".into() }, Outcome::Succeeded { result: inline(json!(1)) }] {
+        let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &token), other.clone(), at(1_013), &ttl).await;
+        assert_eq!(answer.unwrap(), CallbackResult::Conflict(failed.clone()), "{other:?}");
+    }
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap(), failed);
 }
 
 #[tokio::test]
@@ -442,7 +529,17 @@ async fn gauges_count_active_tasks_overdue_attempts_and_backlog_age() {
 #[tokio::test]
 async fn with_nothing_waiting_every_gauge_is_zero() {
     let gauges = gauges(&MemoryStore::new(), at(200)).await.unwrap();
-    assert!(gauges.iter().all(|g| g.value == 0.0));
+    let listed: Vec<(&str, Option<&str>, f64, Unit)> =
+        gauges.iter().map(|g| (g.name, g.status.map(TaskStatus::as_str), g.value, g.unit)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("TasksActive", Some("RECEIVED"), 0.0, Unit::Count),
+            ("TasksActive", Some("IN_PROGRESS"), 0.0, Unit::Count),
+            ("TasksOverdue", None, 0.0, Unit::Count),
+            ("OldestReceivedAgeSeconds", None, 0.0, Unit::Seconds),
+        ]
+    );
 }
 
 #[tokio::test]

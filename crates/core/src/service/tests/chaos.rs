@@ -1,14 +1,26 @@
 //! A property test of the lifecycle: random sequences of everything at-least-once delivery and
 //! unreliable services can do to a task — dispatches and their duplicates, starts, callbacks
 //! (right, repeated, contradicting, stale, forged), heartbeats, timeouts, cancels, replays —
-//! always leave it in a legal state, with every step of its history a legal transition, at most
-//! one finish per attempt series, and the service called at most once per attempt.
+//! always leave it in a legal state, with every step of its history a legal transition, every
+//! step belonging to the attempt that was current when it happened, at most one finish per
+//! attempt series, and the service called at most once per attempt.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::*;
-use crate::lifecycle::check;
+use TaskStatus::{Done, Failed, InProgress, Received};
+
+/// The legal status moves, written out here (as in the README's diagram) rather than asked of
+/// `lifecycle::check`: the production rule must not be its own judge.
+const LEGAL_MOVES: [(TaskStatus, TaskStatus); 6] = [
+    (Received, InProgress), // an attempt starts
+    (Received, Failed),     // cancelled before it started
+    (InProgress, Done),     // the service reported success
+    (InProgress, Failed),   // the service reported failure, the fleet gave up, or the owner cancelled
+    (InProgress, Received), // the attempt failed and another is allowed
+    (Failed, Received),     // the owner replays
+];
 
 /// A service that refuses at random and remembers every job it was sent.
 struct FlakyService {
@@ -39,8 +51,14 @@ fn assert_legal(task: &Task, policies: &Policies, calls: &HashMap<u32, u32>, see
         assert_eq!(history.first().map(|e| e.status), Some(TaskStatus::Received), "seed {seed}");
     }
     for pair in history.windows(2) {
-        assert!(check(pair[0].status, pair[1].status).is_ok(), "seed {seed}: illegal step in {history:?}");
+        let (before, step) = (&pair[0], &pair[1]);
+        assert!(LEGAL_MOVES.contains(&(before.status, step.status)), "seed {seed}: illegal step in {history:?}");
+        // A start begins the next attempt; every other step — a finish above all — belongs to
+        // the attempt that was current when it happened.
+        let current = if step.status == InProgress { before.attempt + 1 } else { before.attempt };
+        assert_eq!(step.attempt, current, "seed {seed}: {step:?} is not the current attempt's: {history:?}");
     }
+    assert_eq!(history.last().map(|e| e.attempt), Some(task.attempts), "seed {seed}: {history:?}");
     assert_eq!(history.last().map(|e| e.status), Some(task.status), "seed {seed}: history ends elsewhere");
     // Each series (split at replays) finishes at most once, at its end.
     let mut finishes_in_series = 0;
@@ -55,6 +73,10 @@ fn assert_legal(task: &Task, policies: &Policies, calls: &HashMap<u32, u32>, see
     assert!(task.attempt_in_series() <= policies.retry.max_attempts, "seed {seed}: too many attempts");
     assert!(calls.values().all(|&n| n == 1), "seed {seed}: an attempt called the service twice: {calls:?}");
     assert_eq!(task.status == TaskStatus::Done, task.result.is_some(), "seed {seed}: result iff DONE");
+    if task.cancelled {
+        let cancelled = (task.status, task.error.as_deref());
+        assert_eq!(cancelled, (Failed, Some(crate::lifecycle::CANCELLED)), "seed {seed}: a cancel is a failure");
+    }
     assert_eq!(
         task.callback_tokens.keys().copied().collect::<Vec<_>>(),
         (task.attempts.saturating_sub(crate::lifecycle::TOKENS_KEPT) + 1..=task.attempts).collect::<Vec<_>>(),
@@ -108,7 +130,8 @@ async fn run(seed: u64) {
                         record_outcome(&store, &blobs(), &id, (attempt, &token), outcome.clone(), at(now), &ttl)
                             .await
                             .unwrap();
-                    if let CallbackResult::Recorded(_) = answer {
+                    if let CallbackResult::Recorded(recorded) = answer {
+                        assert_eq!(recorded.attempts, attempt, "seed {seed}: attempt {attempt} finished another");
                         assert!(
                             finished_results.insert(attempt, outcome).is_none(),
                             "seed {seed}: attempt finished twice"
