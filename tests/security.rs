@@ -113,6 +113,23 @@ async fn forged_callbacks_are_refused_and_change_nothing() {
         let body: Value = answer.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_callback_token", "{url}");
     }
+    // A task that does not exist answers exactly like a wrong token: status, type and bytes.
+    let exactly = |url: String| {
+        let request = fleet.http.post(url).json(&ok);
+        async move {
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let content_type = answer.headers().get("content-type").cloned();
+            (status, content_type, answer.bytes().await.unwrap())
+        }
+    };
+    let nobody = fleet.url("/callbacks/6f9619ff-8b86-4011-b42d-00c04fc964ff");
+    for suffix in ["", "/heartbeat"] {
+        let wrong_token = exactly(format!("{base}{suffix}?attempt=1&token={forged_token}")).await;
+        let unknown_task = exactly(format!("{nobody}{suffix}?attempt=1&token={forged_token}")).await;
+        assert_eq!(wrong_token.0, 401, "{suffix}");
+        assert_eq!(unknown_task, wrong_token, "{suffix}");
+    }
     let (_, view) = fleet.status(KEY_ALPHA, &id).await;
     assert_eq!((view["status"].as_str(), view.get("result")), (Some("IN_PROGRESS"), None));
 }

@@ -24,7 +24,7 @@ pub const CALLBACK_BASE_URL: &str = "CALLBACK_BASE_URL";
 /// the external service and must sign its callbacks. Unset: callbacks are authenticated by their
 /// per-attempt token alone.
 pub const WEBHOOK_SIGNING_SECRETS: &str = "WEBHOOK_SIGNING_SECRETS";
-/// Seconds a function instance remembers an API key lookup (revocations take this long).
+/// Seconds a function instance remembers an API key it found (revocations take this long).
 pub const API_KEY_CACHE_SECONDS: &str = "API_KEY_CACHE_SECONDS";
 pub const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
 /// CloudWatch namespace of the cron's gauges.

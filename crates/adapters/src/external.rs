@@ -1,4 +1,9 @@
 //! The HTTP client of the external service: one JSON POST per attempt, with a timeout.
+//!
+//! Redirects are never followed: a 307/308 would re-send the payload, the callback URL (with the
+//! attempt's token) and the signature to wherever the `Location` points. A 3xx answer is a
+//! permanent refusal of the job ([`ExternalError::Redirected`], not retried): the service's
+//! address is misconfigured, and `EXTERNAL_SERVICE_URL` must name where jobs are accepted.
 
 use std::time::Duration;
 
@@ -26,6 +31,7 @@ impl HttpExternalService {
         signing: Option<SigningSecrets>,
     ) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
@@ -64,6 +70,10 @@ impl ExternalService for HttpExternalService {
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            // Where it points is not logged nor kept: it is the service's business.
+            return Err(ExternalError::Redirected { status: status.as_u16() });
         }
         let retry_after_seconds = response
             .headers()

@@ -52,7 +52,7 @@ impl DynamoKeys {
         Ok(Self::new(Client::new(sdk), config::required(config::TASKS_TABLE)?))
     }
 
-    /// The keys in `TASKS_TABLE`, with lookups cached per `API_KEY_CACHE_SECONDS` (what the API
+    /// The keys in `TASKS_TABLE`, each key found cached for `API_KEY_CACHE_SECONDS` (what the API
     /// functions authenticate with).
     pub fn cached_from_env(sdk: &aws_config::SdkConfig) -> Result<StoredKeys<Self>, ConfigError> {
         let seconds = config::positive(config::API_KEY_CACHE_SECONDS, config::DEFAULT_API_KEY_CACHE_SECONDS)?;

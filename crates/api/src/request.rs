@@ -5,7 +5,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use taskfleet_core::auth::ClientKeys;
 use taskfleet_core::signing::{self, SignatureError, Signed, SigningSecrets};
-use taskfleet_core::{ClientId, TaskId, Timestamp};
+use taskfleet_core::{ClientId, TaskId, Timestamp, token};
 
 use crate::error::ApiError;
 
@@ -41,11 +41,13 @@ pub fn query(request: &Request, name: &str) -> Option<String> {
     request.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_owned)
 }
 
-/// The `attempt` and `token` a callback URL carries. Absent or malformed ones are refused as
-/// unauthenticated: they are the callback's credentials.
+/// The `attempt` and `token` a callback URL carries. Absent or malformed ones (an attempt that is
+/// not a number from 1, a token not shaped like the fleet's) are refused as unauthenticated,
+/// before the signature, the body or the store are looked at: they are the callback's
+/// credentials.
 pub fn callback_credentials(request: &Request) -> Result<(u32, String), ApiError> {
     let attempt = query(request, "attempt").and_then(|a| a.parse::<u32>().ok()).filter(|&a| a > 0);
-    let token = query(request, "token");
+    let token = query(request, "token").filter(|token| token::is_well_formed(token));
     match (attempt, token) {
         (Some(attempt), Some(token)) => Ok((attempt, token)),
         _ => Err(ApiError::InvalidCallbackToken),

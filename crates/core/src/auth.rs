@@ -3,12 +3,11 @@
 //! Issued keys look like `tfk_<key id>_<secret>`: the key id (public, 8 characters) names the
 //! stored record, which keeps only the secret's SHA-256 digest; the presented secret is hashed
 //! and compared in constant time. Keys are issued, listed and revoked by the admin CLI, without
-//! a redeploy; functions cache lookups briefly ([`StoredKeys`]), so a revocation takes effect
-//! within the cache's lifetime. [`ApiKeys`] is a fixed in-memory key set, for tests.
+//! a redeploy; functions cache the keys they found briefly ([`StoredKeys`]), so a revocation
+//! takes effect within the cache's lifetime. [`ApiKeys`] is a fixed in-memory key set, for tests.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -99,36 +98,37 @@ pub fn adopt(client: &ClientId, key: &str, now: Timestamp) -> Option<IssuedKey> 
     Some(IssuedKey { key: key.to_owned(), record })
 }
 
-/// Keys from a [`KeyStore`], with lookups (found or not) cached for `ttl` per function instance.
+/// Keys from a [`KeyStore`], each key found kept for `ttl` per function instance.
+///
+/// The cache is bounded ([`StoredKeys::CAPACITY`] keys, evicted by S3-FIFO: a key read once
+/// leaves before the keys in steady use) and holds only keys that exist: a key id that names no
+/// key is looked up again every time and never takes a place. So presenting any number of random
+/// key ids evicts no valid entry (each costs one lookup, as it would with a cache of misses: a
+/// random id is never presented twice). An entry is used for `ttl` after it was read, then read
+/// again (a revoked key is then dropped), so a revocation takes effect within `ttl`.
 pub struct StoredKeys<K> {
     store: K,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Option<KeyRecord>, Instant)>>,
+    /// Found keys by key id, with the instant each was read.
+    cache: quick_cache::sync::Cache<String, (KeyRecord, Instant)>,
 }
 
 impl<K> StoredKeys<K> {
-    /// Most cached lookups; past it the cache starts over (bounded memory under key spraying).
-    const CACHE_LIMIT: usize = 10_000;
+    /// Most keys remembered at once: far more than a fleet issues, so in practice every key in
+    /// use stays cached; the bound caps memory whatever happens.
+    pub const CAPACITY: usize = 10_000;
 
     pub fn new(store: K, ttl: Duration) -> Self {
-        Self { store, ttl, cache: Mutex::new(HashMap::new()) }
+        Self { store, ttl, cache: quick_cache::sync::Cache::new(Self::CAPACITY) }
     }
 
     pub fn store(&self) -> &K {
         &self.store
     }
 
-    fn cached(&self, key_id: &str) -> Option<Option<KeyRecord>> {
-        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(key_id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(record, _)| record.clone())
-    }
-
-    fn remember(&self, key_id: &str, record: Option<KeyRecord>) {
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= Self::CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key_id.to_owned(), (record, Instant::now()));
+    /// The key, if it was read less than `ttl` ago.
+    fn cached(&self, key_id: &str) -> Option<KeyRecord> {
+        self.cache.get(key_id).filter(|(_, read_at)| read_at.elapsed() < self.ttl).map(|(record, _)| record)
     }
 }
 
@@ -136,10 +136,19 @@ impl<K: KeyStore> ClientKeys for StoredKeys<K> {
     async fn client_for_key(&self, presented: &str) -> Result<Option<ClientId>, StoreError> {
         let Some((key_id, secret)) = split_key(presented) else { return Ok(None) };
         let record = match self.cached(key_id) {
-            Some(record) => record,
+            Some(record) => Some(record),
             None => {
+                let read_at = Instant::now();
                 let record = self.store.find(key_id).await?;
-                self.remember(key_id, record.clone());
+                match &record {
+                    Some(found) if !self.ttl.is_zero() => {
+                        self.cache.insert(key_id.to_owned(), (found.clone(), read_at));
+                    }
+                    // Revoked (or never issued): forget an expired entry, remember nothing.
+                    _ => {
+                        self.cache.remove(key_id);
+                    }
+                }
                 record
             }
         };
@@ -217,6 +226,9 @@ fn digest(key: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaa";
@@ -328,6 +340,62 @@ mod tests {
         assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
         assert!(keys.store().revoke(&issued.record.key_id).await.unwrap());
         assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), None);
+    }
+
+    fn lookups(keys: &StoredKeys<Keys>) -> usize {
+        keys.store().1.load(Ordering::SeqCst)
+    }
+
+    /// A well-formed key whose id names no stored key.
+    fn unknown_key(n: usize) -> String {
+        format!("tfk_{n:08x}_{}", "u".repeat(SECRET_LEN))
+    }
+
+    #[tokio::test]
+    async fn random_unknown_key_ids_evict_no_cached_key_and_are_not_remembered() {
+        let alpha = ClientId::parse("alpha").unwrap();
+        let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
+        let keys = StoredKeys::new(Keys::default(), Duration::from_secs(600));
+        keys.store().save(&issued.record).await.unwrap();
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), Some(alpha.clone()));
+        assert_eq!(lookups(&keys), 1);
+
+        let sprayed = StoredKeys::<Keys>::CAPACITY + 2_000;
+        for n in 0..sprayed {
+            assert_eq!(keys.client_for_key(&unknown_key(n)).await.unwrap(), None);
+        }
+        assert_eq!(lookups(&keys), 1 + sprayed, "one lookup per unknown id");
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), Some(alpha), "still cached");
+        assert_eq!(lookups(&keys), 1 + sprayed, "the valid key was not evicted");
+
+        // A miss is not remembered: a key issued after its id was presented works at once.
+        let late = KeyRecord { key_id: "00000007".into(), ..issued.record.clone() };
+        let late_key = format!("tfk_00000007_{}", &issued.key[issued.key.len() - SECRET_LEN..]);
+        keys.store().save(&late).await.unwrap();
+        assert_eq!(keys.client_for_key(&late_key).await.unwrap(), Some(late.client_id));
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_is_read_again_after_the_cache_time() {
+        let alpha = ClientId::parse("alpha").unwrap();
+        let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
+        let ttl = Duration::from_millis(600);
+        let keys = StoredKeys::new(Keys::default(), ttl);
+        keys.store().save(&issued.record).await.unwrap();
+        assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
+        assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
+        assert_eq!(lookups(&keys), 1, "within the cache time: the cache");
+
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
+        assert_eq!(lookups(&keys), 2, "expired: read again");
+
+        // Revoked: it works until its entry expires, then never again (and is not cached).
+        assert!(keys.store().revoke(&issued.record.key_id).await.unwrap());
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), None);
+        assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), None);
+        assert_eq!(lookups(&keys), 4);
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub struct MetricsError(pub String);
 pub enum ExternalError {
     #[error("the external service answered {status}")]
     Rejected { status: u16, retry_after_seconds: Option<u64> },
+    /// The service answered with a redirect (3xx). Redirects are never followed: following one
+    /// would re-send the payload, the callback token and the signature to wherever it points. A
+    /// redirect is a misconfiguration (`EXTERNAL_SERVICE_URL` is not where jobs are accepted),
+    /// so it is a permanent refusal, like any other 4xx.
+    #[error("the external service answered {status}, a redirect; redirects are not followed")]
+    Redirected { status: u16 },
     #[error("the external service did not answer within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
     #[error("the external service could not be reached: {0}")]

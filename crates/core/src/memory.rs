@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blob::Content;
 use crate::error::StoreError;
@@ -17,11 +18,33 @@ pub struct MemoryStore {
     tasks: Mutex<HashMap<TaskId, Task>>,
     payloads: Mutex<HashMap<TaskId, Content>>,
     keys: Mutex<HashMap<(String, String), IdempotencyRecord>>,
+    /// Requests made, as DynamoDB would bill them: a write is counted whether it applies or its
+    /// condition fails.
+    reads: AtomicUsize,
+    writes: AtomicUsize,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Item reads so far (`get`, `payload`).
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Write requests so far (`insert`, `apply`, `claim`), failed conditional writes included.
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn read(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Task>> {
@@ -31,6 +54,7 @@ impl MemoryStore {
 
 impl TaskStore for MemoryStore {
     async fn insert(&self, task: &Task, payload: &Content, _payload_expires_at: i64) -> Result<(), StoreError> {
+        self.write();
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.task_id) {
             return Err(StoreError::AlreadyExists);
@@ -44,14 +68,17 @@ impl TaskStore for MemoryStore {
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
+        self.read();
         Ok(self.tasks().get(task_id).cloned())
     }
 
     async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
+        self.read();
         Ok(self.payloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(task_id).cloned())
     }
 
     async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
+        self.write();
         let mut tasks = self.tasks();
         match tasks.get_mut(&transition.task_id) {
             Some(task) if transition.matches(task) => {
@@ -63,6 +90,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.write();
         let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (record.client_id.to_string(), record.key_digest.clone());
         if let Some(existing) = keys.get(&key) {

@@ -53,6 +53,8 @@ impl Default for RetryPolicy {
 pub fn is_retryable(error: &ExternalError) -> bool {
     match error {
         ExternalError::Rejected { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+        // A misconfiguration: trying again would meet the same redirect.
+        ExternalError::Redirected { .. } => false,
         ExternalError::Timeout { .. } | ExternalError::Unreachable(_) => true,
     }
 }
@@ -82,6 +84,13 @@ mod tests {
     fn other_client_errors_fail_at_once() {
         for status in [400, 401, 403, 404, 409, 413, 422] {
             assert!(!is_retryable(&rejected(status)), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_is_a_misconfiguration_and_fails_at_once() {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(!is_retryable(&ExternalError::Redirected { status }), "{status}");
         }
     }
 

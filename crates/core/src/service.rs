@@ -252,7 +252,8 @@ pub enum CallbackResult {
     Stale,
     /// The token is not this attempt's: nothing is revealed and nothing changed.
     Unauthorized,
-    /// No such task (or it expired).
+    /// No such task (or it expired). Callers must answer it exactly like [`Self::Unauthorized`]:
+    /// whoever lacks the attempt's credentials must not learn whether the task exists.
     Missing,
 }
 

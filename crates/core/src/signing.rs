@@ -4,11 +4,16 @@
 //! fleet signs with every configured secret and accepts a signature made with any of them.
 //! Timestamps more than five minutes away from now are refused, so a captured request cannot
 //! be replayed later, and a replay within the window with another body does not verify.
+//!
+//! Verifying costs one HMAC per configured secret, whatever the request carries: the MAC of the
+//! message is computed once per secret and compared, in constant time, with each `v1` candidate
+//! of the header, of which at most [`MAX_SIGNATURES`] are accepted (more: refused unread).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::time::Timestamp;
@@ -20,6 +25,13 @@ pub const SIGNATURE: &str = "webhook-signature";
 
 /// How far a signed timestamp may be from now.
 pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+
+/// Most space-separated entries a `webhook-signature` header may hold (one per secret the
+/// sender signs with; a rotation needs two). A header with more is refused before any MAC.
+pub const MAX_SIGNATURES: usize = 10;
+
+/// Length of the base64 of an HMAC-SHA256 tag.
+const ENCODED_TAG_LEN: usize = 44;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SecretError {
@@ -39,6 +51,8 @@ pub enum SignatureError {
     Stale,
     #[error("no webhook-signature matches")]
     Mismatch,
+    #[error("the webhook-signature header holds more than {MAX_SIGNATURES} signatures")]
+    TooMany,
 }
 
 /// The configured signing secrets, newest first. Never printed.
@@ -75,6 +89,8 @@ impl SigningSecrets {
     }
 
     fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+        #[cfg(test)]
+        tests::MACS.with(|count| count.set(count.get() + 1));
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(id.as_bytes());
@@ -98,30 +114,55 @@ impl SigningSecrets {
     }
 
     /// Checks a received request: fresh timestamp, and a `v1` signature made with one of the
-    /// secrets over exactly this body.
+    /// secrets over exactly this body. One MAC per secret, compared with every candidate.
     pub fn verify(&self, signed: &Signed, body: &[u8], now: Timestamp) -> Result<(), SignatureError> {
         let sent = signed.timestamp.parse::<i64>().map_err(|_| SignatureError::Stale)?;
         if (now.as_epoch_seconds() - sent).abs() > TOLERANCE_SECONDS {
             return Err(SignatureError::Stale);
         }
-        let candidates: Vec<Vec<u8>> = signed
-            .signature
-            .split(' ')
-            .filter_map(|s| s.strip_prefix("v1,"))
-            .filter_map(|s| STANDARD.decode(s).ok())
-            .collect();
-        let matches = self.0.iter().any(|key| {
-            candidates
-                .iter()
-                .any(|candidate| Self::mac(key, &signed.id, &signed.timestamp, body).verify_slice(candidate).is_ok())
-        });
-        if matches { Ok(()) } else { Err(SignatureError::Mismatch) }
+        let mut candidates = Vec::with_capacity(MAX_SIGNATURES);
+        for (index, entry) in signed.signature.split(' ').filter(|s| !s.is_empty()).enumerate() {
+            if index == MAX_SIGNATURES {
+                return Err(SignatureError::TooMany);
+            }
+            // Other versions, and anything that cannot be a SHA-256 tag, match nothing.
+            let tag = entry
+                .strip_prefix("v1,")
+                .filter(|encoded| encoded.len() == ENCODED_TAG_LEN)
+                .and_then(|encoded| STANDARD.decode(encoded).ok());
+            candidates.extend(tag);
+        }
+        if candidates.is_empty() {
+            return Err(SignatureError::Mismatch);
+        }
+        let mut matches = subtle::Choice::from(0);
+        for key in &self.0 {
+            let expected = Self::mac(key, &signed.id, &signed.timestamp, body).finalize().into_bytes();
+            for candidate in &candidates {
+                matches |= expected.as_slice().ct_eq(candidate);
+            }
+        }
+        if bool::from(matches) { Ok(()) } else { Err(SignatureError::Mismatch) }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// MACs computed on this thread (each test runs on its own).
+        pub(super) static MACS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// How many MACs `f` computes.
+    fn macs_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = MACS.with(Cell::get);
+        let answer = f();
+        (answer, MACS.with(Cell::get) - before)
+    }
 
     // The example from the Standard Webhooks specification.
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -181,6 +222,53 @@ mod tests {
         assert_eq!(old.verify(&by_both, b"x", at(1_000)), Ok(()));
         assert_eq!(new.verify(&by_both, b"x", at(1_000)), Ok(()));
         assert_eq!(new.verify(&by_old, b"x", at(1_000)), Err(SignatureError::Mismatch));
+    }
+
+    /// `count` well-formed `v1` signatures that match nothing.
+    fn decoys(count: usize) -> Vec<String> {
+        (0..count).map(|n| format!("v1,{}", STANDARD.encode([n as u8; 32]))).collect()
+    }
+
+    #[test]
+    fn verifying_costs_one_mac_per_secret_whatever_the_header_holds() {
+        let three = SigningSecrets::parse(&format!("{} {} {}", secret(3), secret(2), secret(1))).unwrap();
+        let by_oldest = SigningSecrets::parse(&secret(1)).unwrap().sign("m", at(1_000), b"body");
+        let many = Signed { signature: decoys(MAX_SIGNATURES).join(" "), ..by_oldest.clone() };
+        let (answer, macs) = macs_of(|| three.verify(&many, b"body", at(1_000)));
+        assert_eq!((answer, macs), (Err(SignatureError::Mismatch), 3));
+
+        // The right signature last among the most entries allowed still verifies, at the same cost.
+        let mut entries = decoys(MAX_SIGNATURES - 1);
+        entries.push(by_oldest.signature.clone());
+        let last = Signed { signature: entries.join(" "), ..by_oldest.clone() };
+        assert_eq!(macs_of(|| three.verify(&last, b"body", at(1_000))), (Ok(()), 3));
+    }
+
+    #[test]
+    fn a_header_with_too_many_signatures_is_refused_before_any_mac() {
+        let secrets = SigningSecrets::parse(&secret(1)).unwrap();
+        let signed = secrets.sign("m", at(1_000), b"body");
+        let mut entries = decoys(MAX_SIGNATURES);
+        entries.push(signed.signature.clone());
+        let crowded = Signed { signature: entries.join(" "), ..signed.clone() };
+        assert_eq!(macs_of(|| secrets.verify(&crowded, b"body", at(1_000))), (Err(SignatureError::TooMany), 0));
+        // Neither are signatures of other versions or malformed entries counted for free.
+        let junk = Signed { signature: ["v2,abc"; MAX_SIGNATURES + 1].join(" "), ..signed };
+        assert_eq!(macs_of(|| secrets.verify(&junk, b"body", at(1_000))), (Err(SignatureError::TooMany), 0));
+    }
+
+    #[test]
+    fn a_header_without_a_v1_signature_costs_no_mac() {
+        let secrets = SigningSecrets::parse(&secret(1)).unwrap();
+        let signed = secrets.sign("m", at(1_000), b"body");
+        for header in ["", "   ", "v1,", "v1,@@@", "v1a,abc v2,def", &format!("v1,{}", "A".repeat(4_000))] {
+            let odd = Signed { signature: header.to_owned(), ..signed.clone() };
+            assert_eq!(
+                macs_of(|| secrets.verify(&odd, b"body", at(1_000))),
+                (Err(SignatureError::Mismatch), 0),
+                "{header}"
+            );
+        }
     }
 
     #[test]

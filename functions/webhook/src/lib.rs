@@ -7,9 +7,21 @@
 //! - `POST /callbacks/{task_id}/heartbeat?attempt=n&token=…` → the attempt's callback is due a
 //!   full `CALLBACK_TIMEOUT_SECONDS` from now.
 //!
-//! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing. With
+//! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing; so does a
+//! task that does not exist (or has expired), with exactly the same answer, so that a caller
+//! without an attempt's credentials cannot tell whether a task id exists. With
 //! `WEBHOOK_SIGNING_SECRETS` set, a callback must also carry a Standard Webhooks signature over
 //! its body, made within five minutes: otherwise 401 `invalid_signature`.
+//!
+//! Everything that can be judged without the store is judged before it, so such refusals cost
+//! no DynamoDB request: the credentials' shape (attempt ≥ 1, a 43-character token), then the
+//! signature, then for a callback the content type and the body (JSON, one of the two outcomes,
+//! within the limits). Whether a well-formed token is the attempt's is only known to the store:
+//! such a request costs the one conditional write that would have recorded it (DynamoDB bills a
+//! write whose condition fails, at least one write unit, more for a large task item) — or, for a
+//! result large enough for the blob store, one strongly consistent read instead, and no write.
+//! Checking with a read first would make a forged callback cheaper but add a read to every
+//! genuine one; signing secrets are the way to refuse strangers before the store.
 
 use std::sync::Arc;
 
@@ -98,8 +110,8 @@ fn answered(result: CallbackResult) -> Result<Answer, ApiError> {
             Err(ApiError::Conflict(format!("the attempt already ended: the task is {}", task.status)))
         }
         CallbackResult::Stale => Err(ApiError::StaleAttempt),
-        CallbackResult::Unauthorized => Err(ApiError::InvalidCallbackToken),
-        CallbackResult::Missing => Err(ApiError::NotFound),
+        // Alike, byte for byte: the answer must not tell whether the task exists.
+        CallbackResult::Unauthorized | CallbackResult::Missing => Err(ApiError::InvalidCallbackToken),
     }
 }
 

@@ -462,7 +462,7 @@ async fn a_forged_callback_with_a_large_result_writes_nothing_anywhere() {
     assert_error(&handle(&app, callback(&wrong_attempt, &body)).await, 401, "invalid_callback_token");
     // Nor a callback for a task that does not exist.
     let stranger = Attempt { task_id: TaskId::generate(), ..forged };
-    assert_error(&handle(&app, callback(&stranger, &body)).await, 404, "not_found");
+    assert_error(&handle(&app, callback(&stranger, &body)).await, 401, "invalid_callback_token");
 
     assert_eq!(app.blobs.store.keys(), Vec::<String>::new(), "no blob for an unauthenticated caller");
     assert_eq!(current(&app, &task.task_id).await, task);
@@ -680,26 +680,119 @@ async fn a_heartbeat_for_a_finished_or_unknown_task_changes_nothing() {
     assert_eq!(current(&app, &task.task_id).await, done);
 
     let unknown = Attempt { task_id: TaskId::generate(), ..attempt };
-    assert_error(&handle(&app, heartbeat(&unknown)).await, 404, "not_found");
+    assert_error(&handle(&app, heartbeat(&unknown)).await, 401, "invalid_callback_token");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Unknown tasks and bad requests
 
+/// An answer as the caller sees it: status, headers and body bytes.
+#[derive(Debug, PartialEq)]
+struct Exactly {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+fn exactly(response: &Response<Body>) -> Exactly {
+    Exactly {
+        status: response.status().as_u16(),
+        headers: response.headers().iter().map(|(name, value)| (name.to_string(), value.as_bytes().to_vec())).collect(),
+        body: response.body().as_ref().to_vec(),
+    }
+}
+
+/// Builds a request for an attempt's credentials.
+type MakeRequest = fn(&Attempt) -> Request;
+
 #[tokio::test]
-async fn a_callback_for_an_unknown_task_answers_404() {
+async fn an_unknown_task_answers_exactly_like_a_wrong_token() {
     let (app, _) = app();
-    let stranger = Attempt {
-        task_id: TaskId::generate(),
-        attempt: 1,
-        token: CallbackToken::generate().unwrap().expose().to_owned(),
-    };
-    let response = handle(&app, callback(&stranger, SUCCEEDED)).await;
-    assert_eq!(assert_error(&response, 404, "not_found"), "no such task");
+    let (task, attempt) = in_progress(&app).await;
+    let forged = Attempt { token: CallbackToken::generate().unwrap().expose().to_owned(), ..attempt.clone() };
+    let stranger = Attempt { task_id: TaskId::generate(), ..forged.clone() };
+    let never_handed_over = Attempt { task_id: received(&app).await.task_id, ..forged.clone() };
+    let requests: [(&str, MakeRequest); 3] = [
+        ("success", |a| callback(a, SUCCEEDED)),
+        ("failure", |a| callback(a, r#"{"status":"failed","error":"gave up"}"#)),
+        ("heartbeat", heartbeat),
+    ];
+    for (name, make) in requests {
+        let wrong_token = exactly(&handle(&app, make(&forged)).await);
+        assert_eq!(wrong_token.status, 401, "{name}");
+        assert_eq!(exactly(&handle(&app, make(&stranger)).await), wrong_token, "{name}: unknown task");
+        assert_eq!(exactly(&handle(&app, make(&never_handed_over)).await), wrong_token, "{name}: no token yet");
+    }
+    assert_eq!(current(&app, &task.task_id).await, task);
 }
 
 #[tokio::test]
-async fn a_callback_for_an_expired_task_answers_404() {
+async fn a_large_result_for_an_unknown_task_answers_exactly_like_one_with_a_wrong_token() {
+    let (mut app, _) = app();
+    app.blobs.inline_max = 64;
+    let (_, attempt) = in_progress(&app).await;
+    let (_, body) = large_result(1_000);
+    let forged = Attempt { token: CallbackToken::generate().unwrap().expose().to_owned(), ..attempt };
+    let stranger = Attempt { task_id: TaskId::generate(), ..forged.clone() };
+    let wrong_token = exactly(&handle(&app, callback(&forged, &body)).await);
+    assert_eq!(wrong_token.status, 401);
+    assert_eq!(exactly(&handle(&app, callback(&stranger, &body)).await), wrong_token);
+    assert_eq!(app.blobs.store.keys(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn requests_that_can_be_refused_without_the_store_cost_no_store_request() {
+    let (app, events) = app();
+    let (task, attempt) = in_progress(&app).await;
+    let id = task.task_id.as_str();
+    let query = attempt.query();
+    let (reads, writes) = (app.store.reads(), app.store.writes());
+    let mut refused = Vec::new();
+    for bad in [
+        String::new(),
+        "attempt=0&token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        "attempt=1&token=short".to_owned(),
+        format!("attempt=1&token={}!", &attempt.token[..42]),
+        format!("attempt=1&token={}", "A".repeat(10_000)),
+    ] {
+        refused.push(handle(&app, callback_with(id, &bad, Some("application/json"), SUCCEEDED)).await);
+        refused.push(handle(&app, heartbeat_with(id, &bad)).await);
+    }
+    refused.push(handle(&app, callback_with(id, &query, Some("text/plain"), SUCCEEDED)).await);
+    refused.push(handle(&app, callback(&attempt, r#"{"status":"#)).await);
+    refused.push(handle(&app, callback(&attempt, "")).await);
+    refused.push(handle(&app, callback(&attempt, r#"{"status":"done"}"#)).await);
+    let too_long = json!({"status": "failed", "error": "e".repeat(2_000)}).to_string();
+    refused.push(handle(&app, callback(&attempt, &too_long)).await);
+    refused.push(handle(&app, callback_with("not-a-task", &query, Some("application/json"), SUCCEEDED)).await);
+    for response in &refused {
+        assert!(response.status().is_client_error(), "{:?}", response.status());
+    }
+    assert_eq!((app.store.reads(), app.store.writes()), (reads, writes), "no store request for any of them");
+
+    // A well-formed token that is not the attempt's can only be judged by the store: it costs
+    // the one conditional write that would have recorded it, and nothing else.
+    let forged = Attempt { token: CallbackToken::generate().unwrap().expose().to_owned(), ..attempt.clone() };
+    assert_error(&handle(&app, callback(&forged, SUCCEEDED)).await, 401, "invalid_callback_token");
+    assert_eq!((app.store.reads(), app.store.writes()), (reads, writes + 1));
+    assert_eq!(current(&app, &task.task_id).await, task);
+    assert_eq!(events.events(), []);
+}
+
+#[tokio::test]
+async fn with_signing_an_unsigned_callback_costs_no_store_request() {
+    let (mut app, _) = app();
+    app.signing = Some(SigningSecrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
+    let (task, attempt) = in_progress(&app).await;
+    let (reads, writes) = (app.store.reads(), app.store.writes());
+    assert_error(&handle(&app, callback(&attempt, SUCCEEDED)).await, 401, "invalid_signature");
+    assert_error(&handle(&app, heartbeat(&attempt)).await, 401, "invalid_signature");
+    assert_eq!((app.store.reads(), app.store.writes()), (reads, writes));
+    assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+#[tokio::test]
+async fn a_callback_for_an_expired_task_answers_like_a_wrong_token() {
     let (app, events) = app();
     // Finished, then outlived its retention; storage has not deleted it yet.
     let issued = CallbackToken::generate().unwrap();
@@ -715,9 +808,9 @@ async fn a_callback_for_an_expired_task_answers_404() {
     let attempt = Attempt { task_id: task.task_id.clone(), attempt: 1, token: issued.expose().to_owned() };
     // Neither the repeat nor another outcome reveals it.
     for body in [SUCCEEDED, r#"{"status":"succeeded","result":{"answer":43}}"#] {
-        assert_error(&handle(&app, callback(&attempt, body)).await, 404, "not_found");
+        assert_error(&handle(&app, callback(&attempt, body)).await, 401, "invalid_callback_token");
     }
-    assert_error(&handle(&app, heartbeat(&attempt)).await, 404, "not_found");
+    assert_error(&handle(&app, heartbeat(&attempt)).await, 401, "invalid_callback_token");
     assert_eq!(current(&app, &task.task_id).await, task);
     assert_eq!(events.events(), []);
 }
