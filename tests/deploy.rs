@@ -530,3 +530,71 @@ async fn the_deployed_table_is_the_table_the_code_creates() {
     assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
     assert_eq!(template["Resources"]["TasksTable"]["DeletionPolicy"], "Retain");
 }
+
+// ---- issue items 10, 11, 13: key-scoped roles, alarms that fire, the concurrency budget ------
+
+/// (action, partition key pattern) of every item action a function's role allows on the tasks
+/// table itself (not its indexes or stream). A grant without a `dynamodb:LeadingKeys` condition
+/// shows as the pattern `*`.
+fn table_item_grants(template: &Value, function: &Value) -> BTreeSet<(String, String)> {
+    let table = serde_json::json!({ "Fn::GetAtt": ["TasksTable", "Arn"] });
+    let mut pairs = BTreeSet::new();
+    for (actions, resource, condition) in grants(template, function) {
+        if resource != table {
+            continue;
+        }
+        let patterns: Vec<String> = ["ForAllValues:StringLike", "ForAllValues:StringEquals"]
+            .iter()
+            .find_map(|operator| condition[*operator]["dynamodb:LeadingKeys"].as_array())
+            .map(|values| values.iter().map(text).collect())
+            .unwrap_or_else(|| vec!["*".to_owned()]);
+        for action in &actions {
+            for pattern in &patterns {
+                pairs.insert((action.clone(), pattern.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+#[test]
+fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
+    let template = template();
+    let meta = table::STATUS_SHARDS_ITEM;
+    let pairs = |list: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        list.iter().map(|(action, pattern)| (format!("dynamodb:{action}"), (*pattern).to_owned())).collect()
+    };
+    let expected: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::from([
+        (
+            "ingest",
+            pairs(&[
+                ("PutItem", "TASK#*"),
+                ("UpdateItem", "TASK#*"),
+                ("GetItem", "TASK#*"),
+                ("PutItem", "PAYLOAD#*"),
+                ("PutItem", "IDEMPOTENCY#*"),
+                ("GetItem", "IDEMPOTENCY#*"),
+                ("GetItem", "APIKEY#*"),
+                ("GetItem", meta),
+                ("UpdateItem", meta),
+            ]),
+        ),
+        ("status", pairs(&[("GetItem", "TASK#*"), ("BatchGetItem", "TASK#*"), ("GetItem", "APIKEY#*")])),
+        ("webhook", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*")])),
+        ("caller", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("GetItem", "PAYLOAD#*")])),
+        ("metrics", pairs(&[("GetItem", meta), ("UpdateItem", meta)])),
+        (
+            "sweeper",
+            pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("UpdateItem", meta), ("GetItem", meta)]),
+        ),
+        ("dispatcher", BTreeSet::new()),
+    ]);
+    for (name, function) in functions(&template) {
+        let granted = table_item_grants(&template, function);
+        assert!(!granted.iter().any(|(_, pattern)| pattern == "*"), "{name}: a table-wide item grant: {granted:?}");
+        assert_eq!(granted, expected[name.as_str()], "{name}");
+        if matches!(name.as_str(), "webhook" | "caller" | "sweeper") {
+            assert!(!granted.iter().any(|(_, pattern)| pattern.starts_with("APIKEY#")), "{name} reaches API keys");
+        }
+    }
+}
