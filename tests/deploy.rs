@@ -302,7 +302,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
     let template = template();
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
-        ("status", &["dynamodb:GetItem", "dynamodb:Query", "s3:GetObject"][..]),
+        ("status", &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "s3:GetObject"][..]),
         ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
         (
             "dispatcher",
@@ -316,7 +316,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
             ][..],
         ),
         ("caller", &["dynamodb:UpdateItem", "dynamodb:GetItem", "sqs:SendMessage", "s3:GetObject"][..]),
-        ("metrics", &["dynamodb:Query", "cloudwatch:PutMetricData"][..]),
+        ("metrics", &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "cloudwatch:PutMetricData"][..]),
         ("sweeper", &["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem", "sns:Publish"][..]),
     ]);
     let mut roles = BTreeSet::new();
@@ -595,6 +595,141 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
         assert_eq!(granted, expected[name.as_str()], "{name}");
         if matches!(name.as_str(), "webhook" | "caller" | "sweeper") {
             assert!(!granted.iter().any(|(_, pattern)| pattern.starts_with("APIKEY#")), "{name} reaches API keys");
+        }
+    }
+}
+
+/// A dimension value of the template: a literal or a `Fn::Sub` reference, as written.
+fn dimension_value(value: &Value) -> String {
+    value.as_str().or_else(|| value["Fn::Sub"].as_str()).map(str::to_owned).unwrap_or_else(|| value.to_string())
+}
+
+/// (namespace, metric, dimensions) of every metric a deployed alarm reads, by alarm.
+type Watched = BTreeSet<(String, String, BTreeMap<String, String>)>;
+
+fn deployed_alarms(template: &Value) -> BTreeMap<String, (Value, Watched)> {
+    let metric = |m: &Value| {
+        let dimensions = m["Dimensions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| (text(&d["Name"]), dimension_value(&d["Value"])))
+            .collect();
+        (text(&m["Namespace"]), text(&m["MetricName"]), dimensions)
+    };
+    of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(id, alarm)| {
+            let properties = &alarm["Properties"];
+            let watched: Watched = match properties["Metrics"].as_array() {
+                Some(queries) => queries.iter().filter(|q| q["MetricStat"].is_object()).map(|q| metric(&q["MetricStat"]["Metric"])).collect(),
+                None => BTreeSet::from([metric(properties)]),
+            };
+            (id.clone(), (properties.clone(), watched))
+        })
+        .collect()
+}
+
+#[test]
+fn alarms_watch_throttles_latency_iterator_age_dlq_age_sns_failures_and_account_concurrency() {
+    let template = template();
+    let alarms = deployed_alarms(&template);
+    let watched: Watched = alarms.values().flat_map(|(_, w)| w.clone()).collect();
+    let dims = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let mut wanted: Vec<(&str, &str, BTreeMap<String, String>)> = vec![
+        ("AWS/Lambda", "IteratorAge", dims(&[("FunctionName", "${DispatcherLambdaFunction}")])),
+        ("AWS/Lambda", "ConcurrentExecutions", dims(&[])),
+        ("AWS/ApiGateway", "5xx", dims(&[("ApiId", "${HttpApi}")])),
+        ("AWS/ApiGateway", "Latency", dims(&[("ApiId", "${HttpApi}")])),
+        ("AWS/SNS", "NumberOfNotificationsFailed", dims(&[("TopicName", "${DispatchTopic.TopicName}")])),
+        ("AWS/DynamoDB", "WriteThrottleEvents", dims(&[("TableName", "${TasksTable}")])),
+    ];
+    for (id, _) in of_type(&template, "AWS::Lambda::Function") {
+        wanted.push(("AWS/Lambda", "Throttles", dims(&[("FunctionName", &format!("${{{id}}}"))])));
+    }
+    for index in template["Resources"]["TasksTable"]["Properties"]["GlobalSecondaryIndexes"].as_array().expect("GSIs") {
+        let name = text(&index["IndexName"]);
+        wanted.push((
+            "AWS/DynamoDB",
+            "WriteThrottleEvents",
+            dims(&[("TableName", "${TasksTable}"), ("GlobalSecondaryIndexName", &name)]),
+        ));
+    }
+    for (queue, _) in of_type(&template, "AWS::SQS::Queue") {
+        for metric in ["ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"] {
+            wanted.push(("AWS/SQS", metric, dims(&[("QueueName", &format!("${{{queue}.QueueName}}"))])));
+        }
+    }
+    for (namespace, name, dimensions) in wanted {
+        let key = (namespace.to_owned(), name.to_owned(), dimensions);
+        assert!(watched.contains(&key), "no alarm watches {key:?}");
+    }
+    for (id, (properties, _)) in &alarms {
+        assert_eq!(properties["AlarmActions"], serde_json::json!([{ "Ref": "AlarmTopic" }]), "{id} notifies no one");
+    }
+}
+
+/// The expression an alarm evaluates (its `ReturnData` query), and the ids of its metrics.
+fn returned_expression(properties: &Value) -> (String, Vec<String>) {
+    let queries = properties["Metrics"].as_array().expect("a metric math alarm");
+    let returned = queries.iter().find(|q| q["ReturnData"] == true).expect("a returned query");
+    let ids = queries.iter().filter(|q| q["MetricStat"].is_object()).map(|q| text(&q["Id"])).collect();
+    (text(&returned["Expression"]), ids)
+}
+
+#[test]
+fn the_task_failure_rate_counts_missing_completions_as_zero() {
+    let template = template();
+    let alarms = deployed_alarms(&template);
+    let (properties, _) = &alarms["TaskFailureRateAlarm"];
+    let (expression, ids) = returned_expression(properties);
+    assert_eq!(ids.len(), 2, "{expression}");
+    for id in ids {
+        // Every use of a metric is filled: a period with failures and no completions (or the
+        // other way round) still has a datapoint.
+        let bare = expression.replace(&format!("FILL({id}, 0)"), "");
+        assert!(
+            !bare.split(|c: char| !c.is_alphanumeric() && c != '_').any(|word| word == id),
+            "{id} is used unfilled in {expression}"
+        );
+        assert!(expression.contains(&format!("FILL({id}, 0)")), "{id} not in {expression}");
+    }
+}
+
+#[test]
+fn stuck_tasks_alarm_only_on_more_overdue_than_a_sweep_handles_or_a_sweeper_that_does_not_sweep() {
+    let template = template();
+    let alarms = deployed_alarms(&template);
+    let (properties, watched) = &alarms["StuckTasksAlarm"];
+    let sweeper = functions(&template)["sweeper"];
+    let batch = whole(&sweeper["Properties"]["Environment"]["Variables"][config::SWEEP_BATCH]);
+    // Not `TasksOverdue > 0`: at scale some task is always a few seconds past its deadline.
+    assert_eq!(whole(&properties["Threshold"]), batch, "threshold: one sweep's batch");
+    let function = BTreeMap::from([("FunctionName".to_owned(), "${SweeperLambdaFunction}".to_owned())]);
+    for metric in ["Invocations", "Errors"] {
+        assert!(watched.contains(&("AWS/Lambda".to_owned(), metric.to_owned(), function.clone())), "{metric}");
+    }
+    let (expression, _) = returned_expression(properties);
+    assert!(expression.contains("FILL(runs, 0) == 0") && expression.contains("FILL(errors, 0) > 0"), "{expression}");
+}
+
+#[test]
+fn the_dashboard_draws_every_metric_an_alarm_watches() {
+    let drawn: BTreeSet<(String, String, BTreeMap<String, String>)> = dashboard_rows()
+        .into_iter()
+        .filter_map(|row| match row {
+            Row::Metric(m) => Some((m.namespace, m.name, m.dimensions)),
+            Row::Expression { .. } => None,
+        })
+        .collect();
+    for (alarm, rows) in alarm_rows() {
+        for row in rows {
+            if let Row::Metric(m) = row {
+                let key = (m.namespace, m.name, m.dimensions);
+                assert!(drawn.contains(&key), "{alarm} watches {key:?}, which the dashboard does not draw");
+            }
         }
     }
 }
