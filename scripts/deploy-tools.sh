@@ -82,8 +82,8 @@ serverless_functions() {
   sed -n '/^functions:/,/^[a-z]/ s/^  \([a-z][a-z_-]*\):$/\1/p' "$ROOT/serverless.yml"
 }
 
-# Runs `serverless package` offline for one architecture into target/serverless/<arch>; extra
-# arguments go to serverless (e.g. --param artifacts=…).
+# Runs `serverless package` offline for one architecture into target/serverless/<arch> (or
+# $PACKAGE_DIR); extra arguments go to serverless (e.g. --param artifacts=…, --region …).
 serverless_package() {
   local arch=$1
   shift
@@ -93,6 +93,6 @@ serverless_package() {
     export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=not-a-secret AWS_REGION=us-east-1
     unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL
     npx --no-install serverless package --stage "${STAGE:-ci}" --param "arch=$arch" \
-      --package "target/serverless/$arch" "$@"
+      --package "${PACKAGE_DIR:-target/serverless/$arch}" "$@"
   )
 }

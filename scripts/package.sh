@@ -34,7 +34,9 @@ fi
 for arch in "${ARCHS[@]}"; do
   step "serverless package ($arch)" serverless_package "$arch"
 done
-step "cfn-lint + checkov (${ARCHS[*]})" bash scripts/lint-template.sh
+templates=()
+for arch in "${ARCHS[@]}"; do templates+=("target/serverless/$arch/cloudformation-template-update-stack.json"); done
+step "cfn-lint + checkov (${ARCHS[*]})" bash scripts/lint-template.sh "${templates[@]}"
 
 log "packaged:"
 for arch in "${ARCHS[@]}"; do

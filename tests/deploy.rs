@@ -733,3 +733,105 @@ fn the_dashboard_draws_every_metric_an_alarm_watches() {
         }
     }
 }
+
+#[test]
+fn the_schedules_run_one_at_a_time() {
+    let template = template();
+    for (name, function) in functions(&template) {
+        let reserved = &function["Properties"]["ReservedConcurrentExecutions"];
+        match name.as_str() {
+            "metrics" | "sweeper" => assert_eq!(whole(reserved), 1, "{name}: a duplicate delivery runs twice at once"),
+            _ => assert!(reserved.is_null(), "{name} reserves concurrency: {reserved}"),
+        }
+    }
+}
+
+#[test]
+fn the_callback_routes_have_limits_of_their_own_and_every_route_keeps_detailed_metrics() {
+    let template = template();
+    let stage = &template["Resources"]["HttpApiStage"];
+    let defaults = &stage["Properties"]["DefaultRouteSettings"];
+    // provider.httpApi.metrics: the stage override must not drop it.
+    assert_eq!(defaults["DetailedMetricsEnabled"], true, "{defaults}");
+    let client_rate = whole(&defaults["ThrottlingRateLimit"]);
+    let routes: BTreeMap<String, &String> = of_type(&template, "AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|(id, route)| (text(&route["Properties"]["RouteKey"]), id))
+        .collect();
+    let settings = stage["Properties"]["RouteSettings"].as_object().expect("RouteSettings");
+    let callbacks: BTreeSet<&String> = settings.keys().collect();
+    let webhook_routes: BTreeSet<&String> = routes.keys().filter(|key| key.starts_with("POST /callbacks/")).collect();
+    assert_eq!(callbacks, webhook_routes, "route settings for exactly the callback routes");
+    let depends: BTreeSet<String> = stage["DependsOn"].as_array().expect("DependsOn").iter().map(text).collect();
+    for (key, route) in settings {
+        assert_eq!(route["DetailedMetricsEnabled"], true, "{key}");
+        assert!(whole(&route["ThrottlingRateLimit"]) >= client_rate, "{key}: below the client routes' rate");
+        assert!(whole(&route["ThrottlingBurstLimit"]) > 0, "{key}");
+        // RouteSettings name routes by key: the stage must be created after them.
+        assert!(depends.contains(routes[key].as_str()), "the stage does not wait for {key}");
+    }
+}
+
+#[test]
+fn make_deploy_checks_the_secret_and_lints_the_template_it_deploys() {
+    let script = read("scripts/deploy.sh");
+    let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("scripts/deploy.sh has no `{needle}`"));
+    let secret = at("aws secretsmanager describe-secret");
+    let lint = at("bash scripts/lint-template.sh");
+    let deploy = at("npx --no-install serverless deploy");
+    assert!(secret < deploy && lint < deploy, "the checks run after the deploy");
+    // What is deployed is the template that was linted.
+    assert!(script[deploy..].contains("--package \"$package\""), "deploy does not use the linted package");
+    assert!(script[lint..deploy].contains("$package/cloudformation-template-update-stack.json"));
+}
+
+/// Deploy settings that deliberately differ from the code's default, with the reason (the
+/// README's deploy parameters say the same). Empty: every deployed setting is the code's default.
+const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
+
+#[test]
+fn deploy_defaults_are_the_code_defaults_or_a_documented_difference() {
+    use taskfleet_core::policy::Policies;
+    use taskfleet_core::retry::RetryPolicy;
+    use taskfleet_core::TtlPolicy;
+    let code: BTreeMap<&str, String> = BTreeMap::from([
+        (config::MAX_ATTEMPTS, RetryPolicy::DEFAULT_MAX_ATTEMPTS.to_string()),
+        (config::RETRY_BASE_SECONDS, RetryPolicy::DEFAULT_BASE_DELAY.as_secs().to_string()),
+        (config::RETRY_MAX_SECONDS, RetryPolicy::DEFAULT_MAX_DELAY.as_secs().to_string()),
+        (config::CALLBACK_TIMEOUT_SECONDS, Policies::DEFAULT_CALLBACK_TIMEOUT.as_secs().to_string()),
+        (config::DISPATCH_GRACE_SECONDS, Policies::DEFAULT_DISPATCH_GRACE.as_secs().to_string()),
+        (config::TASK_TTL_SECONDS, TtlPolicy::DEFAULT_TASK_TTL_SECONDS.to_string()),
+        (config::RESULT_RETENTION_SECONDS, TtlPolicy::DEFAULT_RESULT_RETENTION_SECONDS.to_string()),
+        (config::STATUS_INDEX_SHARDS, table::DEFAULT_STATUS_SHARDS.to_string()),
+        (config::INLINE_MAX_BYTES, taskfleet_core::blob::DEFAULT_INLINE_MAX_BYTES.to_string()),
+        (config::API_KEY_CACHE_SECONDS, config::DEFAULT_API_KEY_CACHE_SECONDS.to_string()),
+        (config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH.to_string()),
+        (config::EXTERNAL_TIMEOUT_MS, config::DEFAULT_EXTERNAL_TIMEOUT_MS.to_string()),
+        (config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE.to_owned()),
+    ]);
+    let template = template();
+    let mut differences = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (name, function) in functions(&template) {
+        let variables = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        for (variable, value) in variables {
+            let Some(default) = code.get(variable.as_str()) else { continue };
+            seen.insert(variable.clone());
+            let deployed = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            if &deployed != default {
+                differences.insert(variable.clone());
+                assert!(
+                    DELIBERATE_DIFFERENCES.iter().any(|(v, _)| *v == variable),
+                    "{name}: {variable} is deployed as {deployed}, the code's default is {default}"
+                );
+            }
+        }
+    }
+    assert_eq!(seen.len(), code.len(), "settings with a code default that nothing deploys: {seen:?}");
+    let listed: BTreeSet<String> = DELIBERATE_DIFFERENCES.iter().map(|(v, _)| (*v).to_owned()).collect();
+    assert_eq!(differences, listed, "DELIBERATE_DIFFERENCES lists a setting that no longer differs");
+    let readme = read("README.md");
+    for (variable, _) in DELIBERATE_DIFFERENCES {
+        assert!(readme.contains(&format!("deliberately differs: `{variable}`")), "README does not document {variable}");
+    }
+}
