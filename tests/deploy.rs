@@ -583,10 +583,7 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
         ("webhook", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*")])),
         ("caller", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("GetItem", "PAYLOAD#*")])),
         ("metrics", pairs(&[("GetItem", meta), ("UpdateItem", meta)])),
-        (
-            "sweeper",
-            pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("UpdateItem", meta), ("GetItem", meta)]),
-        ),
+        ("sweeper", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("UpdateItem", meta), ("GetItem", meta)])),
         ("dispatcher", BTreeSet::new()),
     ]);
     for (name, function) in functions(&template) {
@@ -622,7 +619,11 @@ fn deployed_alarms(template: &Value) -> BTreeMap<String, (Value, Watched)> {
         .map(|(id, alarm)| {
             let properties = &alarm["Properties"];
             let watched: Watched = match properties["Metrics"].as_array() {
-                Some(queries) => queries.iter().filter(|q| q["MetricStat"].is_object()).map(|q| metric(&q["MetricStat"]["Metric"])).collect(),
+                Some(queries) => queries
+                    .iter()
+                    .filter(|q| q["MetricStat"].is_object())
+                    .map(|q| metric(&q["MetricStat"]["Metric"]))
+                    .collect(),
                 None => BTreeSet::from([metric(properties)]),
             };
             (id.clone(), (properties.clone(), watched))
@@ -791,9 +792,9 @@ const DELIBERATE_DIFFERENCES: &[(&str, &str)] = &[];
 
 #[test]
 fn deploy_defaults_are_the_code_defaults_or_a_documented_difference() {
+    use taskfleet_core::TtlPolicy;
     use taskfleet_core::policy::Policies;
     use taskfleet_core::retry::RetryPolicy;
-    use taskfleet_core::TtlPolicy;
     let code: BTreeMap<&str, String> = BTreeMap::from([
         (config::MAX_ATTEMPTS, RetryPolicy::DEFAULT_MAX_ATTEMPTS.to_string()),
         (config::RETRY_BASE_SECONDS, RetryPolicy::DEFAULT_BASE_DELAY.as_secs().to_string()),
