@@ -24,6 +24,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("this Idempotency-Key was already used with a different payload")]
     IdempotencyConflict,
+    /// The key's record is alive but the task it created expired (or may have been deleted):
+    /// the task is not created again.
+    #[error("the task this Idempotency-Key created has expired; use a new key")]
+    IdempotencyTaskGone,
     #[error("this callback belongs to an attempt that is no longer current; it was ignored")]
     StaleAttempt,
     #[error("the callback URL's attempt and token do not match this task")]
@@ -38,7 +42,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::InvalidCallbackToken | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            Self::IdempotencyConflict | Self::StaleAttempt => StatusCode::CONFLICT,
+            Self::IdempotencyConflict | Self::IdempotencyTaskGone | Self::StaleAttempt => StatusCode::CONFLICT,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,6 +66,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::IdempotencyTaskGone => "idempotency_task_gone",
             Self::StaleAttempt => "stale_attempt",
             Self::InvalidCallbackToken => "invalid_callback_token",
             Self::InvalidSignature(_) => "invalid_signature",

@@ -93,7 +93,8 @@ impl TaskStore for MemoryStore {
         self.write();
         let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (record.client_id.to_string(), record.key_digest.clone());
-        if let Some(existing) = keys.get(&key) {
+        // A record that expired by the time of this claim counts as absent and is replaced.
+        if let Some(existing) = keys.get(&key).filter(|e| e.expires_at > record.created_at.as_epoch_seconds()) {
             return Ok(Some(existing.clone()));
         }
         keys.insert(key, record.clone());

@@ -32,6 +32,10 @@ pub enum Submitted {
 pub enum SubmitError {
     #[error("this Idempotency-Key was already used with a different payload")]
     KeyReused,
+    /// The key's record is alive but the task it created is gone (expired, or deleted after
+    /// it expired) or may be: it is never rebuilt, so its job never runs twice.
+    #[error("the task this Idempotency-Key created has expired; use a new key")]
+    TaskGone,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,6 +55,16 @@ async fn store_new(
 /// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
 /// payload answer the task the first submission created (also when both arrive at once), and
 /// the same key with another payload is refused.
+///
+/// The rule for a key whose task is gone: a key's record lives until
+/// [`TtlPolicy::payload_expiry`] of its submission; once that passed the key is free again
+/// (the record is replaced, conditionally, so racing submits still agree on one task). While the
+/// record lives, its task is answered if it is stored and unexpired; an expired task answers
+/// [`SubmitError::TaskGone`]. A task not stored at all is rebuilt (exactly as the first
+/// submission described it) only while it cannot have been stored and deleted since: before
+/// `created_at + min(task TTL, retention)`, the earliest any task of it could expire. Later it
+/// answers [`SubmitError::TaskGone`]: a task is never rebuilt with its expiry passed, and a job
+/// never runs twice.
 pub async fn submit(
     store: &impl TaskStore,
     blobs: &Blobs<impl BlobStore>,
@@ -74,30 +88,35 @@ pub async fn submit(
         // As long as the task can live: unfinished for the task TTL, then kept for the retention.
         expires_at: ttl.payload_expiry(now),
     };
-    match store.claim(&record).await? {
-        None => {
-            store_new(store, blobs, &task, payload, ttl).await?;
-            Ok(Submitted::Created(task))
-        }
-        Some(earlier) if earlier.request_digest != record.request_digest => Err(SubmitError::KeyReused),
-        Some(earlier) => {
-            if let Some(existing) = store.get(&earlier.task_id).await? {
-                return Ok(Submitted::Existing(existing));
-            }
-            // The first submission claimed the key but its task is not stored (yet, or ever):
-            // store exactly the task it described; whichever write lands first wins.
-            let rebuilt = Task::received_as(
-                earlier.task_id.clone(),
-                client.clone(),
-                earlier.created_at,
-                ttl.new_task_expiry(earlier.created_at),
-            );
-            match store_new(store, blobs, &rebuilt, payload, ttl).await {
-                Ok(()) | Err(StoreError::AlreadyExists) => {}
-                Err(e) => return Err(e.into()),
-            }
-            Ok(Submitted::Existing(store.get(&earlier.task_id).await?.unwrap_or(rebuilt)))
-        }
+    let earlier = match store.claim(&record).await? {
+        None => record,
+        Some(earlier) if earlier.request_digest != record.request_digest => return Err(SubmitError::KeyReused),
+        Some(earlier) => earlier,
+    };
+    let created_here = earlier.task_id == task.task_id;
+    if !created_here && let Some(existing) = store.get(&earlier.task_id).await? {
+        return if existing.is_expired(now) { Err(SubmitError::TaskGone) } else { Ok(Submitted::Existing(existing)) };
+    }
+    // The task is not stored: this submission's own, or one whose first submission claimed the
+    // key and did not store it (yet, or ever). Store exactly the task the claim described, unless
+    // it may have been stored, finished and deleted since.
+    let rebuilt = Task::received_as(
+        earlier.task_id.clone(),
+        client.clone(),
+        earlier.created_at,
+        ttl.new_task_expiry(earlier.created_at),
+    );
+    let earliest_deletion =
+        earlier.created_at.plus_seconds(ttl.task_ttl_seconds.min(ttl.result_retention_seconds)).as_epoch_seconds();
+    if !created_here && now.as_epoch_seconds() >= earliest_deletion {
+        return Err(SubmitError::TaskGone);
+    }
+    let answer = |task| if created_here { Submitted::Created(task) } else { Submitted::Existing(task) };
+    match store_new(store, blobs, &rebuilt, payload, ttl).await {
+        Ok(()) => Ok(answer(rebuilt)),
+        // Another submission with this key stored the very same task first: answer it as it is.
+        Err(StoreError::AlreadyExists) => Ok(answer(store.get(&earlier.task_id).await?.unwrap_or(rebuilt))),
+        Err(e) => Err(e.into()),
     }
 }
 
