@@ -179,6 +179,30 @@ pub enum HandOverError {
     Token(#[from] TokenError),
 }
 
+/// How often the caller tries a write that follows a started attempt (putting it back for a
+/// retry, or failing it) when storage is unavailable, and how long it waits before the second
+/// try (doubling): 3 tries within 0.6 s, far below the caller's Lambda timeout. Only if all fail
+/// is the attempt left IN_PROGRESS, for the sweeper to recover at its callback deadline (a
+/// redelivered message cannot: the attempt has started, so it is skipped).
+pub const FOLLOW_UP_TRIES: u32 = 3;
+pub const FOLLOW_UP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Applies a write that follows a started attempt, trying again while storage is unavailable.
+/// Safe to repeat: a try that applied although its answer was lost makes the next one rejected.
+async fn apply_follow_up(store: &impl TaskStore, transition: &Transition) -> Result<WriteOutcome, StoreError> {
+    let mut delay = FOLLOW_UP_BACKOFF;
+    for _ in 1..FOLLOW_UP_TRIES {
+        match store.apply(transition).await {
+            Err(StoreError::Unavailable(_)) => {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            answer => return answer,
+        }
+    }
+    store.apply(transition).await
+}
+
 /// The reason a task fails with when its payload is no longer stored.
 pub const PAYLOAD_GONE: &str = "the task's payload is no longer stored";
 
@@ -211,7 +235,7 @@ pub async fn hand_over(
         let give_up =
             Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), PAYLOAD_GONE, now, &policies.ttl)
                 .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
-        let task = match store.apply(&give_up).await? {
+        let task = match apply_follow_up(store, &give_up).await? {
             WriteOutcome::Applied(task) => Some(task),
             WriteOutcome::Rejected(_) => None,
         };
@@ -232,7 +256,7 @@ pub async fn hand_over(
         };
         let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
         let reason = format!("attempt {attempt}: {error}");
-        return Ok(match store.apply(&Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
+        return Ok(match apply_follow_up(store, &Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
             WriteOutcome::Applied(_) => HandOver::Retrying { error, retry_at },
             // The task moved on meanwhile (e.g. its owner cancelled it): nothing to retry.
             WriteOutcome::Rejected(_) => HandOver::Skipped,
@@ -245,7 +269,7 @@ pub async fn hand_over(
     };
     let give_up = Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
         .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
-    let task = match store.apply(&give_up).await? {
+    let task = match apply_follow_up(store, &give_up).await? {
         WriteOutcome::Applied(task) => Some(task),
         WriteOutcome::Rejected(_) => None,
     };

@@ -789,3 +789,41 @@ async fn replays_are_bounded() {
         assert_eq!(matches!(answer, OwnerAction::Applied(_)), n < crate::lifecycle::MAX_REPLAYS, "replay {}", n + 1);
     }
 }
+
+#[tokio::test]
+async fn a_follow_up_write_that_fails_after_the_start_is_tried_again() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+    // The start applies; the next two writes (tries of the retry) fail as throttled.
+    store.fail_writes(1, 2);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Ok(HandOver::Retrying { .. })), "{outcome:?}");
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::Received, 1), "put back for attempt 2");
+
+    // A permanent refusal fails the task the same way.
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
+    store.fail_writes(1, 2);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Ok(HandOver::Failed { task: Some(_), .. })), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_follow_up_write_that_keeps_failing_is_an_error_and_the_sweeper_recovers_the_attempt() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+    store.fail_writes(1, FOLLOW_UP_TRIES as usize);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Err(HandOverError::Store(StoreError::Unavailable(_)))), "{outcome:?}");
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap().status, TaskStatus::InProgress);
+    // The redelivered message finds the attempt started and does nothing …
+    let again = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await;
+    assert!(matches!(again, Ok(HandOver::Skipped)), "{again:?}");
+    assert_eq!(service.jobs().len(), 1, "the service is called once per attempt");
+    // … and the sweeper puts it back at its callback deadline.
+    let report = sweep(&store, &Outbox::default(), at(1_001 + 100), &policies(), 10).await.unwrap();
+    assert_eq!(report.timed_out_retried, [task.task_id]);
+}
