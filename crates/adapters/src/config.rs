@@ -159,8 +159,33 @@ pub fn external_timeout() -> Result<Duration, ConfigError> {
     positive(EXTERNAL_TIMEOUT_MS, DEFAULT_EXTERNAL_TIMEOUT_MS).map(Duration::from_millis)
 }
 
+/// Longest one AWS SDK call may take, retries included. Below every function's Lambda timeout
+/// (10 s for the API functions), so a throttled or stuck call ends as
+/// [`StoreError::Unavailable`](taskfleet_core::StoreError) the function can answer, not as a
+/// Lambda timeout.
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one attempt of an SDK call may take (the SDK retries within the operation timeout).
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the SDK waits to connect.
+pub const SDK_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The SDK's timeouts: see [`SDK_OPERATION_TIMEOUT`].
+pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(SDK_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build()
+}
+
 /// The shared SDK configuration: region, credentials and endpoint from the environment
-/// (`AWS_ENDPOINT_URL` included). Load once per cold start and build every client from it.
+/// (`AWS_ENDPOINT_URL` included), with the fleet's timeouts. Load once per cold start and build
+/// every client from it.
 pub async fn aws() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_from(aws_config::defaults(aws_config::BehaviorVersion::latest())).await
+}
+
+/// [`aws`] from a given loader (tests point it elsewhere).
+pub async fn aws_from(loader: aws_config::ConfigLoader) -> aws_config::SdkConfig {
+    loader.timeout_config(sdk_timeouts()).load().await
 }

@@ -624,8 +624,11 @@ impl TaskStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
+            // A record that expired counts as absent (TTL deletes it late, if at all): replace it.
+            .condition_expression("attribute_not_exists(#pk) OR #expires_at <= :now")
             .expression_attribute_names("#pk", table::PK)
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_values(":now", number(record.created_at.as_epoch_seconds()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

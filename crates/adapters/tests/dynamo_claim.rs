@@ -109,3 +109,39 @@ async fn of_concurrent_claims_of_one_key_exactly_one_wins() {
         assert_eq!(stored.get("request_digest"), Some(&s(&winning.request_digest)), "round {round}");
     }
 }
+
+#[tokio::test]
+async fn an_expired_record_is_replaced_by_the_next_claim_and_racing_claims_agree() {
+    let store = Arc::new(fresh_store().await);
+    let client = common::client_id();
+    let mut old = record(&client, "order-19", r#"{"a":1}"#, 0);
+    old.expires_at = at(10_000).as_epoch_seconds();
+    assert_eq!(store.claim(&old).await.unwrap(), None);
+    // Alive until its expiry second: a claim a second before it answers the old record.
+    assert_eq!(store.claim(&record(&client, "order-19", "{}", 9_000)).await.unwrap(), Some(old.clone()));
+
+    // From its expiry on the key is free again; of racing claims exactly one wins.
+    let claims: Vec<IdempotencyRecord> =
+        (0..4).map(|i| record(&client, "order-19", &format!("{{\"claimer\":{i}}}"), 10_000 + i)).collect();
+    let handles: Vec<_> = claims
+        .iter()
+        .cloned()
+        .map(|claim| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim(&claim).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.unwrap().unwrap());
+    }
+    let winners: Vec<usize> = (0..claims.len()).filter(|&i| answers[i].is_none()).collect();
+    let [winner] = winners.as_slice() else { panic!("winners {winners:?}: {answers:?}") };
+    for (i, answer) in answers.iter().enumerate() {
+        if i != *winner {
+            assert_eq!(answer.as_ref(), Some(&claims[*winner]), "claimer {i} sees the winner, not the expired record");
+        }
+    }
+    let stored = raw_item_at(&store, table::idempotency_key(client.as_str(), &digest("order-19"))).await.unwrap();
+    assert_eq!(stored.get("task_id"), Some(&s(claims[*winner].task_id.as_str())));
+}

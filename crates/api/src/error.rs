@@ -1,6 +1,10 @@
 //! The one mapping from failures to HTTP answers: `{"error":{"code":"…","message":"…"}}`.
 
-use lambda_http::http::StatusCode;
+use std::future::Future;
+use std::time::Duration;
+
+use lambda_http::http::header::RETRY_AFTER;
+use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
 use taskfleet_core::{StoreError, ValidationError};
@@ -24,6 +28,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("this Idempotency-Key was already used with a different payload")]
     IdempotencyConflict,
+    /// The key's record is alive but the task it created expired (or may have been deleted):
+    /// the task is not created again.
+    #[error("the task this Idempotency-Key created has expired; use a new key")]
+    IdempotencyTaskGone,
     #[error("this callback belongs to an attempt that is no longer current; it was ignored")]
     StaleAttempt,
     #[error("the callback URL's attempt and token do not match this task")]
@@ -38,7 +46,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::InvalidCallbackToken | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            Self::IdempotencyConflict | Self::StaleAttempt => StatusCode::CONFLICT,
+            Self::IdempotencyConflict | Self::IdempotencyTaskGone | Self::StaleAttempt => StatusCode::CONFLICT,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,6 +70,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::IdempotencyTaskGone => "idempotency_task_gone",
             Self::StaleAttempt => "stale_attempt",
             Self::InvalidCallbackToken => "invalid_callback_token",
             Self::InvalidSignature(_) => "invalid_signature",
@@ -84,7 +93,32 @@ impl ApiError {
         } else {
             tracing::info!(code = self.code(), status = status.as_u16(), "request refused");
         }
-        json(status, &json!({"error": {"code": self.code(), "message": message}}))
+        let mut answer = json(status, &json!({"error": {"code": self.code(), "message": message}}));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            answer.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        answer
+    }
+}
+
+/// Seconds a 503 asks the caller to wait before retrying (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Longest an API function works on one request: below its 10 s Lambda timeout, so a request
+/// whose storage calls are slow (each ends within the SDK's operation timeout, but a request
+/// makes several) still gets the JSON 503 rather than API Gateway's own 503.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(8);
+
+/// `answer`, or a JSON 503 `unavailable` if it is not ready within `deadline`. A request cut
+/// short may have written part of its work; every write is conditional and every answer
+/// repeatable, so the client retries it as it would any 503.
+pub async fn within(deadline: Duration, answer: impl Future<Output = Response<Body>>) -> Response<Body> {
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let timeout = format!("no answer within {} ms", deadline.as_millis());
+            ApiError::Store(StoreError::Unavailable(timeout)).into_response()
+        }
     }
 }
 
@@ -114,6 +148,34 @@ mod tests {
         assert_eq!(answer(ApiError::Invalid(ValidationError::TooLarge { field: "payload", limit: 1 })).0, 413);
         assert_eq!(answer(ApiError::Conflict("x".into())).0, 409);
         assert_eq!(answer(ApiError::Store(StoreError::Unavailable("down".into()))).0, 503);
+    }
+
+    #[test]
+    fn unavailable_answers_json_503_with_retry_after() {
+        let response = ApiError::Store(StoreError::Unavailable("throttled".into())).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(answer(ApiError::NotFound).0, 404);
+        assert_eq!(ApiError::NotFound.into_response().headers().get("retry-after"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_deadline_answers_json_503() {
+        let started = tokio::time::Instant::now();
+        let response = within(REQUEST_DEADLINE, std::future::pending()).await;
+        assert_eq!(started.elapsed(), REQUEST_DEADLINE);
+        assert_eq!(response.status().as_u16(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {"code": "unavailable", "message": "the task store is unavailable; retry later"}})
+        );
+        let quick = within(REQUEST_DEADLINE, async { ApiError::NotFound.into_response() }).await;
+        assert_eq!(quick.status().as_u16(), 404);
     }
 
     #[test]

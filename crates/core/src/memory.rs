@@ -22,6 +22,8 @@ pub struct MemoryStore {
     /// condition fails.
     reads: AtomicUsize,
     writes: AtomicUsize,
+    /// Fault injection: the writes numbered in this range (from 1) fail as unavailable.
+    failing: Mutex<std::ops::Range<usize>>,
 }
 
 impl MemoryStore {
@@ -43,8 +45,19 @@ impl MemoryStore {
         self.reads.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn write(&self) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
+    /// Makes the next `count` write requests after the next `skip` fail with
+    /// [`StoreError::Unavailable`] (as a throttled or unreachable DynamoDB would).
+    pub fn fail_writes(&self, skip: usize, count: usize) {
+        let first = self.writes() + skip + 1;
+        *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = first..first + count;
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        let number = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&number) {
+            return Err(StoreError::Unavailable(format!("write {number} failed (injected)")));
+        }
+        Ok(())
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Task>> {
@@ -54,7 +67,7 @@ impl MemoryStore {
 
 impl TaskStore for MemoryStore {
     async fn insert(&self, task: &Task, payload: &Content, _payload_expires_at: i64) -> Result<(), StoreError> {
-        self.write();
+        self.write()?;
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.task_id) {
             return Err(StoreError::AlreadyExists);
@@ -78,7 +91,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
-        self.write();
+        self.write()?;
         let mut tasks = self.tasks();
         match tasks.get_mut(&transition.task_id) {
             Some(task) if transition.matches(task) => {
@@ -90,10 +103,11 @@ impl TaskStore for MemoryStore {
     }
 
     async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.write();
+        self.write()?;
         let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (record.client_id.to_string(), record.key_digest.clone());
-        if let Some(existing) = keys.get(&key) {
+        // A record that expired by the time of this claim counts as absent and is replaced.
+        if let Some(existing) = keys.get(&key).filter(|e| e.expires_at > record.created_at.as_epoch_seconds()) {
             return Ok(Some(existing.clone()));
         }
         keys.insert(key, record.clone());

@@ -95,7 +95,9 @@ pub trait TaskStore: Send + Sync {
     fn apply(&self, transition: &Transition) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Records an idempotency key unless the client used it before; answers the earlier record
-    /// if there is one (`None`: the key is now this record's).
+    /// if there is one (`None`: the key is now this record's). An earlier record that expired
+    /// (`expires_at` at or before `record.created_at`) counts as absent and is replaced, by a
+    /// write conditional on it being absent or expired, so racing claims agree on one record.
     fn claim(
         &self,
         record: &IdempotencyRecord,

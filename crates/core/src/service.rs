@@ -32,6 +32,10 @@ pub enum Submitted {
 pub enum SubmitError {
     #[error("this Idempotency-Key was already used with a different payload")]
     KeyReused,
+    /// The key's record is alive but the task it created is gone (expired, or deleted after
+    /// it expired) or may be: it is never rebuilt, so its job never runs twice.
+    #[error("the task this Idempotency-Key created has expired; use a new key")]
+    TaskGone,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,6 +55,16 @@ async fn store_new(
 /// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
 /// payload answer the task the first submission created (also when both arrive at once), and
 /// the same key with another payload is refused.
+///
+/// The rule for a key whose task is gone: a key's record lives until
+/// [`TtlPolicy::payload_expiry`] of its submission; once that passed the key is free again
+/// (the record is replaced, conditionally, so racing submits still agree on one task). While the
+/// record lives, its task is answered if it is stored and unexpired; an expired task answers
+/// [`SubmitError::TaskGone`]. A task not stored at all is rebuilt (exactly as the first
+/// submission described it) only while it cannot have been stored and deleted since: before
+/// `created_at + min(task TTL, retention)`, the earliest any task of it could expire. Later it
+/// answers [`SubmitError::TaskGone`]: a task is never rebuilt with its expiry passed, and a job
+/// never runs twice.
 pub async fn submit(
     store: &impl TaskStore,
     blobs: &Blobs<impl BlobStore>,
@@ -74,30 +88,35 @@ pub async fn submit(
         // As long as the task can live: unfinished for the task TTL, then kept for the retention.
         expires_at: ttl.payload_expiry(now),
     };
-    match store.claim(&record).await? {
-        None => {
-            store_new(store, blobs, &task, payload, ttl).await?;
-            Ok(Submitted::Created(task))
-        }
-        Some(earlier) if earlier.request_digest != record.request_digest => Err(SubmitError::KeyReused),
-        Some(earlier) => {
-            if let Some(existing) = store.get(&earlier.task_id).await? {
-                return Ok(Submitted::Existing(existing));
-            }
-            // The first submission claimed the key but its task is not stored (yet, or ever):
-            // store exactly the task it described; whichever write lands first wins.
-            let rebuilt = Task::received_as(
-                earlier.task_id.clone(),
-                client.clone(),
-                earlier.created_at,
-                ttl.new_task_expiry(earlier.created_at),
-            );
-            match store_new(store, blobs, &rebuilt, payload, ttl).await {
-                Ok(()) | Err(StoreError::AlreadyExists) => {}
-                Err(e) => return Err(e.into()),
-            }
-            Ok(Submitted::Existing(store.get(&earlier.task_id).await?.unwrap_or(rebuilt)))
-        }
+    let earlier = match store.claim(&record).await? {
+        None => record,
+        Some(earlier) if earlier.request_digest != record.request_digest => return Err(SubmitError::KeyReused),
+        Some(earlier) => earlier,
+    };
+    let created_here = earlier.task_id == task.task_id;
+    if !created_here && let Some(existing) = store.get(&earlier.task_id).await? {
+        return if existing.is_expired(now) { Err(SubmitError::TaskGone) } else { Ok(Submitted::Existing(existing)) };
+    }
+    // The task is not stored: this submission's own, or one whose first submission claimed the
+    // key and did not store it (yet, or ever). Store exactly the task the claim described, unless
+    // it may have been stored, finished and deleted since.
+    let rebuilt = Task::received_as(
+        earlier.task_id.clone(),
+        client.clone(),
+        earlier.created_at,
+        ttl.new_task_expiry(earlier.created_at),
+    );
+    let earliest_deletion =
+        earlier.created_at.plus_seconds(ttl.task_ttl_seconds.min(ttl.result_retention_seconds)).as_epoch_seconds();
+    if !created_here && now.as_epoch_seconds() >= earliest_deletion {
+        return Err(SubmitError::TaskGone);
+    }
+    let answer = |task| if created_here { Submitted::Created(task) } else { Submitted::Existing(task) };
+    match store_new(store, blobs, &rebuilt, payload, ttl).await {
+        Ok(()) => Ok(answer(rebuilt)),
+        // Another submission with this key stored the very same task first: answer it as it is.
+        Err(StoreError::AlreadyExists) => Ok(answer(store.get(&earlier.task_id).await?.unwrap_or(rebuilt))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -160,6 +179,30 @@ pub enum HandOverError {
     Token(#[from] TokenError),
 }
 
+/// How often the caller tries a write that follows a started attempt (putting it back for a
+/// retry, or failing it) when storage is unavailable, and how long it waits before the second
+/// try (doubling): 3 tries within 0.6 s, far below the caller's Lambda timeout. Only if all fail
+/// is the attempt left IN_PROGRESS, for the sweeper to recover at its callback deadline (a
+/// redelivered message cannot: the attempt has started, so it is skipped).
+pub const FOLLOW_UP_TRIES: u32 = 3;
+pub const FOLLOW_UP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Applies a write that follows a started attempt, trying again while storage is unavailable.
+/// Safe to repeat: a try that applied although its answer was lost makes the next one rejected.
+async fn apply_follow_up(store: &impl TaskStore, transition: &Transition) -> Result<WriteOutcome, StoreError> {
+    let mut delay = FOLLOW_UP_BACKOFF;
+    for _ in 1..FOLLOW_UP_TRIES {
+        match store.apply(transition).await {
+            Err(StoreError::Unavailable(_)) => {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            answer => return answer,
+        }
+    }
+    store.apply(transition).await
+}
+
 /// The reason a task fails with when its payload is no longer stored.
 pub const PAYLOAD_GONE: &str = "the task's payload is no longer stored";
 
@@ -192,7 +235,7 @@ pub async fn hand_over(
         let give_up =
             Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), PAYLOAD_GONE, now, &policies.ttl)
                 .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
-        let task = match store.apply(&give_up).await? {
+        let task = match apply_follow_up(store, &give_up).await? {
             WriteOutcome::Applied(task) => Some(task),
             WriteOutcome::Rejected(_) => None,
         };
@@ -213,7 +256,7 @@ pub async fn hand_over(
         };
         let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
         let reason = format!("attempt {attempt}: {error}");
-        return Ok(match store.apply(&Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
+        return Ok(match apply_follow_up(store, &Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
             WriteOutcome::Applied(_) => HandOver::Retrying { error, retry_at },
             // The task moved on meanwhile (e.g. its owner cancelled it): nothing to retry.
             WriteOutcome::Rejected(_) => HandOver::Skipped,
@@ -226,7 +269,7 @@ pub async fn hand_over(
     };
     let give_up = Transition::give_up(task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
         .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"));
-    let task = match store.apply(&give_up).await? {
+    let task = match apply_follow_up(store, &give_up).await? {
         WriteOutcome::Applied(task) => Some(task),
         WriteOutcome::Rejected(_) => None,
     };

@@ -2,7 +2,9 @@
 //! a repeated message is a no-op and the service is called at most once per attempt) and POSTs
 //! `{"task_id","payload","callback_url","attempt"}` to the external service. A refusal worth
 //! retrying (5xx, 408, 429, timeout, network) puts the task back for a later attempt with
-//! backoff while its series has attempts left; any other refusal fails it with the reason.
+//! backoff while its series has attempts left; any other refusal fails it with the reason. That
+//! follow-up write is tried 3 times (storage throttled or unreachable) before the invocation
+//! fails; an attempt left started is then recovered by the sweeper at its callback deadline.
 
 use std::sync::Arc;
 
@@ -95,7 +97,12 @@ pub async fn handle<S: TaskStore, E: ExternalService, B: BlobStore>(
             now,
             &app.policies,
         )
-        .await?;
+        .await
+        .inspect_err(|error| {
+            // Lambda retries the message; if the attempt had started, the retry skips it and the
+            // sweeper recovers it at its callback deadline.
+            tracing::error!(%task_id, attempt, %error, "hand-over failed");
+        })?;
         match outcome {
             HandOver::Accepted { .. } => {
                 tracing::info!(%task_id, attempt, "job handed to the external service");

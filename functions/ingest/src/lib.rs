@@ -1,7 +1,9 @@
 //! The client's writes:
 //! - `POST /tasks` `{"payload": {…}}` → a RECEIVED task → `202 {"task_id","status","created_at"}`
 //!   with `Location: /tasks/{task_id}`. With an `Idempotency-Key` header, repeating the same
-//!   request answers `200` with the same task; the same key with another payload answers 409.
+//!   request answers `200` with the same task; the same key with another payload answers 409
+//!   `idempotency_conflict`, and a repeat whose task has expired answers 409
+//!   `idempotency_task_gone` (the task is never created again).
 //! - `DELETE /tasks/{task_id}` cancels an unfinished task (→ FAILED, `"cancelled": true`, error
 //!   "cancelled"); again answers 200 unchanged; a task that finished otherwise answers 409.
 //! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series, at most
@@ -80,6 +82,7 @@ async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
         .await
         .map_err(|e| match e {
             SubmitError::KeyReused => ApiError::IdempotencyConflict,
+            SubmitError::TaskGone => ApiError::IdempotencyTaskGone,
             SubmitError::Store(e) => ApiError::Store(e),
         })?;
     let (status, task) = match &submitted {

@@ -582,6 +582,48 @@ async fn the_same_key_with_another_payload_is_refused_with_409() {
 }
 
 #[tokio::test]
+async fn a_repeat_whose_task_expired_is_refused_with_409_and_creates_nothing() {
+    let (app, events) = app();
+    let first = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{}}"#)).await;
+    let task_id = TaskId::parse(body_json(&first)["task_id"].as_str().unwrap()).unwrap();
+    // Cancelled with no retention: the task has expired (and may be deleted any time).
+    let client = ClientId::parse("alpha").unwrap();
+    let cancelled = service::cancel(&app.store, &client, &task_id, later(-5_000), &TtlPolicy::new(TASK_TTL, 1)).await;
+    assert!(matches!(cancelled, Ok(OwnerAction::Applied(_))), "{cancelled:?}");
+
+    let again = handle(&app, keyed_post(ALPHA_KEY, "k-1", r#"{"payload":{}}"#)).await;
+    let message = assert_error(&again, 409, "idempotency_task_gone");
+    assert_eq!(message, "the task this Idempotency-Key created has expired; use a new key");
+    assert_eq!(again.headers().get("location"), None);
+    assert_eq!(current(&app, &task_id).await.status, TaskStatus::Failed, "the task is not created again");
+    assert_eq!(events.events(), [TaskEvent::Created]);
+}
+
+#[tokio::test]
+async fn a_claimed_key_whose_task_may_have_been_deleted_is_not_created_again() {
+    let (app, events) = app();
+    // A claim older than the task TTL whose task is not stored: it may have run and expired.
+    let payload = json!({"n": 1});
+    let lost = TaskId::generate();
+    let claimed_at = later(-(TASK_TTL as i64 + 1) * 1_000);
+    let record = taskfleet_core::ports::IdempotencyRecord {
+        client_id: ClientId::parse("alpha").unwrap(),
+        key_digest: token::digest("k-2"),
+        request_digest: token::digest(&payload.to_string()),
+        task_id: lost.clone(),
+        created_at: claimed_at,
+        expires_at: app.ttl.payload_expiry(claimed_at),
+    };
+    assert_eq!(app.store.claim(&record).await.unwrap(), None);
+
+    let again = handle(&app, keyed_post(ALPHA_KEY, "k-2", r#"{"payload":{"n":1}}"#)).await;
+    assert_error(&again, 409, "idempotency_task_gone");
+    assert_eq!(app.store.get(&lost).await.unwrap(), None);
+    assert_eq!(stored_count(&app).await, 0);
+    assert_eq!(events.events(), []);
+}
+
+#[tokio::test]
 async fn idempotency_keys_belong_to_one_client() {
     let (app, events) = app();
     let alpha = body_json(&handle(&app, keyed_post(ALPHA_KEY, "shared", r#"{"payload":{}}"#)).await);

@@ -156,6 +156,130 @@ async fn a_claimed_key_whose_task_never_landed_gets_exactly_that_task() {
     assert_eq!((task.task_id, task.created_at), (lost, at(900)));
 }
 
+fn claimed_at(created_at: Timestamp, payload: &Value, ttl: &TtlPolicy) -> IdempotencyRecord {
+    IdempotencyRecord {
+        client_id: client("alpha"),
+        key_digest: token::digest("k"),
+        request_digest: token::digest(&payload.to_string()),
+        task_id: TaskId::generate(),
+        created_at,
+        expires_at: ttl.payload_expiry(created_at),
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_key_whose_task_may_have_been_deleted_is_gone_not_rebuilt() {
+    // Task TTL 3600 s, retention 600 s: a task created at 900 may have finished at once and
+    // been deleted from 1500 on, or expired unfinished at 4500.
+    let ttl = policies().ttl;
+    for now in [1_500, 4_500, 5_000] {
+        let store = MemoryStore::new();
+        let lost = claimed_at(at(900), &json!({"x": 1}), &ttl);
+        store.claim(&lost).await.unwrap();
+        let answer = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(now), &ttl).await;
+        assert!(matches!(answer, Err(SubmitError::TaskGone)), "at {now}: {answer:?}");
+        assert_eq!(store.get(&lost.task_id).await.unwrap(), None, "at {now}: nothing rebuilt");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_task_found_through_its_key_is_gone() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    let first = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await;
+    let Ok(Submitted::Created(task)) = first else { panic!("{first:?}") };
+    assert_eq!(task.expires_at, 4_600);
+    let again = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(4_600), &ttl).await;
+    assert!(matches!(again, Err(SubmitError::TaskGone)), "{again:?}");
+}
+
+#[tokio::test]
+async fn an_expired_key_is_free_again() {
+    let store = MemoryStore::new();
+    let ttl = policies().ttl;
+    let first = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await;
+    let Ok(Submitted::Created(old)) = first else { panic!("{first:?}") };
+    // The key's record expires task TTL + retention after the submission: 1000 + 3600 + 600.
+    for (now, payload) in [(5_200, json!({"x": 1})), (5_201, json!({"x": 2}))] {
+        let store = MemoryStore::new();
+        store.claim(&claimed_at(at(1_000), &json!({"x": 1}), &ttl)).await.unwrap();
+        let again = submit(&store, &blobs(), &client("alpha"), payload, Some("k"), at(now), &ttl).await;
+        let Ok(Submitted::Created(new)) = again else { panic!("at {now}: {again:?}") };
+        assert_ne!(new.task_id, old.task_id);
+        assert_eq!(new.expires_at, now + 3_600);
+        let repeat = submit(&store, &blobs(), &client("alpha"), json!(null), Some("k"), at(now + 1), &ttl).await;
+        assert!(matches!(repeat, Err(SubmitError::KeyReused)), "the new record holds: {repeat:?}");
+    }
+}
+
+/// A store where, right after a submission claims a key, a concurrent repeat of it stores the
+/// task the claim described (the repeat's rebuild landing before the first insert).
+struct RepeatLandsFirst {
+    inner: MemoryStore,
+    ttl: TtlPolicy,
+}
+
+impl TaskStore for RepeatLandsFirst {
+    async fn insert(&self, task: &Task, payload: &Content, payload_expires_at: i64) -> Result<(), StoreError> {
+        self.inner.insert(task, payload, payload_expires_at).await
+    }
+    async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
+        self.inner.get(task_id).await
+    }
+    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
+        self.inner.payload(task_id).await
+    }
+    async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
+        self.inner.apply(transition).await
+    }
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let earlier = self.inner.claim(record).await?;
+        if earlier.is_none() {
+            let repeat = Task::received_as(
+                record.task_id.clone(),
+                record.client_id.clone(),
+                record.created_at,
+                self.ttl.new_task_expiry(record.created_at),
+            );
+            self.inner.insert(&repeat, &inline(json!({"x": 1})), record.expires_at).await?;
+        }
+        Ok(earlier)
+    }
+    async fn count(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        self.inner.count(status, since, until).await
+    }
+    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.earliest_due(status).await
+    }
+    async fn list(
+        &self,
+        client: &ClientId,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&ListPosition>,
+        now: Timestamp,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list(client, status, limit, after, now).await
+    }
+    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
+        self.inner.due(status, until, limit).await
+    }
+}
+
+#[tokio::test]
+async fn the_submission_that_claimed_a_key_answers_its_task_when_a_repeat_stored_it_first() {
+    let ttl = policies().ttl;
+    let store = RepeatLandsFirst { inner: MemoryStore::new(), ttl };
+    let answer = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await;
+    let Ok(Submitted::Created(task)) = answer else { panic!("{answer:?}") };
+    assert_eq!(store.inner.get(&task.task_id).await.unwrap(), Some(task));
+}
+
 #[tokio::test]
 async fn a_client_sees_only_its_own_unexpired_tasks() {
     let store = MemoryStore::new();
@@ -664,4 +788,42 @@ async fn replays_are_bounded() {
         let answer = replay(&store, &client("alpha"), &task.task_id, at(1_002), &ttl).await.unwrap();
         assert_eq!(matches!(answer, OwnerAction::Applied(_)), n < crate::lifecycle::MAX_REPLAYS, "replay {}", n + 1);
     }
+}
+
+#[tokio::test]
+async fn a_follow_up_write_that_fails_after_the_start_is_tried_again() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+    // The start applies; the next two writes (tries of the retry) fail as throttled.
+    store.fail_writes(1, 2);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Ok(HandOver::Retrying { .. })), "{outcome:?}");
+    let stored = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::Received, 1), "put back for attempt 2");
+
+    // A permanent refusal fails the task the same way.
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
+    store.fail_writes(1, 2);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Ok(HandOver::Failed { task: Some(_), .. })), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_follow_up_write_that_keeps_failing_is_an_error_and_the_sweeper_recovers_the_attempt() {
+    let store = MemoryStore::new();
+    let task = submitted(&store).await;
+    let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+    store.fail_writes(1, FOLLOW_UP_TRIES as usize);
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    assert!(matches!(outcome, Err(HandOverError::Store(StoreError::Unavailable(_)))), "{outcome:?}");
+    assert_eq!(store.get(&task.task_id).await.unwrap().unwrap().status, TaskStatus::InProgress);
+    // The redelivered message finds the attempt started and does nothing …
+    let again = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await;
+    assert!(matches!(again, Ok(HandOver::Skipped)), "{again:?}");
+    assert_eq!(service.jobs().len(), 1, "the service is called once per attempt");
+    // … and the sweeper puts it back at its callback deadline.
+    let report = sweep(&store, &Outbox::default(), at(1_001 + 100), &policies(), 10).await.unwrap();
+    assert_eq!(report.timed_out_retried, [task.task_id]);
 }
