@@ -70,6 +70,7 @@ ensure_bench_python
 mapfile -t packages < <(function_packages)
 
 if ((smoke)); then
+  "$VENV/bin/python" -m unittest discover -s bench/tests  # the harness's unit tests (heat.py's DynamoDB rules)
   log "bench smoke: debug builds of the functions and the local fleet"
   # One invocation (the features unify, unlike the deployed build): the smoke run checks that
   # every step works, not what the deployed binaries measure.

@@ -75,6 +75,9 @@ class Reader:
             headers[name.strip().lower()] = value.strip()
         if response_to_head:
             return Message(lines[0], headers, b"")
+        if headers.get("expect", "").lower() == "100-continue":
+            # A request whose sender waits to be told to send its body (S3 PutObject clients).
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = b""
             while True:
@@ -178,6 +181,8 @@ class Client:
             try:
                 self.sock.sendall(data)
                 answer = self.reader.read(response_to_head=(method == "HEAD"))
+                while 100 <= answer.status < 200:  # interim answers (100 Continue): the final one follows
+                    answer = self.reader.read(response_to_head=(method == "HEAD"))
                 if answer.headers.get("connection", "").lower() == "close":
                     self.close()
                 return answer

@@ -21,3 +21,8 @@ CLOUDWATCH_CUSTOM_METRIC_MONTH = 0.30  # per metric (and dimension combination) 
 
 # Lambda's CPU share grows with memory: 1,769 MB is one full vCPU.
 FULL_VCPU_MB = 1769
+
+# S3 Standard requests: PUT, COPY, POST and LIST per 1,000; GET, SELECT and all other requests per
+# 1,000 (DELETE is free). Storage is not in the per-task model.
+S3_PUT_REQUEST = 0.005 / 1000
+S3_GET_REQUEST = 0.0004 / 1000

@@ -2,6 +2,7 @@
 a verdict each, and the cost per million tasks. Hand-written analysis lives in bench/NOTES.md and
 the release-profile comparison in bench/profiles.md; both are included as they are."""
 
+import json
 import math
 import os
 import platform
@@ -10,6 +11,10 @@ import time
 
 import functions
 import prices
+
+STORAGE_HEADING = "## 8. Storage: partition heat and write units per task"
+STORAGE_TARGETS = {1024: 11, 32 * 1024: 16}  # write units per task (table + indexes)
+STORAGE_CEILING_TARGET = 10_000  # tasks/s from one client
 
 WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 READS = ("GetItem", "Query", "Scan", "BatchGetItem")
@@ -314,6 +319,7 @@ def write(path, results, ctx, command):
     flat = _cron_flat(cron)
     if flat is not None:
         targets.append(["cron cost flat in stored tasks", "see §7", _verdict(flat, None)])
+    targets += _storage_targets(results)
 
     parts = [
         "# Benchmarks: taskfleet (Rust) against the Python baseline",
@@ -389,6 +395,7 @@ def write(path, results, ctx, command):
         "",
         _cron(cron),
         "",
+        storage_section(results, ctx.root),
         "## Notes",
         "",
         _include(os.path.join(ctx.root, "bench", "NOTES.md")),
@@ -465,3 +472,197 @@ def _cron(cron):
         text += (f"\n\n{', '.join(cron['missing'])}: no release binary in this run (functions/sweeper is being "
                  "added by issue 3); the harness runs it the same way once it exists.")
     return text
+
+
+# ---- §8 storage ------------------------------------------------------------------------------
+
+
+def storage_baseline(root):
+    """The 'before' of §8 (bench/baseline-storage.json, written by run.py --save-storage-baseline)."""
+    path = os.path.join(root, "bench", "baseline-storage.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as text:
+        return json.load(text)
+
+
+def _storage_targets(results):
+    rows = []
+    for run in results.get("storage", {}).get("runs", []):
+        target = STORAGE_TARGETS.get(run["bytes"])
+        wcu = run["analysis"]["total"]["wcu_per_task"]
+        if target:
+            rows.append([f"≤ {target} write units per task at {run['label']} (table + indexes)", _f(wcu, 2),
+                         _verdict(wcu <= target, None)])
+    runs = results.get("storage", {}).get("runs", [])
+    if runs:
+        ceilings = [r["analysis"]["ceiling_tasks_per_s"] for r in runs]
+        lowest = min((c for c in ceilings if c), default=None)
+        rows.append([f"≥ {STORAGE_CEILING_TARGET:,} tasks/s from one client (hottest shared key ≤ "
+                     f"{1000 / STORAGE_CEILING_TARGET:g} write units per task)",
+                     f"{_f(lowest, 0)} tasks/s" if lowest else "no shared key",
+                     _verdict(lowest is None or lowest >= STORAGE_CEILING_TARGET, "see §8")])
+    return rows
+
+
+def _key(value, one_task=False, width=24):
+    if value is None:
+        return "–"
+    text = value if len(value) <= width else value[: width - 1] + "…"
+    return f"`{text}`" + (" (one task's item)" if one_task else "")
+
+
+def _by_label(runs):
+    return {run["label"]: run for run in runs or []}
+
+
+def _storage_summary(now, before):
+    labels = [label for label in ("1 KiB", "32 KiB") if label in now or label in before]
+    header = ["per task"]
+    for label in labels:
+        header += [f"before, {label}", f"now, {label}"]
+    header.append("target")
+
+    def cells(get, digits=2):
+        row = []
+        for label in labels:
+            for side in (before, now):
+                run = side.get(label)
+                value = get(run) if run else None
+                row.append(value if isinstance(value, str) else _f(value, digits))
+        return row
+
+    def total(field):
+        return lambda run: run["analysis"]["total"][field]
+
+    def ceiling(run):
+        value = run["analysis"]["ceiling_tasks_per_s"]
+        return f"{value:,.0f} ({run['analysis']['ceiling_set_by']})" if value else "none"
+
+    def hottest(run):
+        tallies = [run["analysis"]["table"]] + run["analysis"]["indexes"]
+        shared = max(tallies, key=lambda t: t["shared_hottest_wcu_per_task"])
+        if not shared["shared_hottest_key"]:
+            return "–"
+        return (f"{_f(shared['shared_hottest_wcu_per_task'], 3)} WCU / "
+                f"{_f(shared['shared_hottest_writes_per_task'], 3)}"
+                f" writes: {shared['name']} {_key(shared['shared_hottest_key'])}")
+
+    def cost(field):
+        return lambda run: run["cost_per_million"][field]
+
+    wcu_target = " / ".join(f"≤ {v} at {k // 1024} KiB" for k, v in STORAGE_TARGETS.items())
+    rows = [
+        ["DynamoDB write units (table + indexes)", *cells(total("wcu_per_task")), wcu_target],
+        ["DynamoDB writes (table + indexes)", *cells(total("writes_per_task")), ""],
+        ["… of the table", *cells(lambda r: r["analysis"]["table"]["writes_per_task"]), ""],
+        ["hottest shared key: write units / writes per task", *cells(hottest), "≤ 0.1"],
+        ["ceiling from one client (1,000 WCU/s per key value), tasks/s", *cells(ceiling),
+         f"≥ {STORAGE_CEILING_TARGET:,}"],
+        ["no-op writes (billed, no stream record in AWS)",
+         *cells(lambda r: r["analysis"]["noop_writes"] / r["tasks"]), ""],
+        ["refused conditional writes (billed, not in the stream)",
+         *cells(lambda r: r["refused_conditional_writes_per_task"]), ""],
+        ["S3 requests, PUT class / GET class",
+         *cells(lambda r: f"{_f(r['s3_put_per_task'], 2)} / {_f(r['s3_get_per_task'], 2)}"), ""],
+        ["$ per million tasks, DynamoDB writes", *cells(cost("dynamodb_writes")), ""],
+        ["$ per million tasks, S3 requests", *cells(cost("s3_requests"), 3), ""],
+        ["**$ per million tasks, storage writes + S3**", *cells(cost("total")), ""],
+    ]
+    return _table(header, rows)
+
+
+def _storage_detail(run):
+    analysis = run["analysis"]
+    rows = []
+    for t in [analysis["table"]] + analysis["indexes"]:
+        ops = ", ".join(f"{k} {v / run['tasks']:.2f}" for k, v in sorted(t["operations"].items())) or "–"
+        rows.append([
+            "table" if t["kind"] == "table" else f"{t['name']} ({t['kind']})",
+            t["detail"], _f(t["writes_per_task"], 2), _f(t["wcu_per_task"], 2), ops, t["key_values"],
+            _key(t["hottest_key"], t["hottest_key_one_task"]), _f(t["hottest_writes_per_task"], 3),
+            _key(t["shared_hottest_key"]),
+            _f(t["shared_hottest_wcu_per_task"], 3) if t["shared_hottest_key"] is not None else "–",
+            _f(t["ceiling_tasks_per_s"], 0) if t["ceiling_tasks_per_s"] else "none",
+        ])
+    total = analysis["total"]
+    rows.append(["**total**", "", f"**{_f(total['writes_per_task'], 2)}**", f"**{_f(total['wcu_per_task'], 2)}**",
+                 "", "", "", "", "", "", ""])
+    header = ["", "keys, projection", "writes", "WCU", "writes by kind", "key values", "hottest key (writes)",
+              "its writes", "hottest shared key (WCU)", "its WCU", "ceiling tasks/s"]
+    records = ", ".join(f"{k} {v}" for k, v in sorted(analysis["records"].items()))
+    return (f"**{run['label']}** — {run['tasks']} tasks from one client ({run['concurrency']} connections) in "
+            f"{run['seconds']:.1f} s; {run['stream_records']} stream records ({records}); per task:\n\n"
+            + _table(header, rows))
+
+
+def storage_section(results, root):
+    data = results.get("storage")
+    baseline = storage_baseline(root)
+    if not data and not baseline:
+        return f"{STORAGE_HEADING}\n\n_(not run)_\n"
+    now = _by_label(data and data.get("runs"))
+    before = _by_label(baseline and baseline.get("runs"))
+    parts = [
+        STORAGE_HEADING,
+        "",
+        "The whole local fleet, one client, N tasks per payload size: a random payload (JSON `{\"data\": "
+        "\"<base64 of random bytes>\"}`, exactly 1 KiB or 32 KiB serialized) and a random result of the same "
+        "size from the external-service stub. When every task is DONE, the table's stream records and its "
+        "DescribeTable are replayed with DynamoDB's billing rules (bench/harness/heat.py): table writes are "
+        "billed on the larger of the old and new image per started KB; an index is written only when its "
+        "keys are all present (sparse), twice when its key moves (delete + put), once when a projected "
+        "attribute changes; an index entry is its projected attributes + 100 bytes. Write units per task "
+        "(WCU) are DynamoDB on-demand write request units; each is "
+        f"${prices.DYNAMODB_WRITE_UNIT * 1e6:,.3f} per million. S3 requests are counted at the emulator "
+        f"proxy: PUT/COPY/POST/LIST ${prices.S3_PUT_REQUEST * 1e6:,.0f} and GET "
+        f"${prices.S3_GET_REQUEST * 1e6:,.1f} per million.",
+        "",
+        "*Heat*: a partition key value takes at most 1,000 write units per second. The ceiling is 1,000 / "
+        "(write units per task of the hottest *shared* key value): a status, a client id, any item that is "
+        "not a task's own. A task's own item takes a fixed number of writes over its life whatever the rate "
+        "(the table's hottest key, per task = its writes / N): reported, but no ceiling. The emulator "
+        "emits a MODIFY record for a write that changes nothing, where DynamoDB emits none but bills the "
+        "write: such writes are billed on the table above and counted apart; conditional writes whose "
+        "condition failed are billed by DynamoDB and show in no stream: counted at the proxy, not in the "
+        "write units. TTL deletions are free and not in a local run (the emulator never expires items).",
+        "",
+    ]
+    if data:
+        parts += [f"*This run*: {results.get('generated_at', '?')}, {_provenance(results, data, root)}.", ""]
+    if baseline:
+        parts += [f"*Before*: bench/baseline-storage.json — {baseline.get('note') or 'the layout before'} "
+                  f"(measured {baseline.get('generated_at', '?')}, {_provenance(baseline, baseline, root)}).", ""]
+    parts += [_storage_summary(now, before), ""]
+    same = bool(data and baseline) and baseline.get("generated_at") == results.get("generated_at")
+    for title, runs in (("This run", now), ("Before", before)):
+        if not runs or (title == "Before" and same):  # the baseline was taken from this very run
+            continue
+        parts += [f"#### {title}: per table and index", ""]
+        for run in runs.values():
+            parts += [_storage_detail(run), ""]
+    return "\n".join(parts)
+
+
+def _provenance(results, data, root):
+    built = results.get("built_from")
+    return (f"fleet binary {_shown(data.get('fleet_binary') or '?', root)}"
+            + (f" built from {built}" if built else f", repository at {results.get('commit', '?')}"))
+
+
+def splice_storage(path, results, root):
+    """Rewrites only §8 of an existing report (the storage step run alone): replaces the section,
+    or puts it before the notes."""
+    with open(path) as text:
+        report = text.read()
+    section = storage_section(results, root).rstrip("\n") + "\n\n"
+    start = report.find(STORAGE_HEADING)
+    if start >= 0:
+        end = report.find("\n## ", start + len(STORAGE_HEADING))
+        report = report[:start] + section + (report[end + 1 :] if end >= 0 else "")
+    else:
+        notes = report.find("\n## Notes")
+        at = notes + 1 if notes >= 0 else len(report)
+        report = report[:at] + section + report[at:]
+    with open(path, "w") as out:
+        out.write(report)

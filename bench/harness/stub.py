@@ -1,6 +1,7 @@
 """The external service as the benchmarks need it: accepts jobs (202) and, when asked to, calls
 each task back with success, from a few worker threads. `refuse_first` answers each task's
-first job 503 (Retry-After: 1) to measure the one-retry path. It counts what it saw."""
+first job 503 (Retry-After: 1) to measure the one-retry path. `result(job)`, if given, makes
+the result each callback reports (default: the job's payload echoed). It counts what it saw."""
 
 import collections
 import json
@@ -12,8 +13,9 @@ from http_io import Client, Server, respond
 
 
 class ExternalService:
-    def __init__(self, call_back=False, refuse_first=False, workers=4):
+    def __init__(self, call_back=False, refuse_first=False, workers=4, result=None):
         self.call_back, self.refuse_first = call_back, refuse_first
+        self.result = result
         self.lock = threading.Condition()
         self.jobs = collections.Counter()
         self.finished = {}  # task_id -> webhook status code
@@ -40,7 +42,9 @@ class ExternalService:
             return
         respond(sock, 202, json.dumps({"accepted": task_id}).encode())
         if self.call_back:
-            outcome = {"status": "succeeded", "result": {"echo": job.get("payload"), "attempt": job.get("attempt")}}
+            result = (self.result(job) if self.result else
+                      {"echo": job.get("payload"), "attempt": job.get("attempt")})
+            outcome = {"status": "succeeded", "result": result}
             self.pending.put((task_id, job["callback_url"], outcome))
 
     def _deliver(self):
