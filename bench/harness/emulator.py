@@ -68,7 +68,14 @@ def moto(venv, log_path):
 
 def clients(endpoint):
     session = boto3.session.Session(region_name=REGION, **{k.lower(): v for k, v in CREDENTIALS.items()})
-    return {name: session.client(name, endpoint_url=endpoint) for name in ("dynamodb", "sns", "sqs", "cloudwatch")}
+    names = ("dynamodb", "sns", "sqs", "cloudwatch", "s3")
+    return {name: session.client(name, endpoint_url=endpoint) for name in names}
+
+
+def create_bucket(s3, name):
+    """The blobs bucket the functions get as BLOBS_BUCKET (crates/adapters/src/blobs.rs)."""
+    s3.create_bucket(Bucket=name)
+    return name
 
 
 def create_table(dynamodb, name):

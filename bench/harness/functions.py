@@ -87,12 +87,14 @@ def configuration(resources):
     return {
         "TASKS_TABLE": resources["table"],
         "DISPATCH_TOPIC_ARN": resources["topic_arn"],
+        "BLOBS_BUCKET": resources["bucket"],
         "TASKFLEET_API_KEYS": API_KEYS,
         "EXTERNAL_SERVICE_URL": resources["service_url"],
         "CALLBACK_BASE_URL": CALLBACK_BASE,
         "METRICS_NAMESPACE": "TaskFleetBench",
         # Read only by the Python baseline's metrics (bench/python/handlers/metrics.py).
         "STATUS_INDEX_RANGE_KEY": resources.get("status_range_key", "updated_at"),
+        "STATUS_INDEX_HASH_KEY": resources.get("status_hash_key", "status"),
     }
 
 

@@ -34,7 +34,9 @@ class Bench:
             "table": table,
             "topic_arn": topic,
             "service_url": self.ctx.stub.url,
+            "bucket": self.ctx.templates.bucket,
             "status_range_key": self.ctx.templates.status_range_key,
+            "status_hash_key": self.ctx.templates.status_hash_key,
         }
 
     def spawn(self, implementation, name, resources, endpoint=None):

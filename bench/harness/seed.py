@@ -45,16 +45,31 @@ def copy_table(dynamodb, reference, name):
     return name
 
 
-def status_index_range_key(dynamodb, table):
-    """The sort key of the `by_status` index (the Python baseline's metrics query it)."""
+def status_index_key(dynamodb, table, kind, default):
+    """The attribute of the `by_status` index's `kind` (HASH or RANGE) key."""
     for index in dynamodb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", []):
         if index["IndexName"] == "by_status":
-            return next((k["AttributeName"] for k in index["KeySchema"] if k["KeyType"] == "RANGE"), "updated_at")
-    return "updated_at"
+            return next((k["AttributeName"] for k in index["KeySchema"] if k["KeyType"] == kind), default)
+    return default
+
+
+def status_index_range_key(dynamodb, table):
+    """The sort key of the `by_status` index (the Python baseline's metrics query it)."""
+    return status_index_key(dynamodb, table, "RANGE", "updated_at")
+
+
+# The index layout of crates/adapters/src/table.rs: a task's shards come from its id.
+STATUS_SHARDS = 64
+CLIENT_SHARDS = 32
+
+
+def shard_of(task_id, shards):
+    return int(task_id[:8], 16) % shards
 
 
 def clone(item, shift_ms=0):
-    """A copy of a task item under a fresh id; its timestamps moved `shift_ms` into the past."""
+    """A copy of a task item under a fresh id, with the index keys that id gets; its timestamps
+    moved `shift_ms` into the past."""
     task_id = str(uuid.uuid4())
     copy = json.loads(json.dumps(item))
     copy["pk"] = {"S": f"TASK#{task_id}"}
@@ -62,6 +77,14 @@ def clone(item, shift_ms=0):
     for field in TIME_FIELDS_MS:
         if "N" in copy.get(field, {}):
             copy[field] = {"N": str(int(copy[field]["N"]) - shift_ms)}
+    if "S" in copy.get("status_key", {}):
+        status = copy["status_key"]["S"].split("#")[0]
+        copy["status_key"] = {"S": f"{status}#{shard_of(task_id, STATUS_SHARDS)}"}
+    if "S" in copy.get("client_key", {}):
+        client = copy["client_key"]["S"].rsplit("#", 1)[0]
+        copy["client_key"] = {"S": f"{client}#{shard_of(task_id, CLIENT_SHARDS)}"}
+    if "N" in copy.get("created_at", {}):
+        copy["created_key"] = {"S": f"{int(copy['created_at']['N']):015}#{task_id}"}
     for entry in copy.get("history", {}).get("L", []):
         at = entry.get("M", {}).get("at", {})
         if "N" in at:
@@ -69,9 +92,17 @@ def clone(item, shift_ms=0):
     return task_id, copy
 
 
+def payload_item(task_id, expires_at):
+    """The write-once payload item of a task (crates/adapters/src/record.rs PayloadRecord)."""
+    return {"pk": {"S": f"PAYLOAD#{task_id}"}, "payload": {"S": json.dumps(functions.PAYLOAD, separators=(",", ":"))},
+            "expires_at": {"N": str(expires_at)}}
+
+
 def store_clones(dynamodb, table, item, count, shift_ms=0):
     pairs = [clone(item, shift_ms) for _ in range(count)]
-    emulator.put_items(dynamodb, table, [copy for _, copy in pairs])
+    expires_at = int(item.get("expires_at", {}).get("N", "4102444800"))
+    payloads = [payload_item(task_id, expires_at) for task_id, _ in pairs]
+    emulator.put_items(dynamodb, table, [copy for _, copy in pairs] + payloads)
     return [task_id for task_id, _ in pairs]
 
 
@@ -83,9 +114,12 @@ class Templates:
         db, sns = ctx.clients["dynamodb"], ctx.clients["sns"]
         self.reference_table = reference_table
         self.status_range_key = status_index_range_key(db, reference_table)
+        self.status_hash_key = status_index_key(db, reference_table, "HASH", "status")
         self.table = copy_table(db, reference_table, emulator.unique("bench-templates"))
         self.topic_arn = sns.create_topic(Name=emulator.unique("bench-templates"))["TopicArn"]
-        resources = {"table": self.table, "topic_arn": self.topic_arn, "service_url": ctx.stub.url}
+        self.bucket = emulator.create_bucket(ctx.clients["s3"], emulator.unique("bench-blobs"))
+        resources = {"table": self.table, "topic_arn": self.topic_arn, "service_url": ctx.stub.url,
+                     "bucket": self.bucket}
         api = RuntimeApi()
         try:
             answer = self._run(api, "ingest", resources, events.post_task(functions.API_KEY, functions.PAYLOAD))

@@ -81,9 +81,13 @@ def handler(event, context):
         if task is None:
             log.info("attempt already started; duplicate ignored task_id=%s", task_id)
             continue
+        payload = task["payload"]
+        if payload is None:
+            stored = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"PAYLOAD#{task_id}"}}, ConsistentRead=True)
+            payload = json.loads(stored.get("Item", {}).get("payload", {}).get("S", "null"))
         job = {
             "task_id": task_id,
-            "payload": task["payload"],
+            "payload": payload,
             "callback_url": f"{CALLBACK_BASE}/callbacks/{task_id}",
             "attempt": attempt,
         }

@@ -119,7 +119,9 @@ def task_from_item(item):
         "task_id": item["task_id"]["S"],
         "client_id": item["client_id"]["S"],
         "status": item["status"]["S"],
-        "payload": json.loads(item["payload"]["S"]),
+        # Inline in the layout this baseline was written against; the Rust fleet now keeps it in
+        # an item of its own (PAYLOAD#id), which the caller reads when it is not here.
+        "payload": json.loads(item["payload"]["S"]) if "payload" in item else None,
         "attempts": int(item["attempts"]["N"]),
         "created_at": int(item["created_at"]["N"]),
         "updated_at": int(item["updated_at"]["N"]),

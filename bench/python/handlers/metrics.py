@@ -15,11 +15,23 @@ WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 60)
 # The index's sort key: `updated_at` in the layout this baseline was written against; the harness
 # names the one of the table it runs on (the Rust fleet's layout keeps evolving).
 RANGE_KEY = os.environ.get("STATUS_INDEX_RANGE_KEY") or "updated_at"
+# Its partition key: `status` then; the Rust fleet's index is sharded now (`status_key` =
+# `{STATUS}#{shard}`, 64 shards, active tasks only), and this baseline reads it the same way.
+HASH_KEY = os.environ.get("STATUS_INDEX_HASH_KEY") or "status"
+SHARDS = 64 if HASH_KEY == "status_key" else 1
+
+
+def keys_of(status):
+    return [f"{status}#{shard}" for shard in range(SHARDS)] if HASH_KEY == "status_key" else [status]
 
 
 def count(status, since=None):
-    condition, values = "#status = :status", {":status": {"S": status}}
-    names = {"#status": "status"}
+    return sum(count_key(key, since) for key in keys_of(status))
+
+
+def count_key(key, since=None):
+    condition, values = "#status = :status", {":status": {"S": key}}
+    names = {"#status": HASH_KEY}
     if since is not None:
         condition += " AND #range >= :since"
         values[":since"] = {"N": str(since)}
@@ -42,24 +54,30 @@ def count(status, since=None):
 
 
 def oldest_received():
-    page = dynamodb.query(
-        TableName=TABLE,
-        IndexName=STATUS_INDEX,
-        KeyConditionExpression="#status = :status",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":status": {"S": "RECEIVED"}},
-        ScanIndexForward=True,
-        Limit=1,
-    )
-    items = page.get("Items", [])
-    return int(items[0][RANGE_KEY]["N"]) if items else None
+    oldest = None
+    for key in keys_of("RECEIVED"):
+        page = dynamodb.query(
+            TableName=TABLE,
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#status = :status",
+            ExpressionAttributeNames={"#status": HASH_KEY},
+            ExpressionAttributeValues={":status": {"S": key}},
+            ScanIndexForward=True,
+            Limit=1,
+        )
+        items = page.get("Items", [])
+        if items:
+            due = int(items[0][RANGE_KEY]["N"])
+            oldest = due if oldest is None else min(oldest, due)
+    return oldest
 
 
 def handler(event, context):
     now = now_ms()
     since = now - WINDOW_SECONDS * 1000
     gauges = [("TasksActive", s, count(s), "Count") for s in ("RECEIVED", "IN_PROGRESS")]
-    gauges += [("TasksFinished", s, count(s, since), "Count") for s in ("DONE", "FAILED")]
+    if HASH_KEY == "status":  # finished tasks are no longer in the sharded index
+        gauges += [("TasksFinished", s, count(s, since), "Count") for s in ("DONE", "FAILED")]
     oldest = oldest_received()
     gauges.append(("OldestReceivedAgeSeconds", None, (now - oldest) / 1000 if oldest else 0.0, "Seconds"))
     stamp = datetime.datetime.now(tz=datetime.timezone.utc)
