@@ -1,4 +1,19 @@
-//! What the dispatcher hands on: which stored changes start an attempt, and the message it sends.
+//! Timers: what the dispatcher schedules for each stored change, and what the message says.
+//!
+//! Every change that leaves a task active schedules one message on the jobs queue, due when the
+//! task is next due:
+//! - RECEIVED (new, retried, replayed): [`Step::Start`] the next attempt at `due_at` — at once
+//!   for a new task, at the end of its backoff for a retry;
+//! - IN_PROGRESS (an attempt started, or a heartbeat moved its deadline): [`Step::Deadline`],
+//!   check at `due_at` whether the attempt's callback came.
+//!
+//! A message is delivered no earlier than [`Dispatch::delay_seconds`] allow (the queue's
+//! per-message delay, at most [`MAX_DELAY_SECONDS`]); one due later than that is sent on again
+//! when it arrives. Whatever a message asks is guarded by the task's state: a message for an
+//! attempt that was superseded (finished, cancelled, replayed, its deadline moved) changes
+//! nothing, so cancel and replay need not find and defuse pending timers.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -7,137 +22,144 @@ use crate::task::{TaskId, TaskStatus};
 use crate::time::Timestamp;
 
 /// The part of a stored task the dispatcher looks at, read from a stream image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub status: TaskStatus,
     pub attempts: u32,
     pub due_at: Timestamp,
+    /// Whose task: the message group, so that one client's burst does not delay the others.
+    pub client_id: String,
 }
 
-/// How far in the future a RECEIVED task's `due_at` may be for the dispatcher to send it at
-/// once (clock differences between writers); later ones are retries waiting for their time,
-/// which the sweeper dispatches when due.
-pub const DUE_SLACK_MILLIS: i64 = 1_000;
+/// The longest per-message delay the queue takes (SQS: 900 s).
+pub const MAX_DELAY_SECONDS: u32 = 900;
 
-/// "Hand task `task_id` to the external service as attempt `attempt`."
+/// How early a message may arrive and still be acted on, after waiting out the rest: delays are
+/// whole seconds, rounded down, so a message arrives up to a second before its time.
+pub const EARLY_WAIT: Duration = Duration::from_secs(1);
+
+/// What a message asks for when it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Start attempt `attempt` (the task is RECEIVED with `attempt − 1` attempts).
+    Start,
+    /// Attempt `attempt`'s callback was due by `due_at`: time it out unless it came or a
+    /// heartbeat moved the deadline.
+    Deadline,
+}
+
+/// The message body: "at `due_at`, do `step` for attempt `attempt` of task `task_id`".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchMessage {
     pub task_id: String,
     pub attempt: u32,
+    pub step: Step,
+    /// Milliseconds since the epoch.
+    pub due_at: i64,
+}
+
+/// A message read back and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub step: Step,
+    pub due_at: Timestamp,
 }
 
 impl DispatchMessage {
-    /// Reads a message body back: the task and the attempt it asks for.
-    pub fn parse(body: &str) -> Result<(TaskId, u32), ValidationError> {
+    /// Reads a message body back.
+    pub fn parse(body: &str) -> Result<Timer, ValidationError> {
         let message: DispatchMessage =
             serde_json::from_str(body).map_err(|e| ValidationError::Schema(e.to_string()))?;
         if message.attempt == 0 {
             return Err(ValidationError::Schema("`attempt` starts at 1".into()));
         }
-        Ok((TaskId::parse(&message.task_id)?, message.attempt))
+        Ok(Timer {
+            task_id: TaskId::parse(&message.task_id)?,
+            attempt: message.attempt,
+            step: message.step,
+            due_at: Timestamp::from_millis(message.due_at),
+        })
     }
 }
 
-/// The dispatch a stored change calls for, if any: a change that puts a task into RECEIVED
-/// and makes it due now.
+/// What to do with a message that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// It is due: act now.
+    Now,
+    /// Due within [`EARLY_WAIT`]: wait this long, then act.
+    After(Duration),
+    /// Due later than that (a wait longer than the queue's delay): send it on.
+    SendOn,
+}
+
+impl Timer {
+    /// What to do with this timer when it arrives at `now`.
+    pub fn when(&self, now: Timestamp) -> When {
+        let early = self.due_at.as_millis().saturating_sub(now.as_millis());
+        match u64::try_from(early) {
+            Ok(0) | Err(_) => When::Now,
+            Ok(millis) if millis <= EARLY_WAIT.as_millis() as u64 => When::After(Duration::from_millis(millis)),
+            Ok(_) => When::SendOn,
+        }
+    }
+
+    /// The message that asks for this timer again, due at `due_at` (sent on when it arrived
+    /// too early, or while the fleet holds new jobs).
+    pub fn message(&self, due_at: Timestamp) -> DispatchMessage {
+        DispatchMessage {
+            task_id: self.task_id.to_string(),
+            attempt: self.attempt,
+            step: self.step,
+            due_at: due_at.as_millis(),
+        }
+    }
+}
+
+/// A message on its way: its body, its message group (the client) and its delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    pub message: DispatchMessage,
+    pub group: String,
+    /// Whole seconds, rounded down, at most [`MAX_DELAY_SECONDS`].
+    pub delay_seconds: u32,
+}
+
+impl Dispatch {
+    /// `message` for `group`, sent at `now`.
+    pub fn new(message: DispatchMessage, group: impl Into<String>, now: Timestamp) -> Self {
+        let wait_millis = message.due_at.saturating_sub(now.as_millis()).max(0);
+        let delay_seconds = u32::try_from(wait_millis / 1000).unwrap_or(u32::MAX).min(MAX_DELAY_SECONDS);
+        Self { message, group: group.into(), delay_seconds }
+    }
+}
+
+/// The timer a stored change calls for, if any (see the module).
 ///
 /// A record whose old image equals its new one is a no-op write (the emulator emits those;
-/// DynamoDB does not) and dispatches nothing. A retry waiting for its time is left to the
-/// sweeper. Removals (TTL deletions) have no new image and dispatch nothing.
+/// DynamoDB does not) and schedules nothing; so do changes to a finished task and removals (TTL
+/// deletions have no new image).
 pub fn dispatch_for(
     task_id: &TaskId,
     old: Option<Snapshot>,
     new: Option<Snapshot>,
-    now: Timestamp,
-) -> Option<DispatchMessage> {
-    let new = new.filter(|new| new.status == TaskStatus::Received)?;
-    if old == Some(new) || new.due_at.as_millis() > now.as_millis().saturating_add(DUE_SLACK_MILLIS) {
+) -> Option<(DispatchMessage, String)> {
+    let new = new?;
+    if old.as_ref() == Some(&new) {
         return None;
     }
-    Some(DispatchMessage { task_id: task_id.as_str().to_owned(), attempt: new.attempts.saturating_add(1) })
+    let (attempt, step) = match new.status {
+        TaskStatus::Received => (new.attempts.saturating_add(1), Step::Start),
+        TaskStatus::InProgress => (new.attempts, Step::Deadline),
+        TaskStatus::Done | TaskStatus::Failed => return None,
+    };
+    let message = DispatchMessage { task_id: task_id.to_string(), attempt, step, due_at: new.due_at.as_millis() };
+    Some((message, new.client_id))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use TaskStatus::*;
-
-    const NOW: Timestamp = Timestamp::from_millis(1_000_000);
-
-    fn snap(status: TaskStatus, attempts: u32) -> Option<Snapshot> {
-        Some(Snapshot { status, attempts, due_at: NOW })
-    }
-
-    fn dispatch_for(task_id: &TaskId, old: Option<Snapshot>, new: Option<Snapshot>) -> Option<DispatchMessage> {
-        super::dispatch_for(task_id, old, new, NOW)
-    }
-
-    #[test]
-    fn a_new_received_task_is_dispatched_as_attempt_one() {
-        let id = TaskId::generate();
-        assert_eq!(
-            dispatch_for(&id, None, snap(Received, 0)),
-            Some(DispatchMessage { task_id: id.to_string(), attempt: 1 })
-        );
-    }
-
-    #[test]
-    fn a_no_op_write_on_a_received_task_dispatches_nothing() {
-        assert_eq!(dispatch_for(&TaskId::generate(), snap(Received, 0), snap(Received, 0)), None);
-    }
-
-    #[test]
-    fn changes_that_do_not_end_in_received_dispatch_nothing() {
-        let id = TaskId::generate();
-        assert_eq!(dispatch_for(&id, snap(Received, 0), snap(InProgress, 1)), None);
-        assert_eq!(dispatch_for(&id, snap(InProgress, 1), snap(Done, 1)), None);
-        assert_eq!(dispatch_for(&id, snap(InProgress, 1), snap(Failed, 1)), None);
-    }
-
-    #[test]
-    fn a_removal_dispatches_nothing() {
-        assert_eq!(dispatch_for(&TaskId::generate(), snap(Received, 0), None), None);
-    }
-
-    #[test]
-    fn returning_to_received_dispatches_the_next_attempt() {
-        let id = TaskId::generate();
-        assert_eq!(dispatch_for(&id, snap(InProgress, 2), snap(Received, 2)).map(|m| m.attempt), Some(3));
-    }
-
-    #[test]
-    fn a_retry_waiting_for_its_time_is_left_to_the_sweeper() {
-        let id = TaskId::generate();
-        let later = |millis| {
-            Some(Snapshot { status: Received, attempts: 1, due_at: Timestamp::from_millis(NOW.as_millis() + millis) })
-        };
-        assert_eq!(dispatch_for(&id, snap(InProgress, 1), later(30_000)), None);
-        assert_eq!(dispatch_for(&id, snap(InProgress, 1), later(DUE_SLACK_MILLIS)).map(|m| m.attempt), Some(2));
-    }
-
-    #[test]
-    fn the_message_is_plain_json() {
-        let message = DispatchMessage { task_id: "t".into(), attempt: 2 };
-        let json = serde_json::to_string(&message).unwrap();
-        assert_eq!(json, r#"{"task_id":"t","attempt":2}"#);
-        assert_eq!(serde_json::from_str::<DispatchMessage>(&json).unwrap(), message);
-        assert!(serde_json::from_str::<DispatchMessage>(r#"{"task_id":"t"}"#).is_err());
-    }
-
-    #[test]
-    fn a_message_parses_back_to_task_and_attempt() {
-        let id = TaskId::generate();
-        let body = serde_json::to_string(&DispatchMessage { task_id: id.to_string(), attempt: 4 }).unwrap();
-        assert_eq!(DispatchMessage::parse(&body), Ok((id, 4)));
-    }
-
-    #[test]
-    fn a_bad_message_is_refused() {
-        let id = TaskId::generate();
-        assert!(DispatchMessage::parse("").is_err());
-        assert!(DispatchMessage::parse(r#"{"task_id":"x","attempt":1}"#).is_err());
-        assert!(DispatchMessage::parse(&format!(r#"{{"task_id":"{id}","attempt":0}}"#)).is_err());
-        assert!(DispatchMessage::parse(&format!(r#"{{"task_id":"{id}","attempt":-1}}"#)).is_err());
-    }
-}
+mod tests;

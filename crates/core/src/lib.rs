@@ -8,6 +8,7 @@ pub mod auth;
 pub mod blob;
 pub mod dispatch;
 pub mod error;
+pub mod hold;
 pub mod lifecycle;
 pub mod memory;
 pub mod memory_blobs;

@@ -88,6 +88,8 @@ pub enum Guard {
     /// The task has not expired at this time: storage deletes expired items late, and until
     /// then they must not come back to life.
     Unexpired(Timestamp),
+    /// The task has expired at this time (only the sweeper's [`Kind::Expire`] wants that).
+    Expired(Timestamp),
     /// The task is in this status.
     Status(TaskStatus),
     /// The task has had exactly this many attempts.
@@ -104,6 +106,7 @@ impl Guard {
     pub fn holds(&self, task: &Task) -> bool {
         match self {
             Self::Unexpired(now) => !task.is_expired(*now),
+            Self::Expired(now) => task.is_expired(*now),
             Self::Status(status) => task.status == *status,
             Self::Attempts(attempts) => task.attempts == *attempts,
             Self::Token { attempt, digest } => token_of(task, *attempt) == Some(digest),
@@ -176,8 +179,9 @@ pub fn forgotten_token(attempt: u32) -> Option<u32> {
 /// The kinds of change a stored task goes through.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// RECEIVED → IN_PROGRESS: attempt `attempt` starts; its callback is due by `deadline`.
-    Start { attempt: u32, token_digest: String, deadline: Timestamp },
+    /// RECEIVED → IN_PROGRESS: attempt `attempt` starts; its callback is due by `deadline`; the
+    /// task lives at least until `expires_at` (a new task TTL from now).
+    Start { attempt: u32, token_digest: String, deadline: Timestamp, expires_at: i64 },
     /// IN_PROGRESS → DONE or FAILED, as the service reported for `attempt`.
     Finish { attempt: u32, token_digest: String, outcome: Outcome, expires_at: i64 },
     /// IN_PROGRESS → RECEIVED: `attempt` failed for `reason`; the next may start at `retry_at`.
@@ -189,9 +193,19 @@ pub enum Kind {
     /// FAILED → RECEIVED: the owner replays; a new series starts after `attempts`.
     Replay { attempts: u32, expires_at: i64 },
     /// IN_PROGRESS, unchanged: the service still works on `attempt`; its callback is now due by
-    /// `deadline`. Not a status change, and not a history entry.
-    Heartbeat { attempt: u32, token_digest: String, deadline: Timestamp },
+    /// `deadline`, and the task lives until `expires_at` (a new task TTL from now), so that a
+    /// long job is not lost to its TTL. Not a status change, and not a history entry.
+    Heartbeat { attempt: u32, token_digest: String, deadline: Timestamp, expires_at: i64 },
+    /// RECEIVED, unchanged but due again now: the sweeper re-dispatches a task whose message was
+    /// lost. The new `due_at` is its lease: the next sweep leaves it alone for the dispatch grace.
+    Redispatch { attempts: u32 },
+    /// `from` (RECEIVED or IN_PROGRESS) → FAILED ([`EXPIRED`]): the task's TTL passed while it
+    /// was active. Applies only to an expired task, so that it leaves the status index.
+    Expire { from: TaskStatus, attempts: u32 },
 }
+
+/// The error recorded when a task's TTL passed before it finished.
+pub const EXPIRED: &str = "expired";
 
 /// One change of one stored task: its kind, when, and (for the sweeper) the deadline it saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,8 +226,14 @@ impl Transition {
     /// the task has had exactly `attempt − 1` attempts, so a repeated dispatch is a no-op.
     /// `token_digest` is the digest of the attempt's callback token; the callback is due by
     /// `deadline`.
-    pub fn start(task_id: &TaskId, attempt: u32, token_digest: String, at: Timestamp, deadline: Timestamp) -> Self {
-        Self::of(task_id, at, Kind::Start { attempt, token_digest, deadline })
+    pub fn start(
+        task_id: &TaskId,
+        attempt: u32,
+        token_digest: String,
+        (at, deadline): (Timestamp, Timestamp),
+        ttl: &TtlPolicy,
+    ) -> Self {
+        Self::of(task_id, at, Kind::Start { attempt, token_digest, deadline, expires_at: ttl.new_task_expiry(at) })
     }
 
     /// IN_PROGRESS → DONE or FAILED as the external service reported for `attempt`, whose
@@ -277,8 +297,26 @@ impl Transition {
     }
 
     /// The service is still working on `attempt`: its callback is now due by `deadline`.
-    pub fn heartbeat(task_id: &TaskId, attempt: u32, token_digest: String, at: Timestamp, deadline: Timestamp) -> Self {
-        Self::of(task_id, at, Kind::Heartbeat { attempt, token_digest, deadline })
+    pub fn heartbeat(
+        task_id: &TaskId,
+        attempt: u32,
+        token_digest: String,
+        (at, deadline): (Timestamp, Timestamp),
+        ttl: &TtlPolicy,
+    ) -> Self {
+        Self::of(task_id, at, Kind::Heartbeat { attempt, token_digest, deadline, expires_at: ttl.new_task_expiry(at) })
+    }
+
+    /// RECEIVED, due again from `at`: the sweeper re-dispatches a task whose message was lost,
+    /// while it has had `attempts` attempts and is due at `seen_due`.
+    pub fn redispatch(task_id: &TaskId, attempts: u32, seen_due: Timestamp, at: Timestamp) -> Self {
+        Self::of(task_id, at, Kind::Redispatch { attempts }).if_due_unchanged(seen_due)
+    }
+
+    /// `from` → FAILED ([`EXPIRED`]): the task expired while active, after `attempts` attempts.
+    pub fn expire(task_id: &TaskId, from: TaskStatus, attempts: u32, at: Timestamp) -> Result<Self, IllegalTransition> {
+        check(from, TaskStatus::Failed)?;
+        Ok(Self::of(task_id, at, Kind::Expire { from, attempts }))
     }
 
     /// Applies only while `due_at` is still `due` (what the writer read).
@@ -290,9 +328,9 @@ impl Transition {
     /// The status the task must be in.
     pub fn from(&self) -> TaskStatus {
         match &self.kind {
-            Kind::Start { .. } => TaskStatus::Received,
+            Kind::Start { .. } | Kind::Redispatch { .. } => TaskStatus::Received,
             Kind::Finish { .. } | Kind::Retry { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
-            Kind::GiveUp { from, .. } | Kind::Cancel { from, .. } => *from,
+            Kind::GiveUp { from, .. } | Kind::Cancel { from, .. } | Kind::Expire { from, .. } => *from,
             Kind::Replay { .. } => TaskStatus::Failed,
         }
     }
@@ -302,15 +340,19 @@ impl Transition {
         match &self.kind {
             Kind::Start { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
             Kind::Finish { outcome, .. } => outcome.status(),
-            Kind::Retry { .. } | Kind::Replay { .. } => TaskStatus::Received,
-            Kind::GiveUp { .. } | Kind::Cancel { .. } => TaskStatus::Failed,
+            Kind::Retry { .. } | Kind::Replay { .. } | Kind::Redispatch { .. } => TaskStatus::Received,
+            Kind::GiveUp { .. } | Kind::Cancel { .. } | Kind::Expire { .. } => TaskStatus::Failed,
         }
     }
 
     /// What the stored task must be for this transition to apply. Every store checks exactly
     /// these.
     pub fn guards(&self) -> Vec<Guard> {
-        let mut guards = vec![Guard::Unexpired(self.at), Guard::Status(self.from())];
+        let alive = match self.kind {
+            Kind::Expire { .. } => Guard::Expired(self.at),
+            _ => Guard::Unexpired(self.at),
+        };
+        let mut guards = vec![alive, Guard::Status(self.from())];
         match &self.kind {
             Kind::Start { attempt, .. } => guards.push(Guard::Attempts(attempt.saturating_sub(1))),
             Kind::Finish { attempt, token_digest, .. } | Kind::Heartbeat { attempt, token_digest, .. } => {
@@ -319,7 +361,9 @@ impl Transition {
             }
             Kind::Retry { attempt, .. } => guards.push(Guard::Attempts(*attempt)),
             Kind::GiveUp { attempt, .. } => guards.extend(attempt.map(Guard::Attempts)),
-            Kind::Cancel { attempts, .. } => guards.push(Guard::Attempts(*attempts)),
+            Kind::Cancel { attempts, .. } | Kind::Redispatch { attempts } | Kind::Expire { attempts, .. } => {
+                guards.push(Guard::Attempts(*attempts));
+            }
             Kind::Replay { attempts, .. } => {
                 guards.push(Guard::Attempts(*attempts));
                 guards.push(Guard::ReplaysBelow(MAX_REPLAYS));
@@ -337,11 +381,12 @@ impl Transition {
         };
         let mut writes = vec![Write::UpdatedAt(at)];
         match &self.kind {
-            Kind::Start { attempt, token_digest, deadline } => writes.extend([
+            Kind::Start { attempt, token_digest, deadline, expires_at } => writes.extend([
                 Write::Status(self.to()),
                 Write::DueAt(*deadline),
                 Write::Attempts(*attempt),
                 Write::Token { attempt: *attempt, digest: token_digest.clone() },
+                Write::ExpiresAt(*expires_at),
                 entry(*attempt, None),
             ]),
             Kind::Finish { attempt, outcome, expires_at, .. } => {
@@ -387,7 +432,16 @@ impl Transition {
                 Write::CountReplay,
                 entry(*attempts, Some("replayed by its owner".into())),
             ]),
-            Kind::Heartbeat { deadline, .. } => writes.push(Write::DueAt(*deadline)),
+            Kind::Heartbeat { deadline, expires_at, .. } => {
+                writes.extend([Write::DueAt(*deadline), Write::ExpiresAt(*expires_at)]);
+            }
+            Kind::Redispatch { .. } => writes.push(Write::DueAt(at)),
+            Kind::Expire { attempts, .. } => writes.extend([
+                Write::Status(self.to()),
+                Write::DueAt(at),
+                Write::Error(EXPIRED.to_owned()),
+                entry(*attempts, Some(EXPIRED.to_owned())),
+            ]),
         }
         writes
     }

@@ -6,9 +6,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blob::Content;
+use crate::dispatch::Dispatch;
+use crate::error::PublishError;
 use crate::error::StoreError;
 use crate::lifecycle::Transition;
-use crate::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
+use crate::ports::{
+    DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, Publisher, TaskStore, TaskSummary, WriteOutcome,
+};
 use crate::task::ClientId;
 use crate::task::{Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
@@ -24,6 +28,8 @@ pub struct MemoryStore {
     writes: AtomicUsize,
     /// Fault injection: the writes numbered in this range (from 1) fail as unavailable.
     failing: Mutex<std::ops::Range<usize>>,
+    /// The fleet-wide hold on new jobs.
+    hold: Mutex<Option<Timestamp>>,
 }
 
 impl MemoryStore {
@@ -175,6 +181,7 @@ impl TaskStore for MemoryStore {
                 attempts: t.attempts,
                 series_start: t.series_start,
                 due_at: t.due_at,
+                expires_at: t.expires_at,
             })
             .collect();
         due.sort_by_key(|t| t.due_at);
@@ -196,5 +203,50 @@ impl RecordedEvents {
 impl crate::ports::EventSink for RecordedEvents {
     fn record(&self, event: crate::ports::TaskEvent) {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+    }
+}
+
+impl HoldStore for MemoryStore {
+    async fn held_until(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read();
+        Ok(*self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    async fn hold_until(&self, until: Timestamp) -> Result<(), StoreError> {
+        self.write()?;
+        let mut hold = self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hold.is_none_or(|held| held < until) {
+            *hold = Some(until);
+        }
+        Ok(())
+    }
+}
+
+/// A [`Publisher`] that keeps what it was sent, for tests; it can be told to refuse.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<Dispatch>>,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryQueue {
+    /// Everything sent so far, in order.
+    pub fn sent(&self) -> Vec<Dispatch> {
+        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Makes every later send fail (or succeed again).
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+}
+
+impl Publisher for MemoryQueue {
+    async fn publish(&self, dispatches: &[Dispatch]) -> Vec<Result<(), PublishError>> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return vec![Err(PublishError("refused (test)".into())); dispatches.len()];
+        }
+        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(dispatches);
+        vec![Ok(()); dispatches.len()]
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::blob::Content;
-use crate::dispatch::DispatchMessage;
+use crate::dispatch::Dispatch;
 use crate::error::{ExternalError, MetricsError, PublishError, StoreError};
 use crate::lifecycle::Transition;
 use crate::metrics::Gauge;
@@ -30,6 +30,8 @@ pub struct DueTask {
     pub attempts: u32,
     pub series_start: u32,
     pub due_at: Timestamp,
+    /// Epoch seconds: the sweeper fails a task that expired while active.
+    pub expires_at: i64,
 }
 
 /// "This client's submission with this idempotency key created this task."
@@ -136,15 +138,35 @@ pub trait TaskStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DueTask>, StoreError>> + Send;
 }
 
-/// Where dispatch messages go (in AWS: an SNS topic).
+/// Where timers go (in AWS: the jobs queue, SQS with per-message delays and message groups).
 pub trait Publisher: Send + Sync {
-    /// Publishes each message; the result at index i is the fate of message i.
-    fn publish(&self, messages: &[DispatchMessage]) -> impl Future<Output = Vec<Result<(), PublishError>>> + Send;
+    /// Sends each message; the result at index i is the fate of message i.
+    fn publish(&self, dispatches: &[Dispatch]) -> impl Future<Output = Vec<Result<(), PublishError>>> + Send;
+}
+
+/// Where the fleet-wide hold on new jobs is kept (in AWS: one item of the tasks table), set
+/// when the external service asks the fleet to back off (429/503 with `Retry-After`).
+pub trait HoldStore: Send + Sync {
+    /// Until when new jobs are held, as last recorded (it may have passed).
+    fn held_until(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Holds new jobs until `until`, unless a hold that ends later is recorded already.
+    fn hold_until(&self, until: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Where the cron's gauges go (in AWS: CloudWatch PutMetricData).
 pub trait MetricsSink: Send + Sync {
     fn put(&self, gauges: &[Gauge]) -> impl Future<Output = Result<(), MetricsError>> + Send;
+}
+
+impl<T: HoldStore> HoldStore for std::sync::Arc<T> {
+    fn held_until(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
+        T::held_until(self)
+    }
+
+    fn hold_until(&self, until: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send {
+        T::hold_until(self, until)
+    }
 }
 
 /// What the external service receives for one attempt.

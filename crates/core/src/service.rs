@@ -5,14 +5,12 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::blob::{self, BlobStore, Blobs, Content};
-use crate::dispatch::DispatchMessage;
+use crate::dispatch::Timer;
 use crate::error::{ExternalError, StoreError};
 use crate::lifecycle::{MAX_REPLAYS, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
-use crate::ports::{
-    ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, Publisher, TaskStore, WriteOutcome,
-};
+use crate::ports::{DueTask, ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, TaskStore, WriteOutcome};
 use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
@@ -222,7 +220,8 @@ pub async fn hand_over(
 ) -> Result<HandOver, HandOverError> {
     let token = CallbackToken::generate()?;
     let deadline = now.plus(policies.callback_timeout);
-    let task = match store.apply(&Transition::start(task_id, attempt, token.digest(), now, deadline)).await? {
+    let start = Transition::start(task_id, attempt, token.digest(), (now, deadline), &policies.ttl);
+    let task = match store.apply(&start).await? {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
@@ -377,7 +376,8 @@ pub async fn heartbeat(
     }
     let digest = token::digest(token);
     let deadline = now.plus(policies.callback_timeout);
-    Ok(match store.apply(&Transition::heartbeat(task_id, attempt, digest.clone(), now, deadline)).await? {
+    let beat = Transition::heartbeat(task_id, attempt, digest.clone(), (now, deadline), &policies.ttl);
+    Ok(match store.apply(&beat).await? {
         WriteOutcome::Applied(task) => CallbackResult::Recorded(task),
         WriteOutcome::Rejected(current) => rejected(current, attempt, &digest, now, None),
     })
@@ -456,61 +456,129 @@ pub async fn replay(
     })
 }
 
+/// An attempt whose callback did not come by its deadline (`overdue.due_at`): put back for
+/// another attempt — at once, since it has waited its whole callback timeout — or FAILED when
+/// its series has none left. Guarded by the deadline, so a heartbeat that moved it wins, and by
+/// the attempt, so a superseded attempt changes nothing. Answers the task if the write applied.
+pub async fn time_out(
+    store: &impl TaskStore,
+    overdue: &DueTask,
+    now: Timestamp,
+    policies: &Policies,
+) -> Result<Option<Task>, StoreError> {
+    let attempt = overdue.attempts;
+    let in_series = attempt.saturating_sub(overdue.series_start);
+    let timeout = policies.callback_timeout.as_secs();
+    let transition = if policies.retry.allows_another(in_series) {
+        Transition::retry(
+            &overdue.task_id,
+            attempt,
+            format!("attempt {attempt}: no callback within {timeout} s"),
+            now,
+            now,
+        )
+    } else {
+        let reason = format!("gave up after {in_series} attempts; last: no callback within {timeout} s");
+        Transition::give_up(&overdue.task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
+            .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
+    };
+    Ok(match store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
+        WriteOutcome::Applied(task) => Some(task),
+        WriteOutcome::Rejected(_) => None,
+    })
+}
+
+/// A deadline timer fired: times the attempt out if it is still running with that deadline.
+/// One read first (cheaper than a write whose condition fails): most attempts have ended by
+/// their deadline.
+pub async fn deadline(
+    store: &impl TaskStore,
+    timer: &Timer,
+    now: Timestamp,
+    policies: &Policies,
+) -> Result<Option<Task>, StoreError> {
+    let Some(task) = store.get(&timer.task_id).await? else { return Ok(None) };
+    let still_running = task.status == TaskStatus::InProgress
+        && task.attempts == timer.attempt
+        && task.due_at == timer.due_at
+        && task.due_at <= now;
+    if !still_running {
+        return Ok(None);
+    }
+    let overdue = DueTask {
+        task_id: task.task_id.clone(),
+        attempts: task.attempts,
+        series_start: task.series_start,
+        due_at: task.due_at,
+        expires_at: task.expires_at,
+    };
+    time_out(store, &overdue, now, policies).await
+}
+
 /// What one sweeper run did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SweepReport {
-    /// Attempts whose callback did not come in time, put back for another attempt.
+    /// Attempts whose callback did not come and whose timer was lost, put back for another.
     pub timed_out_retried: Vec<TaskId>,
-    /// Attempts whose callback did not come in time, with no attempts left: now FAILED.
+    /// Attempts whose callback did not come and whose timer was lost, with no attempts left.
     pub timed_out_failed: Vec<Task>,
-    /// RECEIVED tasks due for longer than the grace, dispatched (again).
-    pub dispatched: usize,
-    /// Dispatches the publisher did not take (the next run tries again).
-    pub dispatch_failures: usize,
+    /// Tasks whose TTL passed while they were active: now FAILED (`"expired"`).
+    pub expired: Vec<Task>,
+    /// RECEIVED tasks whose start message was lost, made due again (the dispatcher sends it).
+    pub redispatched: usize,
+    /// Tasks that could not be moved this run, and why (the next run tries again).
+    pub skipped: Vec<(TaskId, StoreError)>,
+    /// Whether the run stopped at its time budget before it had looked at everything.
+    pub out_of_time: bool,
 }
 
-/// Sweeper: times out attempts whose callback is overdue (retry or fail, guarded by the deadline
-/// it saw, so a heartbeat in between wins), and dispatches RECEIVED tasks that have been due for
-/// longer than the dispatch grace — retries whose backoff ended, and any dispatch that was lost.
-/// Reads only the status index's due entries, at most `limit` of each kind per run.
+/// Sweeper, the safety net for lost messages: every active task has a timer on the jobs queue,
+/// so one still due longer than the dispatch grace after its time lost its message. An attempt
+/// whose deadline passed is timed out ([`time_out`]); a RECEIVED task is made due again now —
+/// its lease: the next sweep leaves it alone for the grace — so that the dispatcher sends its
+/// start again; a task whose TTL passed while active is FAILED (`"expired"`), so it leaves the
+/// status index and the gauges. Reads only the status index's due entries, at most `limit` of
+/// each status per run; a task it cannot move is skipped; it stops at `stop_at`.
 pub async fn sweep(
     store: &impl TaskStore,
-    publisher: &impl Publisher,
     now: Timestamp,
     policies: &Policies,
     limit: usize,
+    stop_at: tokio::time::Instant,
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    for overdue in store.due(TaskStatus::InProgress, now, limit).await? {
-        let attempt = overdue.attempts;
-        let in_series = attempt.saturating_sub(overdue.series_start);
-        let timeout = policies.callback_timeout.as_secs();
-        let transition = if policies.retry.allows_another(in_series) {
-            let retry_at = now.plus(policies.retry.delay(in_series, None, fastrand::f64()));
-            let reason = format!("attempt {attempt}: no callback within {timeout} s");
-            Transition::retry(&overdue.task_id, attempt, reason, now, retry_at)
-        } else {
-            let reason = format!("gave up after {in_series} attempts; last: no callback within {timeout} s");
-            Transition::give_up(&overdue.task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
-                .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
-        };
-        if let WriteOutcome::Applied(task) = store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
-            if task.status == TaskStatus::Received {
-                report.timed_out_retried.push(overdue.task_id);
-            } else {
-                report.timed_out_failed.push(task);
+    let lost_before = now.minus(policies.dispatch_grace);
+    for status in [TaskStatus::InProgress, TaskStatus::Received] {
+        for due in store.due(status, lost_before, limit).await? {
+            if tokio::time::Instant::now() >= stop_at {
+                report.out_of_time = true;
+                return Ok(report);
             }
-        }
-    }
-    let waiting = store.due(TaskStatus::Received, now.minus(policies.dispatch_grace), limit).await?;
-    let messages: Vec<DispatchMessage> = waiting
-        .iter()
-        .map(|due| DispatchMessage { task_id: due.task_id.to_string(), attempt: due.attempts.saturating_add(1) })
-        .collect();
-    for outcome in publisher.publish(&messages).await {
-        match outcome {
-            Ok(()) => report.dispatched += 1,
-            Err(_) => report.dispatch_failures += 1,
+            let moved = if due.expires_at <= now.as_epoch_seconds() {
+                let expire = Transition::expire(&due.task_id, status, due.attempts, now)
+                    .unwrap_or_else(|_| unreachable!("RECEIVED/IN_PROGRESS → FAILED is a legal transition"));
+                store.apply(&expire.if_due_unchanged(due.due_at)).await.map(|outcome| {
+                    if let WriteOutcome::Applied(task) = outcome {
+                        report.expired.push(task);
+                    }
+                })
+            } else if status == TaskStatus::InProgress {
+                time_out(store, &due, now, policies).await.map(|task| match task {
+                    Some(task) if task.status == TaskStatus::Received => report.timed_out_retried.push(task.task_id),
+                    Some(task) => report.timed_out_failed.push(task),
+                    None => {}
+                })
+            } else {
+                let lease = Transition::redispatch(&due.task_id, due.attempts, due.due_at, now);
+                store.apply(&lease).await.map(|outcome| {
+                    if matches!(outcome, WriteOutcome::Applied(_)) {
+                        report.redispatched += 1;
+                    }
+                })
+            };
+            if let Err(error) = moved {
+                report.skipped.push((due.task_id, error));
+            }
         }
     }
     Ok(report)

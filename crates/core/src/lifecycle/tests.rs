@@ -79,21 +79,21 @@ fn exactly_six_transitions_are_legal() {
 #[test]
 fn starting_attempt_n_needs_n_minus_one_attempts_and_sets_the_callback_deadline() {
     let task = task();
-    let start = Transition::start(&task.task_id, 1, "d1".into(), at(110), at(200));
+    let start = Transition::start(&task.task_id, 1, "d1".into(), (at(110), at(200)), &ttl());
     assert!(start.matches(&task));
     let started = start.applied_to(&task);
     assert_eq!((started.status, started.attempts), (InProgress, 1));
     assert_eq!(started.callback_tokens, [(1, "d1".to_owned())].into());
     assert_eq!(started.due_at, at(200));
-    assert_eq!(started.expires_at, task.expires_at, "starting keeps the TTL");
+    assert_eq!(started.expires_at, 110 + 3_600, "a started attempt gets a new task TTL from its start");
     assert_eq!(started.history.last().map(|e| (e.status, e.attempt)), Some((InProgress, 1)));
     assert!(!start.matches(&started), "the same start again does not apply");
-    assert!(!Transition::start(&task.task_id, 2, "d2".into(), at(110), at(200)).matches(&task));
+    assert!(!Transition::start(&task.task_id, 2, "d2".into(), (at(110), at(200)), &ttl()).matches(&task));
 }
 
 #[test]
 fn finishing_needs_the_current_attempt_and_its_token() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let ok = Outcome::Succeeded { result: Content::Inline(json!({"ok": true})) };
     let finish = Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(120), &ttl());
     assert!(finish.matches(&task));
@@ -110,21 +110,21 @@ fn finishing_needs_the_current_attempt_and_its_token() {
 
 #[test]
 fn an_earlier_attempt_cannot_finish_or_beat_while_a_later_one_runs() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let task = Transition::retry(&task.task_id, 1, "timed out", at(201), at(210)).applied_to(&task);
-    let task = Transition::start(&task.task_id, 2, "d2".into(), at(211), at(300)).applied_to(&task);
+    let task = Transition::start(&task.task_id, 2, "d2".into(), (at(211), at(300)), &ttl()).applied_to(&task);
     assert_eq!((task.status, task.attempts), (InProgress, 2));
     assert_eq!(token_of(&task, 1).map(String::as_str), Some("d1"), "attempt 1's token is still kept");
     let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
     assert!(!Transition::finish(&task.task_id, 1, "d1".into(), ok.clone(), at(220), &ttl()).matches(&task));
-    assert!(!Transition::heartbeat(&task.task_id, 1, "d1".into(), at(220), at(400)).matches(&task));
+    assert!(!Transition::heartbeat(&task.task_id, 1, "d1".into(), (at(220), at(400)), &ttl()).matches(&task));
     assert!(Transition::finish(&task.task_id, 2, "d2".into(), ok, at(220), &ttl()).matches(&task));
 }
 
 #[test]
 fn giving_up_keeps_the_task_for_the_result_retention_from_then() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
-    assert_eq!(task.expires_at, 10_000, "the task TTL from its creation");
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
+    assert_eq!(task.expires_at, 110 + 3_600, "the task TTL from its start");
     let failed =
         Transition::give_up(&task.task_id, InProgress, Some(1), "gave up", at(250), &ttl()).unwrap().applied_to(&task);
     assert_eq!((failed.status, failed.error.as_deref()), (Failed, Some("gave up")));
@@ -134,7 +134,7 @@ fn giving_up_keeps_the_task_for_the_result_retention_from_then() {
 
 #[test]
 fn a_failure_callback_records_the_error_in_the_task_and_its_history() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let failed =
         Transition::finish(&task.task_id, 1, "d1".into(), Outcome::Failed { error: "boom".into() }, at(120), &ttl())
             .applied_to(&task);
@@ -144,7 +144,7 @@ fn a_failure_callback_records_the_error_in_the_task_and_its_history() {
 
 #[test]
 fn a_retry_puts_the_task_back_until_its_retry_time() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let retry = Transition::retry(&task.task_id, 1, "service answered 503", at(120), at(150));
     assert!(retry.matches(&task));
     let waiting = retry.applied_to(&task);
@@ -159,10 +159,10 @@ fn a_retry_puts_the_task_back_until_its_retry_time() {
 
 #[test]
 fn a_sweep_loses_to_a_heartbeat_that_moved_the_deadline() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let timeout = Transition::retry(&task.task_id, 1, "callback timed out", at(201), at(230)).if_due_unchanged(at(200));
     assert!(timeout.matches(&task));
-    let beat = Transition::heartbeat(&task.task_id, 1, "d1".into(), at(199), at(400));
+    let beat = Transition::heartbeat(&task.task_id, 1, "d1".into(), (at(199), at(400)), &ttl());
     assert!(beat.matches(&task));
     let extended = beat.applied_to(&task);
     assert_eq!(extended.due_at, at(400));
@@ -171,8 +171,10 @@ fn a_sweep_loses_to_a_heartbeat_that_moved_the_deadline() {
 
 #[test]
 fn a_heartbeat_needs_the_current_attempt_and_its_token() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
-    let beat = |attempt, digest: &str| Transition::heartbeat(&task.task_id, attempt, digest.into(), at(150), at(300));
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
+    let beat = |attempt, digest: &str| {
+        Transition::heartbeat(&task.task_id, attempt, digest.into(), (at(150), at(300)), &ttl())
+    };
     assert!(beat(1, "d1").matches(&task));
     assert!(!beat(1, "x").matches(&task));
     assert!(!beat(2, "d1").matches(&task));
@@ -193,7 +195,8 @@ fn giving_up_is_refused_from_done_and_guarded_by_attempt_when_given() {
 #[test]
 fn a_cancel_marks_the_task_cancelled_and_keeps_it_for_the_result_retention() {
     let received = task();
-    let running = Transition::start(&received.task_id, 1, "d1".into(), at(110), at(200)).applied_to(&received);
+    let running =
+        Transition::start(&received.task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&received);
     for (task, from, attempts) in [(&received, Received, 0), (&running, InProgress, 1)] {
         let cancel = Transition::cancel(&task.task_id, from, attempts, at(150), &ttl()).unwrap();
         assert!(cancel.matches(task));
@@ -219,7 +222,7 @@ fn a_cancel_marks_the_task_cancelled_and_keeps_it_for_the_result_retention() {
 
 #[test]
 fn a_failure_reported_in_the_word_cancelled_is_no_cancel() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
     let reported = Outcome::Failed { error: CANCELLED.into() };
     let failed = Transition::finish(&task.task_id, 1, "d1".into(), reported, at(120), &ttl()).applied_to(&task);
     assert_eq!((failed.status, failed.error.as_deref(), failed.cancelled), (Failed, Some(CANCELLED), false));
@@ -254,8 +257,8 @@ fn a_replay_starts_a_new_series_and_a_new_lifetime() {
 
 #[test]
 fn a_heartbeat_moves_only_the_deadline_and_leaves_no_history() {
-    let task = Transition::start(&task().task_id, 1, "d1".into(), at(110), at(200)).applied_to(&task());
-    let beaten = Transition::heartbeat(&task.task_id, 1, "d1".into(), at(150), at(300)).applied_to(&task);
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
+    let beaten = Transition::heartbeat(&task.task_id, 1, "d1".into(), (at(150), at(300)), &ttl()).applied_to(&task);
     assert_eq!((beaten.status, beaten.due_at, beaten.updated_at), (InProgress, at(300), at(150)));
     assert_eq!(beaten.history, task.history);
 }
@@ -265,7 +268,7 @@ fn every_kind_of_transition_makes_a_legal_status_change() {
     let id = task().task_id;
     let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
     let kinds = [
-        Transition::start(&id, 1, "d".into(), at(1), at(2)),
+        Transition::start(&id, 1, "d".into(), (at(1), at(2)), &ttl()),
         Transition::finish(&id, 1, "d".into(), ok, at(1), &ttl()),
         Transition::finish(&id, 1, "d".into(), Outcome::Failed { error: "e".into() }, at(1), &ttl()),
         Transition::retry(&id, 1, "r", at(1), at(2)),
@@ -287,14 +290,15 @@ fn every_transition_is_refused_by_an_expired_task() {
     let task = task();
     let late = at(10_000);
     assert!(!Transition::give_up(&task.task_id, Received, None, CANCELLED, late, &ttl()).unwrap().matches(&task));
-    assert!(!Transition::start(&task.task_id, 1, "d".into(), late, at(10_100)).matches(&task));
+    assert!(!Transition::start(&task.task_id, 1, "d".into(), (late, at(10_100)), &ttl()).matches(&task));
 }
 
 #[test]
 fn only_the_tokens_of_the_latest_attempts_are_kept() {
     let mut task = task();
     for attempt in 1..=TOKENS_KEPT + 3 {
-        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), at(110), at(200)).applied_to(&task);
+        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), (at(110), at(200)), &ttl())
+            .applied_to(&task);
         task = Transition::retry(&task.task_id, attempt, "503", at(111), at(112)).applied_to(&task);
     }
     let kept: Vec<u32> = task.callback_tokens.keys().copied().collect();
@@ -307,7 +311,8 @@ fn only_the_tokens_of_the_latest_attempts_are_kept() {
 fn history_keeps_the_latest_entries_and_counts_the_rest() {
     let mut task = task();
     for attempt in 1..=15 {
-        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), at(110), at(200)).applied_to(&task);
+        task = Transition::start(&task.task_id, attempt, format!("d{attempt}"), (at(110), at(200)), &ttl())
+            .applied_to(&task);
         task =
             Transition::retry(&task.task_id, attempt, format!("attempt {attempt}"), at(111), at(112)).applied_to(&task);
     }
@@ -327,4 +332,39 @@ fn a_task_is_replayed_at_most_max_replays_times() {
         task = again.applied_to(&task);
     }
     assert_eq!(task.replays, MAX_REPLAYS + 1, "applied_to does not check guards; the count still counts");
+}
+
+#[test]
+fn a_heartbeat_moves_the_deadline_and_extends_the_task_ttl_so_a_long_job_is_not_lost() {
+    let task = Transition::start(&task().task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task());
+    let beaten = Transition::heartbeat(&task.task_id, 1, "d1".into(), (at(3_000), at(3_100)), &ttl()).applied_to(&task);
+    assert_eq!((beaten.due_at, beaten.expires_at), (at(3_100), 3_000 + 3_600));
+    assert_eq!((beaten.status, beaten.history.len()), (InProgress, task.history.len()), "not an event");
+}
+
+#[test]
+fn a_redispatch_only_makes_a_waiting_task_due_again() {
+    let waiting = task();
+    let lease = Transition::redispatch(&waiting.task_id, 0, waiting.due_at, at(500));
+    assert!(lease.matches(&waiting));
+    let leased = lease.applied_to(&waiting);
+    assert_eq!((leased.status, leased.attempts, leased.due_at), (Received, 0, at(500)));
+    assert_eq!(leased.history, waiting.history);
+    assert!(!lease.matches(&leased), "a second sweeper that read the old due time loses");
+    let running = Transition::start(&waiting.task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&waiting);
+    assert!(!Transition::redispatch(&waiting.task_id, 0, running.due_at, at(500)).matches(&running));
+}
+
+#[test]
+fn only_an_expired_active_task_can_expire() {
+    let waiting = task();
+    let expire = Transition::expire(&waiting.task_id, Received, 0, at(10_000)).unwrap();
+    assert!(
+        !Transition::expire(&waiting.task_id, Received, 0, at(9_999)).unwrap().matches(&waiting),
+        "not expired yet"
+    );
+    assert!(expire.matches(&waiting));
+    let expired = expire.applied_to(&waiting);
+    assert_eq!((expired.status, expired.error.as_deref()), (Failed, Some(EXPIRED)));
+    assert!(Transition::expire(&waiting.task_id, Done, 0, at(10_000)).is_err());
 }

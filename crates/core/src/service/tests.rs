@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::dispatch::Step;
 use crate::lifecycle::CANCELLED;
 use crate::memory::MemoryStore;
 use crate::memory_blobs::MemoryBlobs;
@@ -81,15 +82,17 @@ impl ExternalService for Service {
     }
 }
 
-/// A publisher that records what it was asked to publish.
-#[derive(Default)]
-struct Outbox(Mutex<Vec<DispatchMessage>>);
+/// The deadline timer of the attempt running now, as the dispatcher scheduled it.
+async fn deadline_timer(store: &MemoryStore, task_id: &TaskId) -> Timer {
+    let task = store.get(task_id).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::InProgress, "a deadline timer belongs to a running attempt");
+    Timer { task_id: task_id.clone(), attempt: task.attempts, step: Step::Deadline, due_at: task.due_at }
+}
 
-impl Publisher for Outbox {
-    async fn publish(&self, messages: &[DispatchMessage]) -> Vec<Result<(), crate::PublishError>> {
-        self.0.lock().unwrap().extend_from_slice(messages);
-        messages.iter().map(|_| Ok(())).collect()
-    }
+/// A sweep with all the time it needs.
+async fn sweep_at(store: &MemoryStore, now: Timestamp, limit: usize) -> SweepReport {
+    let plenty = tokio::time::Instant::now() + Duration::from_secs(60);
+    sweep(store, now, &policies(), limit, plenty).await.unwrap()
 }
 
 async fn submitted(store: &MemoryStore) -> Task {
@@ -418,11 +421,12 @@ async fn a_forged_or_misdirected_callback_changes_nothing() {
 
 #[tokio::test]
 async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
-    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let (store, service) = (MemoryStore::new(), Service::default());
     let task = started(&store, &service).await;
     let old_token = service.token(&task.task_id);
-    let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
-    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
+    let timer = deadline_timer(&store, &task.task_id).await;
+    let timed_out = deadline(&store, &timer, at(1_102), &policies()).await.unwrap();
+    assert_eq!(timed_out.map(|t| (t.status, t.due_at)), Some((TaskStatus::Received, at(1_102))), "retried at once");
     let late = Outcome::Succeeded { result: inline(json!("late")) };
     let answer = record_outcome(&store, &blobs(), &task.task_id, (1, &old_token), late, at(1_103), &policies().ttl)
         .await
@@ -434,11 +438,11 @@ async fn a_callback_for_a_timed_out_attempt_is_stale_and_ignored() {
 
 #[tokio::test]
 async fn a_late_callback_for_attempt_one_does_not_finish_the_task_while_attempt_two_runs() {
-    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+    let (store, service) = (MemoryStore::new(), Service::default());
     let task = started(&store, &service).await;
     let first_token = service.token(&task.task_id);
-    let report = sweep(&store, &outbox, at(1_102), &policies(), 100).await.unwrap();
-    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
+    let timer = deadline_timer(&store, &task.task_id).await;
+    assert!(deadline(&store, &timer, at(1_102), &policies()).await.unwrap().is_some());
     let second = hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, at(1_200), &policies()).await;
     assert!(matches!(second, Ok(HandOver::Accepted { .. })), "{second:?}");
     let running = store.get(&task.task_id).await.unwrap().unwrap();
@@ -463,30 +467,36 @@ async fn a_late_callback_for_attempt_one_does_not_finish_the_task_while_attempt_
 }
 
 #[tokio::test]
-async fn a_heartbeat_moves_the_deadline_so_the_sweeper_leaves_the_attempt_alone() {
-    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+async fn a_heartbeat_moves_the_deadline_so_the_old_timer_and_the_sweeper_leave_the_attempt_alone() {
+    let (store, service) = (MemoryStore::new(), Service::default());
     let task = started(&store, &service).await;
     let token = service.token(&task.task_id);
+    let old_timer = deadline_timer(&store, &task.task_id).await;
     let beat = heartbeat(&store, &task.task_id, (1, &token), at(1_090), &policies()).await.unwrap();
     assert!(matches!(beat, CallbackResult::Recorded(ref t) if t.due_at == at(1_190)), "{beat:?}");
-    let report = sweep(&store, &outbox, at(1_150), &policies(), 100).await.unwrap();
+    assert_eq!(deadline(&store, &old_timer, at(1_150), &policies()).await.unwrap(), None);
+    let report = sweep_at(&store, at(1_150), 100).await;
     assert!(report.timed_out_retried.is_empty() && report.timed_out_failed.is_empty());
+    let new_timer = deadline_timer(&store, &task.task_id).await;
+    assert_eq!(deadline(&store, &new_timer, at(1_189), &policies()).await.unwrap(), None, "not due yet");
+    assert!(deadline(&store, &new_timer, at(1_190), &policies()).await.unwrap().is_some(), "due at the new deadline");
     let (forged, policies) = (CallbackToken::generate().unwrap(), policies());
     let answer = heartbeat(&store, &task.task_id, (1, forged.expose()), at(1_100), &policies).await.unwrap();
     assert_eq!(answer, CallbackResult::Unauthorized);
 }
 
 #[tokio::test]
-async fn the_sweeper_fails_an_attempt_that_times_out_with_no_attempts_left() {
-    let (store, service, outbox) = (MemoryStore::new(), Service::default(), Outbox::default());
+async fn an_attempt_that_times_out_with_no_attempts_left_fails_the_task() {
+    let (store, service) = (MemoryStore::new(), Service::default());
     let task = submitted(&store).await;
     let mut now = 1_001;
     let mut gave_up_at = 0;
     for attempt in 1..=3 {
         hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(now), &policies()).await.unwrap();
         now += 101;
-        let report = sweep(&store, &outbox, at(now), &policies(), 100).await.unwrap();
-        assert_eq!(report.timed_out_failed.len(), usize::from(attempt == 3), "attempt {attempt}");
+        let timer = deadline_timer(&store, &task.task_id).await;
+        let task = deadline(&store, &timer, at(now), &policies()).await.unwrap().unwrap();
+        assert_eq!(task.status == TaskStatus::Failed, attempt == 3, "attempt {attempt}");
         gave_up_at = now;
         now += 100;
     }
@@ -497,14 +507,66 @@ async fn the_sweeper_fails_an_attempt_that_times_out_with_no_attempts_left() {
 }
 
 #[tokio::test]
-async fn the_sweeper_dispatches_tasks_due_past_the_grace_only() {
-    let (store, outbox) = (MemoryStore::new(), Outbox::default());
+async fn the_sweeper_makes_a_task_whose_start_was_lost_due_again_once_per_grace() {
+    let store = MemoryStore::new();
     let task = submitted(&store).await;
-    let report = sweep(&store, &outbox, at(1_020), &policies(), 100).await.unwrap();
-    assert_eq!(report.dispatched, 0, "still within the grace: the dispatcher has it");
-    let report = sweep(&store, &outbox, at(1_031), &policies(), 100).await.unwrap();
-    assert_eq!(report.dispatched, 1);
-    assert_eq!(*outbox.0.lock().unwrap(), [DispatchMessage { task_id: task.task_id.to_string(), attempt: 1 }]);
+    assert_eq!(sweep_at(&store, at(1_020), 100).await.redispatched, 0, "within the grace: its timer has it");
+    assert_eq!(sweep_at(&store, at(1_031), 100).await.redispatched, 1);
+    let leased = store.get(&task.task_id).await.unwrap().unwrap();
+    assert_eq!((leased.status, leased.attempts, leased.due_at), (TaskStatus::Received, 0, at(1_031)));
+    assert_eq!(leased.history, task.history, "a re-dispatch is not an event of the task");
+    assert_eq!(sweep_at(&store, at(1_050), 100).await.redispatched, 0, "the lease holds for the grace");
+    assert_eq!(sweep_at(&store, at(1_062), 100).await.redispatched, 1, "still not started: again");
+}
+
+#[tokio::test]
+async fn the_sweeper_times_out_an_attempt_whose_timer_was_lost() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = started(&store, &service).await;
+    assert!(sweep_at(&store, at(1_102), 100).await.timed_out_retried.is_empty(), "its timer has it");
+    let report = sweep_at(&store, at(1_132), 100).await;
+    assert_eq!(report.timed_out_retried, [task.task_id]);
+}
+
+#[tokio::test]
+async fn the_sweeper_fails_tasks_that_expired_while_active_so_they_leave_the_index() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let waiting = submitted(&store).await;
+    let running = started(&store, &service).await;
+    let after_ttl = at(1_001 + 3_600 + 60);
+    let report = sweep_at(&store, after_ttl, 100).await;
+    let mut expired: Vec<_> = report.expired.iter().map(|t| (t.task_id.clone(), t.status, t.error.clone())).collect();
+    expired.sort();
+    let mut expected = vec![
+        (waiting.task_id.clone(), TaskStatus::Failed, Some("expired".to_owned())),
+        (running.task_id.clone(), TaskStatus::Failed, Some("expired".to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(expired, expected);
+    assert!(store.due(TaskStatus::Received, after_ttl, 10).await.unwrap().is_empty());
+    assert!(store.due(TaskStatus::InProgress, after_ttl, 10).await.unwrap().is_empty());
+    assert!(report.timed_out_retried.is_empty() && report.redispatched == 0);
+}
+
+#[tokio::test]
+async fn the_sweeper_skips_a_task_it_cannot_move_and_goes_on() {
+    let store = MemoryStore::new();
+    let first = submitted(&store).await;
+    let second = submitted(&store).await;
+    store.fail_writes(0, 1);
+    let report = sweep_at(&store, at(1_031), 100).await;
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.redispatched, 1, "the other task was moved");
+    assert!([&first.task_id, &second.task_id].contains(&&report.skipped[0].0));
+}
+
+#[tokio::test]
+async fn the_sweeper_stops_at_its_time_budget() {
+    let store = MemoryStore::new();
+    submitted(&store).await;
+    let report = sweep(&store, at(1_031), &policies(), 100, tokio::time::Instant::now()).await.unwrap();
+    assert!(report.out_of_time);
+    assert_eq!(report.redispatched, 0);
 }
 
 #[tokio::test]
@@ -823,7 +885,8 @@ async fn a_follow_up_write_that_keeps_failing_is_an_error_and_the_sweeper_recove
     let again = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await;
     assert!(matches!(again, Ok(HandOver::Skipped)), "{again:?}");
     assert_eq!(service.jobs().len(), 1, "the service is called once per attempt");
-    // … and the sweeper puts it back at its callback deadline.
-    let report = sweep(&store, &Outbox::default(), at(1_001 + 100), &policies(), 10).await.unwrap();
-    assert_eq!(report.timed_out_retried, [task.task_id]);
+    // … and its deadline timer puts it back when the callback is due.
+    let timer = deadline_timer(&store, &task.task_id).await;
+    let retried = deadline(&store, &timer, at(1_001 + 100), &policies()).await.unwrap();
+    assert_eq!(retried.map(|t| t.status), Some(TaskStatus::Received));
 }

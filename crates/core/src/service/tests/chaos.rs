@@ -90,7 +90,6 @@ async fn run(seed: u64) {
     let policies = Policies { ttl: TtlPolicy::new(86_400, 86_400), ..policies() };
     let ttl = policies.ttl;
     let store = MemoryStore::new();
-    let outbox = Outbox::default();
     let service = FlakyService {
         rng: Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5eed)),
         calls: Mutex::default(),
@@ -155,7 +154,9 @@ async fn run(seed: u64) {
                 }
             }
             6 => {
-                sweep(&store, &outbox, at(now), &policies, 10).await.unwrap();
+                sweep(&store, at(now), &policies, 10, tokio::time::Instant::now() + Duration::from_secs(60))
+                    .await
+                    .unwrap();
             }
             7 => {
                 cancel(&store, &owner, &id, at(now), &ttl).await.unwrap();
