@@ -181,7 +181,6 @@ impl TaskStore for MemoryStore {
                 attempts: t.attempts,
                 series_start: t.series_start,
                 due_at: t.due_at,
-                expires_at: t.expires_at,
             })
             .collect();
         due.sort_by_key(|t| t.due_at);

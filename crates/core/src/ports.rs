@@ -30,8 +30,6 @@ pub struct DueTask {
     pub attempts: u32,
     pub series_start: u32,
     pub due_at: Timestamp,
-    /// Epoch seconds: the sweeper fails a task that expired while active.
-    pub expires_at: i64,
 }
 
 /// "This client's submission with this idempotency key created this task."

@@ -466,6 +466,13 @@ pub async fn time_out(
     now: Timestamp,
     policies: &Policies,
 ) -> Result<Option<Task>, StoreError> {
+    Ok(match store.apply(&time_out_transition(overdue, now, policies)).await? {
+        WriteOutcome::Applied(task) => Some(task),
+        WriteOutcome::Rejected(_) => None,
+    })
+}
+
+fn time_out_transition(overdue: &DueTask, now: Timestamp, policies: &Policies) -> Transition {
     let attempt = overdue.attempts;
     let in_series = attempt.saturating_sub(overdue.series_start);
     let timeout = policies.callback_timeout.as_secs();
@@ -482,10 +489,7 @@ pub async fn time_out(
         Transition::give_up(&overdue.task_id, TaskStatus::InProgress, Some(attempt), reason, now, &policies.ttl)
             .unwrap_or_else(|_| unreachable!("IN_PROGRESS → FAILED is a legal transition"))
     };
-    Ok(match store.apply(&transition.if_due_unchanged(overdue.due_at)).await? {
-        WriteOutcome::Applied(task) => Some(task),
-        WriteOutcome::Rejected(_) => None,
-    })
+    transition.if_due_unchanged(overdue.due_at)
 }
 
 /// A deadline timer fired: times the attempt out if it is still running with that deadline.
@@ -510,7 +514,6 @@ pub async fn deadline(
         attempts: task.attempts,
         series_start: task.series_start,
         due_at: task.due_at,
-        expires_at: task.expires_at,
     };
     time_out(store, &overdue, now, policies).await
 }
@@ -554,34 +557,45 @@ pub async fn sweep(
                 report.out_of_time = true;
                 return Ok(report);
             }
-            let moved = if due.expires_at <= now.as_epoch_seconds() {
-                let expire = Transition::expire(&due.task_id, status, due.attempts, now)
-                    .unwrap_or_else(|_| unreachable!("RECEIVED/IN_PROGRESS → FAILED is a legal transition"));
-                store.apply(&expire.if_due_unchanged(due.due_at)).await.map(|outcome| {
-                    if let WriteOutcome::Applied(task) = outcome {
-                        report.expired.push(task);
-                    }
-                })
-            } else if status == TaskStatus::InProgress {
-                time_out(store, &due, now, policies).await.map(|task| match task {
-                    Some(task) if task.status == TaskStatus::Received => report.timed_out_retried.push(task.task_id),
-                    Some(task) => report.timed_out_failed.push(task),
-                    None => {}
-                })
-            } else {
-                let lease = Transition::redispatch(&due.task_id, due.attempts, due.due_at, now);
-                store.apply(&lease).await.map(|outcome| {
-                    if matches!(outcome, WriteOutcome::Applied(_)) {
-                        report.redispatched += 1;
-                    }
-                })
-            };
-            if let Err(error) = moved {
+            if let Err(error) = sweep_one(store, &due, status, now, policies, &mut report).await {
                 report.skipped.push((due.task_id, error));
             }
         }
     }
     Ok(report)
+}
+
+/// Moves one task the sweeper found due past the grace. A task that expired meanwhile refuses
+/// the write (every transition requires an unexpired task) and answers as it is: then it is
+/// expired instead.
+async fn sweep_one(
+    store: &impl TaskStore,
+    due: &DueTask,
+    status: TaskStatus,
+    now: Timestamp,
+    policies: &Policies,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let transition = match status {
+        TaskStatus::InProgress => time_out_transition(due, now, policies),
+        _ => Transition::redispatch(&due.task_id, due.attempts, due.due_at, now),
+    };
+    match store.apply(&transition).await? {
+        WriteOutcome::Applied(_) if status == TaskStatus::Received => report.redispatched += 1,
+        WriteOutcome::Applied(task) if task.status == TaskStatus::Received => {
+            report.timed_out_retried.push(task.task_id)
+        }
+        WriteOutcome::Applied(task) => report.timed_out_failed.push(task),
+        WriteOutcome::Rejected(Some(current)) if current.is_expired(now) && current.status == status => {
+            let expire = Transition::expire(&current.task_id, status, current.attempts, now)
+                .unwrap_or_else(|_| unreachable!("RECEIVED/IN_PROGRESS → FAILED is a legal transition"));
+            if let WriteOutcome::Applied(task) = store.apply(&expire.if_due_unchanged(current.due_at)).await? {
+                report.expired.push(task);
+            }
+        }
+        WriteOutcome::Rejected(_) => {}
+    }
+    Ok(())
 }
 
 /// Metrics cron: the fleet's gauges. Reads only the status index, which holds only active
