@@ -12,8 +12,15 @@ use thiserror::Error;
 
 /// DynamoDB table holding the tasks.
 pub const TASKS_TABLE: &str = "TASKS_TABLE";
-/// SNS topic the dispatcher publishes to.
-pub const DISPATCH_TOPIC_ARN: &str = "DISPATCH_TOPIC_ARN";
+/// SQS queue of timers (job starts and callback deadlines) the dispatcher, and the caller when
+/// it sends one on, send to; the caller reads it.
+pub const JOBS_QUEUE_URL: &str = "JOBS_QUEUE_URL";
+/// How many jobs one caller invocation hands to the external service at once. The fleet-wide
+/// bound is this × the queue event source's `MaximumConcurrency`.
+pub const CALLER_CONCURRENCY: &str = "CALLER_CONCURRENCY";
+pub const DEFAULT_CALLER_CONCURRENCY: u64 = 10;
+/// The most a caller invocation may hand over at once (a batch is at most this many jobs).
+pub const MAX_CALLER_CONCURRENCY: u64 = 100;
 /// Where the caller POSTs jobs.
 pub const EXTERNAL_SERVICE_URL: &str = "EXTERNAL_SERVICE_URL";
 /// Milliseconds the caller waits for the external service to accept a job.

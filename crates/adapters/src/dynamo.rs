@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 use futures_util::future::try_join_all;
 use taskfleet_core::blob::Content;
 use taskfleet_core::lifecycle::{Guard, HISTORY_KEPT, Transition, Write, forgotten_token};
-use taskfleet_core::ports::{DueTask, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
+use taskfleet_core::ports::{DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::config::{self, ConfigError};
@@ -131,6 +131,11 @@ impl Update {
                 let name = self.name(table::EXPIRES_AT);
                 let now = self.value(":now_seconds", number(now.as_epoch_seconds()));
                 self.conditions.push(format!("{name} > {now}"));
+            }
+            Guard::Expired(now) => {
+                let name = self.name(table::EXPIRES_AT);
+                let now = self.value(":now_seconds", number(now.as_epoch_seconds()));
+                self.conditions.push(format!("{name} <= {now}"));
             }
             Guard::Status(status) => self.require(table::STATUS, ":from", text(status.as_str())),
             Guard::Attempts(attempts) => self.require("attempts", ":expected_attempts", number(attempts)),
@@ -722,5 +727,44 @@ impl TaskStore for DynamoStore {
         due.sort_by_key(|task| task.due_at);
         due.truncate(limit);
         Ok(due)
+    }
+}
+
+/// The hold is one small item, read eventually consistent (half a read unit; each instance reads
+/// it at most once per second, see `taskfleet_core::hold`) and only ever lengthened.
+impl HoldStore for DynamoStore {
+    async fn held_until(&self) -> Result<Option<Timestamp>, StoreError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(table::HOLD_ITEM.to_owned())))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(answer.item.and_then(|item| match item.get("until") {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().ok().map(Timestamp::from_millis),
+            _ => None,
+        }))
+    }
+
+    async fn hold_until(&self, until: Timestamp) -> Result<(), StoreError> {
+        let held = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(table::HOLD_ITEM.to_owned())))
+            .update_expression("SET #until = :until")
+            .condition_expression("attribute_not_exists(#until) OR #until < :until")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":until", number(until.as_millis()))
+            .send()
+            .await;
+        match held {
+            Ok(_) => Ok(()),
+            // A hold that ends later is recorded already.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }

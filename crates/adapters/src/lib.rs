@@ -12,7 +12,7 @@ pub mod invocation;
 mod item;
 pub mod keys;
 pub mod record;
-pub mod sns;
+pub mod sqs;
 pub mod table;
 
 pub use aws_config::SdkConfig;
@@ -23,4 +23,4 @@ pub use dynamo::DynamoStore;
 pub use emf::EmfSink;
 pub use external::HttpExternalService;
 pub use keys::DynamoKeys;
-pub use sns::SnsPublisher;
+pub use sqs::SqsPublisher;

@@ -232,6 +232,7 @@ struct SnapshotFields {
     status: Option<String>,
     attempts: Option<u32>,
     due_at: Option<i64>,
+    client_id: Option<String>,
 }
 
 /// The task id and snapshot of a stream image. `Ok(None)` when the image is empty or is not a
@@ -255,7 +256,8 @@ pub fn snapshot_from_image(image: &serde_dynamo::Item) -> Result<Option<(TaskId,
         .map_err(|_| corrupt("bad status"))?;
     let attempts = fields.attempts.ok_or_else(|| corrupt("no attempts"))?;
     let due_at = Timestamp::from_millis(fields.due_at.ok_or_else(|| corrupt("no due_at"))?);
-    Ok(Some((task_id, Snapshot { status, attempts, due_at })))
+    let client_id = fields.client_id.ok_or_else(|| corrupt("no client_id"))?;
+    Ok(Some((task_id, Snapshot { status, attempts, due_at, client_id })))
 }
 
 /// An idempotency record as stored. Its owner is not called `client_id` (nor its time
@@ -373,7 +375,10 @@ mod tests {
         let image: serde_dynamo::Item = serde_dynamo::to_item(record(&task)).unwrap();
         let (id, snapshot) = snapshot_from_image(&image).unwrap().unwrap();
         assert_eq!(id, task.task_id);
-        assert_eq!(snapshot, Snapshot { status: TaskStatus::Received, attempts: 0, due_at: task.due_at });
+        assert_eq!(
+            snapshot,
+            Snapshot { status: TaskStatus::Received, attempts: 0, due_at: task.due_at, client_id: task.client_id.to_string() }
+        );
 
         let other: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();
         assert_eq!(snapshot_from_image(&other).unwrap(), None);

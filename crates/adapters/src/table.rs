@@ -105,6 +105,8 @@ const TASK_PREFIX: &str = "TASK#";
 const PAYLOAD_PREFIX: &str = "PAYLOAD#";
 /// The item holding the most status index shards any reader saw configured.
 pub const STATUS_SHARDS_ITEM: &str = "META#status-index";
+/// The item holding the fleet-wide hold on new jobs (`until`, epoch milliseconds).
+pub const HOLD_ITEM: &str = "META#hold";
 const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
 const API_KEY_PREFIX: &str = "APIKEY#";
 

@@ -9,5 +9,8 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk)?;
-    lambda_runtime::run(service_fn(move |event| handle(app, event).instrument(invocation::span()))).await
+    lambda_runtime::run(service_fn(move |event| async move {
+        Ok::<_, Error>(handle(app, event).instrument(invocation::span()).await)
+    }))
+    .await
 }

@@ -188,7 +188,7 @@ fn later(millis: i64) -> Timestamp {
 async fn start(app: &TestApp, task_id: &TaskId, attempt: u32) {
     let at = later(0);
     let start =
-        Transition::start(task_id, attempt, token::digest(&format!("token-{attempt}")), at, at.plus_seconds(900));
+        Transition::start(task_id, attempt, token::digest(&format!("token-{attempt}")), (at, at.plus_seconds(900)), &TtlPolicy::default());
     assert!(matches!(app.store.apply(&start).await.unwrap(), WriteOutcome::Applied(_)));
 }
 

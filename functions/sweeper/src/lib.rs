@@ -1,35 +1,36 @@
-//! On a schedule (every minute): the lifecycle's clock. Attempts whose callback is overdue are
-//! timed out — put back for another attempt with backoff, or FAILED when the series has none
-//! left (a heartbeat that moved the deadline in between wins). RECEIVED tasks due for longer
-//! than the dispatch grace — retries whose backoff ended, and any dispatch that was lost — are
-//! published for the caller. Reads only due entries of the status index.
+//! On a schedule (every minute): the safety net for lost timers. Every active task has a timer
+//! on the jobs queue; one still due a dispatch grace after its time lost it. Attempts whose
+//! deadline passed are timed out (retried, or FAILED with no attempts left; a heartbeat in
+//! between wins); RECEIVED tasks are made due again, so the dispatcher sets their start again
+//! (the new due time is a lease: the next run leaves them alone for the grace); tasks whose TTL
+//! passed while active are FAILED ("expired"). A task it cannot move is logged and skipped; the
+//! run stops before its invocation's deadline. Reads only due entries of the status index.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, SnsPublisher, config};
+use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, SdkConfig, config};
 use taskfleet_core::policy::Policies;
-use taskfleet_core::ports::{EventSink, Publisher, TaskEvent, TaskStore};
+use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, SweepReport};
 use taskfleet_core::{StoreError, Timestamp};
 use thiserror::Error;
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, P> {
+pub struct App<S> {
     pub store: S,
-    pub publisher: P,
     pub policies: Policies,
     /// Most due tasks of each kind per run; the next run takes the rest.
     pub batch: usize,
     pub events: Arc<dyn EventSink>,
 }
 
-impl App<DynamoStore, SnsPublisher> {
+impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            publisher: SnsPublisher::from_env(sdk)?,
             policies: config::policies()?,
             batch: usize::try_from(config::positive(config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH)?).unwrap_or(500),
             events: Arc::new(EmfSink::from_env()),
@@ -47,27 +48,35 @@ impl From<SweepError> for Diagnostic {
     }
 }
 
-pub async fn handle<S: TaskStore, P: Publisher>(
-    app: &App<S, P>,
-    _event: LambdaEvent<EventBridgeEvent>,
+/// How long before its invocation's deadline a run stops moving tasks.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
+pub async fn handle<S: TaskStore>(
+    app: &App<S>,
+    event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<serde_json::Value, SweepError> {
-    let report = service::sweep(&app.store, &app.publisher, Timestamp::now(), &app.policies, app.batch).await?;
+    let left = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
+    let stop_at = tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN);
+    let report = service::sweep(&app.store, Timestamp::now(), &app.policies, app.batch, stop_at).await?;
     for task_id in &report.timed_out_retried {
-        tracing::warn!(%task_id, "callback overdue; attempt timed out, will retry");
+        tracing::warn!(%task_id, "callback overdue and its timer lost; attempt timed out, will retry");
         app.events.record(TaskEvent::Retried);
     }
-    for task in &report.timed_out_failed {
-        tracing::warn!(task_id = %task.task_id, "callback overdue; no attempts left, task failed");
+    for task in report.timed_out_failed.iter().chain(&report.expired) {
+        let error = task.error.as_deref().unwrap_or_default();
+        tracing::warn!(task_id = %task.task_id, %error, "active task failed by the sweeper");
         app.events.record(TaskEvent::finished(task));
     }
-    tracing::info!(
-        timed_out_retried = report.timed_out_retried.len(),
-        timed_out_failed = report.timed_out_failed.len(),
-        dispatched = report.dispatched,
-        dispatch_failures = report.dispatch_failures,
-        "sweep done"
-    );
-    Ok(summary(&report))
+    for (task_id, error) in &report.skipped {
+        tracing::error!(%task_id, %error, "task not moved; the next run tries again");
+    }
+    let summary = summary(&report);
+    tracing::info!(%summary, "sweep done");
+    Ok(summary)
+}
+
+fn now_millis() -> u64 {
+    u64::try_from(Timestamp::now().as_millis()).unwrap_or(0)
 }
 
 /// What a run answers (and Lambda logs): how many of each.
@@ -75,8 +84,10 @@ pub fn summary(report: &SweepReport) -> serde_json::Value {
     serde_json::json!({
         "timed_out_retried": report.timed_out_retried.len(),
         "timed_out_failed": report.timed_out_failed.len(),
-        "dispatched": report.dispatched,
-        "dispatch_failures": report.dispatch_failures,
+        "expired": report.expired.len(),
+        "redispatched": report.redispatched,
+        "skipped": report.skipped.len(),
+        "out_of_time": report.out_of_time,
     })
 }
 

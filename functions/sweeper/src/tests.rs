@@ -113,7 +113,7 @@ async fn received(app: &App<MemoryStore, Topic>, attempts: u32, due_in: i64) -> 
     app.store.insert(&task, &payload, expires_at).await.unwrap();
     for attempt in 1..=attempts {
         let at = created.plus_seconds(u64::from(attempt) * 60);
-        apply(&app.store, Transition::start(&task.task_id, attempt, token::digest(&format!("t{attempt}")), at, at))
+        apply(&app.store, Transition::start(&task.task_id, attempt, token::digest(&format!("t{attempt}")), (at, at), &TtlPolicy::default()))
             .await;
         let retry_at = if attempt == attempts { seconds_from_now(due_in) } else { at };
         apply(
@@ -130,7 +130,7 @@ async fn received(app: &App<MemoryStore, Topic>, attempts: u32, due_in: i64) -> 
 async fn in_progress(app: &App<MemoryStore, Topic>, attempt: u32, due_in: i64) -> Task {
     let task = received(app, attempt - 1, -3_000).await;
     let at = seconds_from_now(-1_000);
-    let start = Transition::start(&task.task_id, attempt, token::digest("current"), at, seconds_from_now(due_in));
+    let start = Transition::start(&task.task_id, attempt, token::digest("current"), (at, seconds_from_now(due_in)), &TtlPolicy::default());
     apply(&app.store, start).await;
     current(app, &task.task_id).await
 }
@@ -209,7 +209,7 @@ async fn a_replayed_task_times_out_within_its_new_series() {
     let ttl = app.policies.ttl;
     apply(&app.store, Transition::replay(&task.task_id, MAX_ATTEMPTS, Timestamp::now(), &ttl)).await;
     let at = Timestamp::now();
-    apply(&app.store, Transition::start(&task.task_id, 4, token::digest("t4"), at, seconds_from_now(-1))).await;
+    apply(&app.store, Transition::start(&task.task_id, 4, token::digest("t4"), (at, seconds_from_now(-1)), &TtlPolicy::default())).await;
 
     let answer = handle(&app, scheduled()).await.unwrap();
     assert_eq!(answer["timed_out_retried"], 1);
@@ -234,13 +234,7 @@ async fn a_heartbeat_keeps_an_attempt_alive() {
     let task = in_progress(&app, 1, -5).await;
     // The service reported it is still working: the deadline moved past now.
     let now = Timestamp::now();
-    let beat = Transition::heartbeat(
-        &task.task_id,
-        1,
-        token::digest("current"),
-        now,
-        now.plus_seconds(CALLBACK_TIMEOUT_SECONDS),
-    );
+    let beat = Transition::heartbeat(&task.task_id, 1, token::digest("current"), (now, now.plus_seconds(CALLBACK_TIMEOUT_SECONDS)), &TtlPolicy::default());
     apply(&app.store, beat).await;
     let alive = current(&app, &task.task_id).await;
     let answer = handle(&app, scheduled()).await.unwrap();
@@ -348,7 +342,7 @@ async fn a_run_takes_at_most_a_batch_of_each_kind() {
 
     // The caller starts the dispatched task; the next run takes the rest.
     let at = Timestamp::now();
-    apply(&app.store, Transition::start(&first_due.task_id, 1, token::digest("t"), at, at.plus_seconds(100))).await;
+    apply(&app.store, Transition::start(&first_due.task_id, 1, token::digest("t"), (at, at.plus_seconds(100)), &TtlPolicy::default())).await;
     let answer = handle(&app, scheduled()).await.unwrap();
     assert_eq!(answer, json!({"timed_out_retried": 1, "timed_out_failed": 0, "dispatched": 1, "dispatch_failures": 0}));
     assert_eq!(current(&app, &second_overdue.task_id).await.status, TaskStatus::Received);
