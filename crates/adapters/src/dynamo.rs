@@ -18,7 +18,9 @@ use aws_sdk_dynamodb::types::{
 use futures_util::future::try_join_all;
 use taskfleet_core::blob::Content;
 use taskfleet_core::lifecycle::{Guard, HISTORY_KEPT, Transition, Write, forgotten_token};
-use taskfleet_core::ports::{DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome};
+use taskfleet_core::ports::{
+    DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome,
+};
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::config::{self, ConfigError};

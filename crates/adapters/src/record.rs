@@ -377,7 +377,12 @@ mod tests {
         assert_eq!(id, task.task_id);
         assert_eq!(
             snapshot,
-            Snapshot { status: TaskStatus::Received, attempts: 0, due_at: task.due_at, client_id: task.client_id.to_string() }
+            Snapshot {
+                status: TaskStatus::Received,
+                attempts: 0,
+                due_at: task.due_at,
+                client_id: task.client_id.to_string()
+            }
         );
 
         let other: serde_dynamo::Item = serde_dynamo::to_item(json!({"pk": "IDEMPOTENCY#k"})).unwrap();

@@ -135,7 +135,13 @@ async fn counts_and_earliest_due_come_from_the_status_index_of_active_tasks() {
 
     // A start moves a task between the index's key values, due at its callback deadline.
     let earliest = &tasks[&(TaskStatus::Received, 10_000)].task_id;
-    let start = Transition::start(earliest, 1, token_digest(1), (at(85_000), at(90_000)), &taskfleet_core::TtlPolicy::default());
+    let start = Transition::start(
+        earliest,
+        1,
+        token_digest(1),
+        (at(85_000), at(90_000)),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     applied(store.apply(&start).await.unwrap(), "start");
     assert_eq!(count(TaskStatus::Received, None, None).await, 2);
     assert_eq!(count(TaskStatus::InProgress, None, None).await, 3);
@@ -144,7 +150,13 @@ async fn counts_and_earliest_due_come_from_the_status_index_of_active_tasks() {
     assert_eq!(store.earliest_due(TaskStatus::InProgress).await.unwrap(), Some(at(5_000)));
 
     // A heartbeat moves its entry along the index.
-    let beat = Transition::heartbeat(earliest, 1, token_digest(1), (at(86_000), at(95_000)), &taskfleet_core::TtlPolicy::default());
+    let beat = Transition::heartbeat(
+        earliest,
+        1,
+        token_digest(1),
+        (at(86_000), at(95_000)),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     applied(store.apply(&beat).await.unwrap(), "heartbeat");
     assert_eq!(count(TaskStatus::InProgress, Some(90_000), Some(94_999)).await, 0);
     assert_eq!(count(TaskStatus::InProgress, Some(95_000), Some(95_000)).await, 1);
@@ -334,7 +346,13 @@ async fn the_status_index_spreads_over_its_shards_and_is_read_merged() {
     // Seven start (keeping their shard), four of those finish, two others are cancelled.
     for (i, task) in tasks.iter().enumerate().take(7) {
         let deadline = at(60_000 + i64::try_from(i).unwrap());
-        let start = Transition::start(&task.task_id, task.attempts + 1, token_digest(1), (at(50_000), deadline), &taskfleet_core::TtlPolicy::default());
+        let start = Transition::start(
+            &task.task_id,
+            task.attempts + 1,
+            token_digest(1),
+            (at(50_000), deadline),
+            &taskfleet_core::TtlPolicy::default(),
+        );
         applied(store.apply(&start).await.unwrap(), "start");
     }
     for (i, task) in tasks.iter().enumerate().take(4) {
@@ -539,7 +557,13 @@ async fn a_clients_tasks_are_listed_newest_first_across_the_client_shards() {
     // Some start, some of those finish.
     for (i, task) in tasks.iter_mut().enumerate() {
         if i % 3 == 1 {
-            let start = Transition::start(&task.task_id, 1, token_digest(1), (at(60_000), at(90_000)), &taskfleet_core::TtlPolicy::default());
+            let start = Transition::start(
+                &task.task_id,
+                1,
+                token_digest(1),
+                (at(60_000), at(90_000)),
+                &taskfleet_core::TtlPolicy::default(),
+            );
             *task = applied(store.apply(&start).await.unwrap(), "start");
         }
         if i % 6 == 1 {
@@ -591,7 +615,13 @@ async fn the_client_index_holds_only_the_keys_written_when_the_task_was_created(
     claim_a_key(&store).await;
     let task = Task::received(common::client_id(), at(20_000), 4_000_000_000);
     insert(&store, &task).await;
-    let started = Transition::start(&task.task_id, 1, token_digest(1), (at(40_000), at(50_000)), &taskfleet_core::TtlPolicy::default());
+    let started = Transition::start(
+        &task.task_id,
+        1,
+        token_digest(1),
+        (at(40_000), at(50_000)),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     applied(store.apply(&started).await.unwrap(), "start");
 
     let client_key = table::client_key(common::client_id().as_str(), task.task_id.as_str());

@@ -68,7 +68,13 @@ async fn received_task(store: &DynamoStore, payload: Value) -> Task {
 
 /// Starts attempt `attempt` at `at(offset_ms)` with that attempt's token; due `TIMEOUT_MS` later.
 fn start(task_id: &TaskId, attempt: u32, offset_ms: i64) -> Transition {
-    Transition::start(task_id, attempt, token_digest(attempt), (at(offset_ms), at(offset_ms + TIMEOUT_MS)), &taskfleet_core::TtlPolicy::default())
+    Transition::start(
+        task_id,
+        attempt,
+        token_digest(attempt),
+        (at(offset_ms), at(offset_ms + TIMEOUT_MS)),
+        &taskfleet_core::TtlPolicy::default(),
+    )
 }
 
 async fn apply(store: &DynamoStore, transition: &Transition) -> Task {
@@ -92,7 +98,13 @@ fn failed(task_id: &TaskId, attempt: u32, error: &str, offset_ms: i64) -> Transi
 }
 
 fn heartbeat(task_id: &TaskId, attempt: u32, digest: String, offset_ms: i64) -> Transition {
-    Transition::heartbeat(task_id, attempt, digest, (at(offset_ms), at(offset_ms + TIMEOUT_MS)), &taskfleet_core::TtlPolicy::default())
+    Transition::heartbeat(
+        task_id,
+        attempt,
+        digest,
+        (at(offset_ms), at(offset_ms + TIMEOUT_MS)),
+        &taskfleet_core::TtlPolicy::default(),
+    )
 }
 
 fn give_up(task_id: &TaskId, from: TaskStatus, attempt: Option<u32>, error: &str, offset_ms: i64) -> Transition {
@@ -420,7 +432,13 @@ async fn starting_applies_once_and_a_repeat_is_rejected_with_the_current_task() 
     // The same dispatch again (a repeated message) must not apply.
     assert_eq!(store.apply(&first).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
     // Nor may a later start of the same attempt with another token (a second caller).
-    let again = Transition::start(&task.task_id, 1, token_digest(99), (at(9_000), at(9_000 + TIMEOUT_MS)), &taskfleet_core::TtlPolicy::default());
+    let again = Transition::start(
+        &task.task_id,
+        1,
+        token_digest(99),
+        (at(9_000), at(9_000 + TIMEOUT_MS)),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     assert_eq!(store.apply(&again).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(expected));
 }

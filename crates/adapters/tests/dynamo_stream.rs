@@ -18,7 +18,7 @@ use common::fresh_store;
 use serde_json::json;
 use taskfleet_adapters::{DynamoStore, record, table};
 use taskfleet_core::blob::Content;
-use taskfleet_core::dispatch::{Step, DispatchMessage, Snapshot, dispatch_for};
+use taskfleet_core::dispatch::{DispatchMessage, Snapshot, Step, dispatch_for};
 use taskfleet_core::lifecycle::Transition;
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
 use taskfleet_core::{Task, TaskId, TaskStatus, Timestamp};
@@ -173,13 +173,25 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let retry_at = now.plus_seconds(120);
     let task = Task::received(common::client_id(), now, 4_000_000_000);
     store.insert(&task, &Content::Inline(json!({"n": 1})), 4_000_000_000).await.unwrap();
-    let start = Transition::start(&task.task_id, 1, common::token_digest(1), (now, deadline), &taskfleet_core::TtlPolicy::default());
+    let start = Transition::start(
+        &task.task_id,
+        1,
+        common::token_digest(1),
+        (now, deadline),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     let started = store.apply(&start).await.unwrap();
     assert!(matches!(started, WriteOutcome::Applied(_)), "{started:?}");
     // A rejected (conditional-check-failed) write changes nothing, so it is not in the stream.
     let repeated = store.apply(&start).await.unwrap();
     assert!(matches!(repeated, WriteOutcome::Rejected(Some(_))), "{repeated:?}");
-    let beat = Transition::heartbeat(&task.task_id, 1, common::token_digest(1), (now.plus_seconds(60), later), &taskfleet_core::TtlPolicy::default());
+    let beat = Transition::heartbeat(
+        &task.task_id,
+        1,
+        common::token_digest(1),
+        (now.plus_seconds(60), later),
+        &taskfleet_core::TtlPolicy::default(),
+    );
     let beaten = store.apply(&beat).await.unwrap();
     assert!(matches!(beaten, WriteOutcome::Applied(_)), "{beaten:?}");
     let retry = Transition::retry(&task.task_id, 1, "attempt 1: refused", now.plus_seconds(61), retry_at);
@@ -246,9 +258,13 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let client_id = task.client_id.to_string();
     assert_eq!(
         new,
-        (task.task_id.clone(), Snapshot { status: TaskStatus::Received, attempts: 0, due_at: now, client_id: client_id.clone() })
+        (
+            task.task_id.clone(),
+            Snapshot { status: TaskStatus::Received, attempts: 0, due_at: now, client_id: client_id.clone() }
+        )
     );
-    let message = DispatchMessage { task_id: task.task_id.to_string(), attempt: 1, step: Step::Start, due_at: now.as_millis() };
+    let message =
+        DispatchMessage { task_id: task.task_id.to_string(), attempt: 1, step: Step::Start, due_at: now.as_millis() };
     assert_eq!(
         dispatch_for(&task.task_id, None, Some(new.1)),
         Some((message, client_id.clone())),
@@ -269,7 +285,8 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let AttributeValue::L(history) = &new_image["history"] else { panic!("history is a list: {new_image:?}") };
     assert_eq!(history.len(), 2);
     assert!(history.iter().all(AttributeValue::is_m), "{history:?}");
-    let running = Snapshot { status: TaskStatus::InProgress, attempts: 1, due_at: deadline, client_id: client_id.clone() };
+    let running =
+        Snapshot { status: TaskStatus::InProgress, attempts: 1, due_at: deadline, client_id: client_id.clone() };
     assert_eq!(snapshot(new_image).1, running);
 
     assert_eq!(heartbeat.event_name(), Some(&OperationType::Modify));
@@ -282,9 +299,16 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     assert_eq!(fields(change.old_image()), in_progress(later));
     assert_eq!(fields(change.new_image()), received("1", retry_at));
     let (old, new) = (snapshot(change.old_image().unwrap()).1, snapshot(change.new_image().unwrap()).1);
-    assert_eq!(new, Snapshot { status: TaskStatus::Received, attempts: 1, due_at: retry_at, client_id: client_id.clone() });
+    assert_eq!(
+        new,
+        Snapshot { status: TaskStatus::Received, attempts: 1, due_at: retry_at, client_id: client_id.clone() }
+    );
     // The retry's timer: attempt 2 starts when its backoff ends.
-    let message =
-        DispatchMessage { task_id: task.task_id.to_string(), attempt: 2, step: Step::Start, due_at: retry_at.as_millis() };
+    let message = DispatchMessage {
+        task_id: task.task_id.to_string(),
+        attempt: 2,
+        step: Step::Start,
+        due_at: retry_at.as_millis(),
+    };
     assert_eq!(dispatch_for(&task.task_id, Some(old), Some(new)), Some((message, client_id)));
 }

@@ -49,11 +49,8 @@ async fn receive(queue: &Queue, expected: usize, within: Duration) -> Vec<(Strin
             .await
             .expect("ReceiveMessage");
         for message in answer.messages.unwrap_or_default() {
-            let group = message
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                .cloned();
+            let group =
+                message.attributes.as_ref().and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId)).cloned();
             received.push((message.body.expect("message body"), group, Instant::now()));
             queue
                 .sqs
@@ -129,7 +126,8 @@ async fn nothing_sent_is_an_empty_answer() {
 #[tokio::test]
 async fn sending_to_a_missing_queue_fails_every_message() {
     let sdk = taskfleet_testkit::sdk_config().await;
-    let missing = format!("{}/123456789012/{}", taskfleet_testkit::endpoint(), taskfleet_testkit::unique_name("missing"));
+    let missing =
+        format!("{}/123456789012/{}", taskfleet_testkit::endpoint(), taskfleet_testkit::unique_name("missing"));
     let publisher = SqsPublisher::new(aws_sdk_sqs::Client::new(&sdk), missing);
     let outcomes = publisher.publish(&due_now(13, "acme")).await;
     assert_eq!(outcomes.len(), 13);

@@ -49,30 +49,32 @@ pub fn dynamodb_event(records: Vec<Value>) -> Value {
     json!({ "Records": records })
 }
 
-/// The SNS event Lambda receives for one message, from the SNS envelope SQS holds.
-pub fn sns_event(envelope: &Value, subscription_arn: &str) -> Value {
-    let field = |name: &str| envelope.get(name).cloned().unwrap_or(Value::Null);
-    let text = |name: &str| json!(envelope.get(name).and_then(Value::as_str).unwrap_or_default());
-    json!({
-        "Records": [{
-            "EventVersion": "1.0",
-            "EventSubscriptionArn": subscription_arn,
-            "EventSource": "aws:sns",
-            "Sns": {
-                "Type": text("Type"),
-                "MessageId": text("MessageId"),
-                "TopicArn": text("TopicArn"),
-                "Subject": field("Subject"),
-                "Message": text("Message"),
-                "Timestamp": text("Timestamp"),
-                "SignatureVersion": text("SignatureVersion"),
-                "Signature": text("Signature"),
-                "SigningCertUrl": text("SigningCertURL"),
-                "UnsubscribeUrl": text("UnsubscribeURL"),
-                "MessageAttributes": envelope.get("MessageAttributes").cloned().unwrap_or_else(|| json!({})),
-            }
-        }]
-    })
+/// The SQS event Lambda's event source mapping hands the caller for a batch of received
+/// messages (as `aws_lambda_events::event::sqs::SqsEvent` reads it).
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str, region: &str) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|message| {
+            let attributes: serde_json::Map<String, Value> = message
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_owned(), json!(value)))
+                .collect();
+            json!({
+                "messageId": message.message_id.clone().unwrap_or_default(),
+                "receiptHandle": message.receipt_handle.clone().unwrap_or_default(),
+                "body": message.body.clone().unwrap_or_default(),
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": message.md5_of_body.clone().unwrap_or_default(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    json!({ "Records": records })
 }
 
 /// The event EventBridge Scheduler sends a scheduled rule's target.
@@ -191,7 +193,7 @@ pub fn api_gateway_v2(request: &HttpRequest<'_>) -> Value {
 mod tests {
     use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
     use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-    use aws_lambda_events::event::sns::SnsEvent;
+    use aws_lambda_events::event::sqs::SqsEvent;
 
     use super::*;
 
@@ -245,18 +247,24 @@ mod tests {
     }
 
     #[test]
-    fn an_sns_envelope_becomes_an_sns_event() {
-        let envelope = json!({
-            "Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
-            "Message": "{\"task_id\":\"x\",\"attempt\":1}", "Timestamp": "2026-11-26T23:56:27.123Z",
-            "SignatureVersion": "1", "Signature": "sig", "SigningCertURL": "https://sns/cert.pem",
-            "UnsubscribeURL": "https://sns/unsubscribe"
-        });
-        let event: SnsEvent = serde_json::from_value(sns_event(&envelope, "arn:sub")).unwrap();
-        let sns = &event.records[0].sns;
-        assert_eq!(sns.message_id, "m-1");
-        assert_eq!(sns.message, "{\"task_id\":\"x\",\"attempt\":1}");
-        assert_eq!(sns.signing_cert_url, "https://sns/cert.pem");
+    fn received_messages_become_an_sqs_event_with_their_message_group() {
+        use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+        let message = Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .body("{\"task_id\":\"x\"}")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "acme")
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "2")
+            .build();
+        let event: SqsEvent =
+            serde_json::from_value(sqs_event(&[message], "arn:aws:sqs:us-east-1:1:jobs", "us-east-1")).unwrap();
+        let record = &event.records[0];
+        assert_eq!(record.message_id.as_deref(), Some("m-1"));
+        assert_eq!(record.receipt_handle.as_deref(), Some("r-1"));
+        assert_eq!(record.body.as_deref(), Some("{\"task_id\":\"x\"}"));
+        assert_eq!(record.attributes.get("MessageGroupId").map(String::as_str), Some("acme"));
+        assert_eq!(record.attributes.get("ApproximateReceiveCount").map(String::as_str), Some("2"));
+        assert_eq!(record.event_source_arn.as_deref(), Some("arn:aws:sqs:us-east-1:1:jobs"));
     }
 
     #[test]

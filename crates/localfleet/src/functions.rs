@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use taskfleet_adapters::table::Layout;
 use taskfleet_adapters::{
-    CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SnsPublisher, blobs,
+    CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SqsPublisher, blobs,
 };
 
 use taskfleet_adapters::DynamoKeys;
@@ -32,7 +32,10 @@ pub struct FunctionSettings {
     pub table: String,
     /// Where the task store puts its index keys (`STATUS_INDEX_SHARDS` in AWS).
     pub layout: Layout,
-    pub topic_arn: String,
+    /// The jobs queue (`JOBS_QUEUE_URL` in AWS).
+    pub queue_url: String,
+    /// Jobs one caller invocation hands over at once (`CALLER_CONCURRENCY`).
+    pub caller_concurrency: usize,
     /// The bucket of large payloads and results (`BLOBS_BUCKET` in AWS).
     pub bucket: String,
     /// The size above which payloads and results go to the bucket (`INLINE_MAX_BYTES`).
@@ -55,10 +58,10 @@ pub struct Functions {
     pub ingest: taskfleet_ingest::App<DynamoStore>,
     pub status: taskfleet_status::App<DynamoStore>,
     pub webhook: taskfleet_webhook::App<DynamoStore>,
-    pub dispatcher: taskfleet_dispatcher::App<SnsPublisher>,
+    pub dispatcher: taskfleet_dispatcher::App<SqsPublisher>,
     pub caller: taskfleet_caller::App<DynamoStore, HttpExternalService>,
     pub metrics: taskfleet_metrics::App<DynamoStore, CloudWatchSink>,
-    pub sweeper: taskfleet_sweeper::App<DynamoStore, SnsPublisher>,
+    pub sweeper: taskfleet_sweeper::App<DynamoStore>,
 }
 
 /// An invocation that did not produce an answer.
@@ -77,7 +80,7 @@ impl Functions {
         let store = || DynamoStore::with_layout(aws_sdk_dynamodb::Client::new(sdk), &settings.table, settings.layout);
         let bucket = || S3Blobs::new(blobs::client(sdk), &settings.bucket);
         let large = || Blobs::new(bucket(), settings.inline_max);
-        let publisher = || SnsPublisher::new(aws_sdk_sns::Client::new(sdk), &settings.topic_arn);
+        let publisher = || SqsPublisher::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url);
         let events = || settings.events.clone();
         let keys = || {
             StoredKeys::new(DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table), settings.key_cache)
@@ -111,18 +114,15 @@ impl Functions {
                 callback_base: settings.callback_base_url.clone(),
                 policies,
                 events: events(),
+                queue: publisher(),
+                hold: taskfleet_core::hold::HoldGate::new(store()),
+                concurrency: settings.caller_concurrency,
             },
             metrics: taskfleet_metrics::App {
                 store: store(),
                 sink: CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(sdk), &settings.metrics_namespace),
             },
-            sweeper: taskfleet_sweeper::App {
-                store: store(),
-                publisher: publisher(),
-                policies,
-                batch: settings.sweep_batch,
-                events: events(),
-            },
+            sweeper: taskfleet_sweeper::App { store: store(), policies, batch: settings.sweep_batch, events: events() },
         })
     }
 }
@@ -135,9 +135,14 @@ pub enum HttpFunction {
     Webhook,
 }
 
+/// How long an invocation may run, as the deployed functions' timeout (serverless.yml).
+pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn context(request_id: &str) -> Context {
     let mut context = Context::default();
     context.request_id = request_id.to_owned();
+    let now = u64::try_from(taskfleet_core::Timestamp::now().as_millis()).unwrap_or(0);
+    context.deadline = now + u64::try_from(INVOCATION_TIMEOUT.as_millis()).unwrap_or(0);
     context
 }
 
@@ -173,10 +178,10 @@ impl Functions {
         encode(&taskfleet_dispatcher::handle(&self.dispatcher, invocation).await)
     }
 
-    /// Invokes the caller with an SNS event.
-    pub async fn invoke_caller(&self, event: Value) -> Result<(), InvokeError> {
+    /// Invokes the caller with an SQS event; answers its batch item failures.
+    pub async fn invoke_caller(&self, event: Value) -> Result<Value, InvokeError> {
         let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
-        taskfleet_caller::handle(&self.caller, invocation).await.map_err(|e| InvokeError::Function(e.to_string()))
+        encode(&taskfleet_caller::handle(&self.caller, invocation).await)
     }
 
     /// Invokes the sweeper with a scheduled event.

@@ -4,7 +4,7 @@
 //! |---------------------------------------|---------------------------------------|
 //! | API Gateway HTTP API                  | [`front`]: axum, API Gateway v2 events |
 //! | DynamoDB stream → Lambda (dispatcher) | [`stream`]: GetRecords poller          |
-//! | SNS → Lambda (caller)                 | [`queue`]: SNS → SQS → poller          |
+//! | SQS → Lambda (caller), batches        | [`queue`]: event source mapping        |
 //! | EventBridge schedule → Lambda         | [`schedule`]: an interval              |
 //!
 //! Every function gets its event as the JSON AWS would send ([`events`]) and runs the same
@@ -70,8 +70,11 @@ pub struct FleetSettings {
     pub metrics_interval: Duration,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
-    /// Concurrent readers of the caller queue (each handles up to ten messages at once).
-    pub caller_pollers: usize,
+    /// How the caller reads the jobs queue (batch size and window, `MaximumConcurrency`).
+    pub event_source: queue::EventSource,
+    /// Jobs one caller invocation hands over at once; the fleet-wide bound on jobs being handed
+    /// over is this × `event_source.max_concurrency`.
+    pub caller_concurrency: usize,
     pub chaos: DeliveryChaos,
 }
 
@@ -80,7 +83,7 @@ pub struct FleetSettings {
 pub struct DeliveryChaos {
     /// Probability that a stream batch is handed to the dispatcher a second time.
     pub duplicate_stream_batch: f64,
-    /// Probability that an SNS message is delivered to the caller a second time.
+    /// Probability that a batch of the jobs queue is delivered to the caller a second time.
     pub duplicate_message: f64,
 }
 
@@ -105,7 +108,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Creates the emulator resources and starts the front (on `listener`), the stream poller,
-    /// the caller queue pollers and the metrics schedule.
+    /// the jobs queue pollers and the schedules.
     pub async fn start(sdk: &SdkConfig, settings: FleetSettings, listener: TcpListener) -> Result<Self, FleetError> {
         let addr = listener.local_addr()?;
         let resources = resources::ensure(sdk, &settings.names).await?;
@@ -117,7 +120,8 @@ impl Fleet {
             &FunctionSettings {
                 table: resources.table.clone(),
                 layout: settings.layout,
-                topic_arn: resources.topic_arn.clone(),
+                queue_url: resources.queue_url.clone(),
+                caller_concurrency: settings.caller_concurrency,
                 bucket: resources.bucket.clone(),
                 inline_max: settings.inline_max,
                 key_cache: settings.key_cache,
@@ -157,10 +161,12 @@ impl Fleet {
         let queue_source = Arc::new(queue::QueueSource {
             client: aws_sdk_sqs::Client::new(sdk),
             queue_url: resources.queue_url.clone(),
-            subscription_arn: resources.subscription_arn.clone(),
+            queue_arn: resources.queue_arn.clone(),
+            region: region.clone(),
         });
-        for _ in 0..settings.caller_pollers.max(1) {
-            tasks.push(tokio::spawn(queue::run(queue_source.clone(), functions.clone(), settings.chaos)));
+        for _ in 0..settings.event_source.max_concurrency.max(1) {
+            let poller = queue::run(queue_source.clone(), settings.event_source, functions.clone(), settings.chaos);
+            tasks.push(tokio::spawn(poller));
         }
         let metrics_every = settings.metrics_interval;
         tasks.push(tokio::spawn(schedule::run(

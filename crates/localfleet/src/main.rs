@@ -11,8 +11,15 @@ use tracing_subscriber::EnvFilter;
 const PORT: &str = "PORT";
 /// Prefix of the emulator resources' names.
 const PREFIX: &str = "TASKFLEET_PREFIX";
-/// Seconds between sweeper runs (every minute in AWS; sooner locally so retries move along).
+/// Seconds between sweeper runs (every minute, as in AWS: timers move tasks along, the sweeper
+/// only catches lost ones).
 const SWEEP_INTERVAL_SECONDS: &str = "SWEEP_INTERVAL_SECONDS";
+/// The jobs queue's event source mapping, as deployed (serverless.yml params
+/// `callerBatchSize`, `callerBatchWindowSeconds`, `callerMaxConcurrency`).
+const CALLER_BATCH_SIZE: &str = "CALLER_BATCH_SIZE";
+/// Milliseconds (AWS takes whole seconds; 0, the default, invokes with what one poll returns).
+const CALLER_BATCH_WINDOW_MS: &str = "CALLER_BATCH_WINDOW_MS";
+const CALLER_MAX_CONCURRENCY: &str = "CALLER_MAX_CONCURRENCY";
 /// Seconds between metrics runs.
 const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
 
@@ -26,6 +33,20 @@ fn dev_key() -> Result<Option<(taskfleet_core::ClientId, String)>, config::Confi
     let client = taskfleet_core::ClientId::parse(&config::or_default(DEV_CLIENT, "dev"))
         .map_err(|e| config::ConfigError::Invalid { name: DEV_CLIENT, reason: e.to_string() })?;
     Ok(Some((client, key)))
+}
+
+/// The batching window: 0 to 300 s, in milliseconds.
+fn batch_window() -> Result<Duration, config::ConfigError> {
+    let Some(raw) = std::env::var(CALLER_BATCH_WINDOW_MS).ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(millis) if millis <= 300_000 => Ok(Duration::from_millis(millis)),
+        _ => Err(config::ConfigError::Invalid {
+            name: CALLER_BATCH_WINDOW_MS,
+            reason: "expected whole milliseconds from 0 to 300000".into(),
+        }),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +92,20 @@ async fn run() -> Result<(), StartError> {
         inline_max: config::inline_max_bytes()?,
         metrics_namespace: config::or_default(config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE),
         metrics_interval: Duration::from_secs(config::positive(METRICS_INTERVAL_SECONDS, 10)?),
-        sweep_interval: Duration::from_secs(config::positive(SWEEP_INTERVAL_SECONDS, 5)?),
+        sweep_interval: Duration::from_secs(config::positive(SWEEP_INTERVAL_SECONDS, 60)?),
         sweep_batch: usize::try_from(config::positive(config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH)?)
             .unwrap_or(500),
-        caller_pollers: 4,
+        event_source: taskfleet_localfleet::queue::EventSource {
+            batch_size: usize::try_from(config::bounded(CALLER_BATCH_SIZE, 10, 100)?).unwrap_or(10),
+            batch_window: batch_window()?,
+            max_concurrency: usize::try_from(config::bounded(CALLER_MAX_CONCURRENCY, 4, 1_000)?).unwrap_or(4),
+        },
+        caller_concurrency: usize::try_from(config::bounded(
+            config::CALLER_CONCURRENCY,
+            config::DEFAULT_CALLER_CONCURRENCY,
+            config::MAX_CALLER_CONCURRENCY,
+        )?)
+        .unwrap_or(10),
         chaos: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
@@ -87,7 +118,13 @@ async fn run() -> Result<(), StartError> {
     println!("  callbacks go to              {}/callbacks/{{task_id}}", fleet.callback_base_url);
     println!("  external service             {}", settings.external_service_url);
     println!("  table / stream               {} / {}", fleet.resources.table, fleet.resources.stream_arn);
-    println!("  dispatch topic → caller      {} → {}", fleet.resources.topic_arn, fleet.resources.queue_url);
+    println!(
+        "  jobs queue → caller          {} (batches of {}, {} pollers × {} jobs at once)",
+        fleet.resources.queue_url,
+        settings.event_source.batch_size,
+        settings.event_source.max_concurrency,
+        settings.caller_concurrency
+    );
     println!(
         "  metrics every                {:?} → CloudWatch namespace {}",
         settings.metrics_interval, settings.metrics_namespace

@@ -1,14 +1,21 @@
-//! What SNS's Lambda subscription does in AWS: delivers each dispatch message to the caller.
-//! Locally the topic fans out to an SQS queue (the emulator's HTTP subscriptions are synchronous
-//! and drop attributes); this reads it and invokes the caller with the SNS event Lambda would get.
-//! A failed invocation leaves the message to reappear after the visibility timeout — Lambda's
-//! async retries — and after three receives the queue moves it to its dead-letter queue.
+//! What Lambda's SQS event source mapping does in AWS: polls the jobs queue and invokes the
+//! caller with batches — up to `batch_size` messages, gathered for at most `batch_window` —
+//! from at most `max_concurrency` pollers at once (the mapping's `MaximumConcurrency`). The
+//! caller answers its partial batch failures (`ReportBatchItemFailures`): the other messages
+//! are deleted; the failed ones reappear after the visibility timeout, and after
+//! [`crate::resources::MAX_RECEIVES`] receives the queue moves them to its dead-letter queue.
+//!
+//! Fairness between clients is the queue's (a standard queue whose messages carry a message
+//! group: an SQS fair queue); the emulator serves groups in turn (scripts/emulator.py).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use tokio::task::JoinSet;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use tokio::time::Instant;
 
 use crate::DeliveryChaos;
 use crate::events;
@@ -17,55 +24,123 @@ use crate::functions::Functions;
 pub struct QueueSource {
     pub client: Client,
     pub queue_url: String,
-    pub subscription_arn: String,
+    pub queue_arn: String,
+    pub region: String,
 }
 
-/// Polls the queue until the task is dropped; up to ten messages are handled at once.
-pub async fn run(source: Arc<QueueSource>, functions: Arc<Functions>, chaos: DeliveryChaos) {
+/// The event source mapping's settings (serverless.yml: `batchSize`, `maximumBatchingWindow`,
+/// `maximumConcurrency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSource {
+    pub batch_size: usize,
+    pub batch_window: Duration,
+    pub max_concurrency: usize,
+}
+
+impl Default for EventSource {
+    fn default() -> Self {
+        Self { batch_size: 10, batch_window: Duration::ZERO, max_concurrency: 4 }
+    }
+}
+
+/// SQS hands out at most ten messages per receive.
+const RECEIVE_MAX: usize = 10;
+
+/// Receives one batch: waits (long polls) for a first message, then gathers more until the
+/// batch is full or the window since the first message has passed.
+async fn next_batch(source: &QueueSource, settings: &EventSource) -> Vec<Message> {
+    let mut batch = Vec::new();
+    let mut window_ends = None;
     loop {
+        let wanted = settings.batch_size.saturating_sub(batch.len()).clamp(1, RECEIVE_MAX);
+        let wait = match window_ends {
+            None => 1,
+            Some(end) if Instant::now() >= end => return batch,
+            Some(_) => 0,
+        };
         let received = source
             .client
             .receive_message()
             .queue_url(&source.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
+            .max_number_of_messages(i32::try_from(wanted).unwrap_or(10))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .wait_time_seconds(wait)
             .send()
             .await;
         let messages = match received {
             Ok(answer) => answer.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "cannot read the caller queue");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tracing::warn!(error = %DisplayErrorContext(&e), "cannot read the jobs queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if batch.is_empty() {
+                    continue;
+                }
+                return batch;
+            }
+        };
+        let got_some = !messages.is_empty();
+        batch.extend(messages);
+        if batch.len() >= settings.batch_size {
+            return batch;
+        }
+        if window_ends.is_none() && !batch.is_empty() {
+            if settings.batch_window.is_zero() {
+                return batch;
+            }
+            window_ends = Some(Instant::now() + settings.batch_window);
+        }
+        if window_ends.is_some() && !got_some {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One poller of the event source mapping; runs until the task is dropped.
+pub async fn run(source: Arc<QueueSource>, settings: EventSource, functions: Arc<Functions>, chaos: DeliveryChaos) {
+    loop {
+        let batch = next_batch(&source, &settings).await;
+        if batch.is_empty() {
+            continue;
+        }
+        let event = events::sqs_event(&batch, &source.queue_arn, &source.region);
+        if fastrand::f64() < chaos.duplicate_message {
+            let _ = functions.invoke_caller(event.clone()).await;
+        }
+        let failed: Vec<String> = match functions.invoke_caller(event).await {
+            Ok(answer) => serde_json::from_value::<SqsBatchResponse>(answer)
+                .map(|answer| answer.batch_item_failures.into_iter().map(|f| f.item_identifier).collect())
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "unreadable caller answer; the whole batch will be delivered again");
+                    batch.iter().filter_map(|m| m.message_id.clone()).collect()
+                }),
+            Err(error) => {
+                tracing::warn!(%error, "caller failed; the whole batch will be delivered again");
                 continue;
             }
         };
-        let mut invocations = JoinSet::new();
-        for message in messages {
-            let (source, functions) = (source.clone(), functions.clone());
-            invocations.spawn(async move {
-                let Some(receipt) = message.receipt_handle else { return };
-                let envelope = message.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
-                let event = events::sns_event(&envelope, &source.subscription_arn);
-                if fastrand::f64() < chaos.duplicate_message {
-                    let _ = functions.invoke_caller(event.clone()).await;
-                }
-                match functions.invoke_caller(event).await {
-                    Ok(()) => {
-                        let deleted = source
-                            .client
-                            .delete_message()
-                            .queue_url(&source.queue_url)
-                            .receipt_handle(receipt)
-                            .send()
-                            .await;
-                        if let Err(e) = deleted {
-                            tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete a delivered message");
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "caller failed; the message will be delivered again"),
-                }
-            });
+        let done: Vec<&Message> =
+            batch.iter().filter(|m| m.message_id.as_ref().is_none_or(|id| !failed.contains(id))).collect();
+        delete(&source, &done).await;
+    }
+}
+
+async fn delete(source: &QueueSource, messages: &[&Message]) {
+    for chunk in messages.chunks(RECEIVE_MAX) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(index, message)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .set_receipt_handle(message.receipt_handle.clone())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let deleted =
+            source.client.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete handled messages; they will come back");
         }
-        invocations.join_all().await;
     }
 }

@@ -1,7 +1,7 @@
 //! Creates what serverless.yml creates in AWS, in the emulator: the tasks table (with stream,
-//! TTL and status index), the dispatch topic, the bucket of large payloads and results, and —
-//! standing in for SNS's Lambda subscription — an SQS queue subscribed to the topic, with a
-//! dead-letter queue after three receives.
+//! TTL and status index), the jobs queue (timers; a standard queue, its messages grouped by
+//! client, with a dead-letter queue after five receives) and the bucket of large payloads and
+//! results.
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 #[derive(Debug, Clone)]
 pub struct Names {
     pub table: String,
-    pub topic: String,
+    /// The jobs queue (`JOBS_QUEUE_URL`).
     pub queue: String,
     /// The blobs bucket (`BLOBS_BUCKET`): a valid S3 bucket name whatever the prefix.
     pub bucket: String,
@@ -19,12 +19,7 @@ pub struct Names {
 impl Names {
     /// Resource names derived from one prefix (e.g. `taskfleet-dev`).
     pub fn with_prefix(prefix: &str) -> Self {
-        Self {
-            table: format!("{prefix}-tasks"),
-            topic: format!("{prefix}-dispatch"),
-            queue: format!("{prefix}-caller"),
-            bucket: bucket_name(prefix),
-        }
+        Self { table: format!("{prefix}-tasks"), queue: format!("{prefix}-jobs"), bucket: bucket_name(prefix) }
     }
 }
 
@@ -48,9 +43,9 @@ pub fn bucket_name(prefix: &str) -> String {
 pub struct Resources {
     pub table: String,
     pub stream_arn: String,
-    pub topic_arn: String,
-    pub subscription_arn: String,
+    /// The jobs queue.
     pub queue_url: String,
+    pub queue_arn: String,
     pub dead_letter_queue_url: String,
     /// The blobs bucket's name (what the functions get as `BLOBS_BUCKET`).
     pub bucket: String,
@@ -90,39 +85,20 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         .await
         .map_err(|e| failed("the blobs bucket")(e.to_string()))?;
 
-    let sns = aws_sdk_sns::Client::new(sdk);
-    let topic_arn = sns
-        .create_topic()
-        .name(&names.topic)
-        .send()
-        .await
-        .map_err(|e| failed("the dispatch topic")(DisplayErrorContext(&e).to_string()))?
-        .topic_arn
-        .ok_or_else(|| failed("the dispatch topic")("no ARN returned".into()))?;
-
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dead_letter_queue_url = create_queue(&sqs, &format!("{}-dlq", names.queue), None).await?;
     let dead_letter_arn = queue_arn(&sqs, &dead_letter_queue_url).await?;
-    let redrive = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "3"}).to_string();
+    let redrive =
+        serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": MAX_RECEIVES.to_string()})
+            .to_string();
     let queue_url = create_queue(&sqs, &names.queue, Some(redrive)).await?;
     let queue_arn = queue_arn(&sqs, &queue_url).await?;
-    let subscription_arn = sns
-        .subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .map_err(|e| failed("the caller subscription")(DisplayErrorContext(&e).to_string()))?
-        .subscription_arn
-        .unwrap_or_default();
 
     Ok(Resources {
         table: names.table.clone(),
         stream_arn,
-        topic_arn,
-        subscription_arn,
         queue_url,
+        queue_arn,
         dead_letter_queue_url,
         bucket: names.bucket.clone(),
     })
@@ -148,9 +124,11 @@ pub async fn ensure_keys(
     Ok(())
 }
 
-/// Seconds a received message stays invisible before it is delivered again (a failed caller
-/// invocation is retried after this, like Lambda's async retries).
+/// Seconds a received message stays invisible before it is delivered again: a message the
+/// caller reported failed comes back after this (in AWS: more than the caller's timeout).
 pub const VISIBILITY_TIMEOUT_SECONDS: i32 = 5;
+/// Receives of one message before the queue moves it to its dead-letter queue.
+pub const MAX_RECEIVES: u32 = 5;
 
 async fn create_queue(
     sqs: &aws_sdk_sqs::Client,

@@ -100,10 +100,10 @@ where
     Q: Publisher,
     H: HoldStore,
 {
-    let failures: Vec<BatchItemFailure> = futures_util::stream::iter(&event.payload.records)
+    let failures: Vec<BatchItemFailure> = futures_util::stream::iter(event.payload.records)
         .map(|message| async move {
             let message_id = message.message_id.clone().unwrap_or_default();
-            fire(app, message).await.err().map(|error| {
+            fire(app, &message).await.err().map(|error| {
                 tracing::error!(%message_id, %error, "timer not handled; the message will come back");
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;
@@ -173,7 +173,11 @@ async fn send_on<S, E, B, Q: Publisher, H>(
     Ok(())
 }
 
-async fn time_out<S: TaskStore, E, B, Q, H>(app: &App<S, E, B, Q, H>, timer: &Timer, now: Timestamp) -> Result<(), CallerError> {
+async fn time_out<S: TaskStore, E, B, Q, H>(
+    app: &App<S, E, B, Q, H>,
+    timer: &Timer,
+    now: Timestamp,
+) -> Result<(), CallerError> {
     let (task_id, attempt) = (&timer.task_id, timer.attempt);
     match service::deadline(&app.store, timer, now, &app.policies).await? {
         Some(task) if task.status == TaskStatus::Received => {
