@@ -10,6 +10,7 @@ use taskfleet_core::ClientId;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_example_service::{Chaos, Stats};
+use taskfleet_localfleet::queue::EventSource;
 use taskfleet_localfleet::{DeliveryChaos, Fleet, FleetSettings, Names};
 
 pub const KEY_ALPHA: &str = "tfk_alpha001_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -27,6 +28,11 @@ pub struct Scenario {
     pub delivery: DeliveryChaos,
     /// Secrets the fleet and the service share (None: callbacks carry their token alone).
     pub signing: Option<taskfleet_core::signing::SigningSecrets>,
+    /// How the caller reads the jobs queue, and how many jobs each invocation hands over at once
+    /// (None: batches of ten, three pollers, ten jobs each).
+    pub caller: Option<(EventSource, usize)>,
+    /// Between sweeper runs (None: a minute, as in AWS; timers move every task along).
+    pub sweep_interval: Option<Duration>,
 }
 
 impl Scenario {
@@ -34,6 +40,10 @@ impl Scenario {
         Self { delay, ..Self::default() }
     }
 }
+
+/// The caller's reading of the jobs queue unless a scenario says otherwise.
+pub const CALLER: (EventSource, usize) =
+    (EventSource { batch_size: 10, batch_window: Duration::ZERO, max_concurrency: 3 }, 10);
 
 /// The lifecycle's timings, shortened so retries and timeouts happen within a test.
 pub fn fast_policies() -> Policies {
@@ -120,16 +130,17 @@ impl TestFleet {
             external_timeout: Duration::from_secs(2),
             callback_base_url: None,
             policies: fast_policies(),
-            // One shard: every sweep (each 300 ms) and metrics run (each 500 ms) queries every
+            // One shard: every sweep and metrics run (each 500 ms) queries every
             // shard, the emulator serves one request at a time and scans the table for each index
             // query, and several fleets share it. Sharding is tested by the adapter tests.
             layout: taskfleet_adapters::table::Layout { status_shards: 1 },
             inline_max: taskfleet_core::blob::DEFAULT_INLINE_MAX_BYTES,
             metrics_namespace: namespace.to_owned(),
             metrics_interval: Duration::from_millis(500),
-            sweep_interval: Duration::from_millis(300),
+            sweep_interval: scenario.sweep_interval.unwrap_or(Duration::from_secs(60)),
             sweep_batch: 100,
-            caller_pollers: 3,
+            event_source: scenario.caller.unwrap_or(CALLER).0,
+            caller_concurrency: scenario.caller.unwrap_or(CALLER).1,
             chaos: scenario.delivery,
         };
         Fleet::start(sdk, settings, listener).await.unwrap()
