@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# `make dev`: the whole fleet on this machine. Starts the AWS emulator, the example external
-# service (unless EXTERNAL_SERVICE_URL points elsewhere) and the local fleet, prints where
-# everything is, and stops it all on Ctrl-C.
+# `make dev`: the whole fleet on this machine. Starts the AWS emulator (unless AWS_ENDPOINT_URL
+# points at one), the example external service (unless EXTERNAL_SERVICE_URL points elsewhere)
+# and the local fleet, prints where everything is, and stops it all on Ctrl-C.
 #
 # If one of the processes it started exits -- at start (a bad setting, a port taken) or later --
 # it stops the others at once and exits non-zero, printing that process's last output last.
 #
+#   AWS_ENDPOINT_URL      set: use the emulator at this URL (another one, or a proxy in front of
+#                         one, say a fault-injecting one) and start none; unset AWS_REGION,
+#                         AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY then default to us-east-1 and
+#                         dummy keys, as with the emulator it starts
 #   MOTO_PORT             port of the emulator it starts (default: a free one)
 #   EXTERNAL_SERVICE_URL  set: POST jobs there rather than to the example service
 #   EXAMPLE_SERVICE_PORT  port of the example service (default 3001)
@@ -33,8 +37,8 @@ pids=()         # the example service and the fleet
 followers=()    # `tail -f` of their output, once they are up
 declare -A name_of=() log_of=()
 
-# Stops, without a word, what this script started: the example service, the fleet, the emulator,
-# and the followers once they have shown all there was.
+# Stops, without a word, what this script started: the example service, the fleet, the emulator
+# (not one found at AWS_ENDPOINT_URL), and the followers once they have shown all there was.
 stop_all() {
   trap - EXIT INT TERM
   local pid
@@ -98,10 +102,18 @@ wait_until_up() { # pid port seconds
   fi
 }
 
-export MOTO_LOG=${MOTO_LOG:-"$LOGS/moto.log"}
-start_moto "${MOTO_PORT:-}" # (says why if the emulator does not start)
-name_of[$MOTO_PID]="the AWS emulator"
-log_of[$MOTO_PID]=$MOTO_LOG
+if [[ -n "${AWS_ENDPOINT_URL:-}" ]]; then
+  export AWS_REGION=${AWS_REGION:-us-east-1}
+  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$AWS_REGION}
+  export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}
+  export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}
+  log "AWS endpoint $AWS_ENDPOINT_URL (from AWS_ENDPOINT_URL: no emulator started)"
+else
+  export MOTO_LOG=${MOTO_LOG:-"$LOGS/moto.log"}
+  start_moto "${MOTO_PORT:-}" # (says why if the emulator does not start)
+  name_of[$MOTO_PID]="the AWS emulator"
+  log_of[$MOTO_PID]=$MOTO_LOG
+fi
 
 if [[ -z "${EXTERNAL_SERVICE_URL:-}" ]]; then
   export EXAMPLE_SERVICE_PORT=${EXAMPLE_SERVICE_PORT:-3001}
