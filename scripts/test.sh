@@ -25,6 +25,9 @@ cargo test --workspace
 log "API contract: openapi.yaml against the local fleet (schemathesis)"
 bash scripts/check-api.sh
 
+log "make dev: fails fast on a bad setting, uses the emulator at AWS_ENDPOINT_URL"
+bash scripts/check-dev.sh
+
 log "browser test of the local dashboard"
 bash scripts/check-dashboard.sh
 
