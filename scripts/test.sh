@@ -19,6 +19,8 @@ bash scripts/check-package.sh
 
 trap stop_moto EXIT
 start_moto
+log "the emulator's SQS fair queues, through boto3 (tests/emulator)"
+"$VENV/bin/python" -m unittest discover -s tests/emulator
 log "cargo test (unit, adapters against the emulator, end-to-end)"
 cargo test --workspace
 
