@@ -19,8 +19,9 @@ EXAMPLE_SERVICE_PORT="$(free_port)"
 export TASKFLEET_PREFIX="dashboard-$RANDOM"
 # Gauges every 2 s; callbacks after 3 s, so some tasks are still IN_PROGRESS when the page loads.
 export METRICS_INTERVAL_SECONDS=2 EXAMPLE_DELAY_MS=3000
-# dev.sh makes its development client's key exist and prints it: the test uses that one.
-unset EXTERNAL_SERVICE_URL CALLBACK_BASE_URL TASKFLEET_DEV_KEY
+# dev.sh makes its development client's key exist and prints it: the test uses that one. It
+# would use the emulator of AWS_ENDPOINT_URL (make test's): unset, it starts one of its own.
+unset EXTERNAL_SERVICE_URL CALLBACK_BASE_URL TASKFLEET_DEV_KEY AWS_ENDPOINT_URL
 
 mkdir -p target
 log "starting a local fleet (log: target/check-dashboard-fleet.log)"

@@ -19,11 +19,16 @@ bash scripts/check-package.sh
 
 trap stop_moto EXIT
 start_moto
+log "the emulator's SQS fair queues, through boto3 (tests/emulator)"
+"$VENV/bin/python" -m unittest discover -s tests/emulator
 log "cargo test (unit, adapters against the emulator, end-to-end)"
 cargo test --workspace
 
 log "API contract: openapi.yaml against the local fleet (schemathesis)"
 bash scripts/check-api.sh
+
+log "make dev: fails fast on a bad setting, uses the emulator at AWS_ENDPOINT_URL"
+bash scripts/check-dev.sh
 
 log "browser test of the local dashboard"
 bash scripts/check-dashboard.sh

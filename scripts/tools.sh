@@ -34,11 +34,18 @@ free_port() {
   "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_for_port() { # port seconds
-  local port=$1 deadline=$((SECONDS + $2))
+# Waits until something listens on 127.0.0.1:PORT. Fails after SECONDS (returns 1, says so), or
+# at once when one of the PIDs given (the process that should open the port, and those it needs)
+# has exited: returns 2 without a word, for the caller to report that process (its output).
+wait_for_port() { # port seconds [pid...]
+  local port=$1 seconds=$2 deadline=$((SECONDS + $2)) pid
+  shift 2
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    for pid in "$@"; do
+      kill -0 "$pid" 2>/dev/null || return 2
+    done
     if ((SECONDS > deadline)); then
-      echo "nothing listens on 127.0.0.1:$port after $2 s" >&2
+      echo "nothing listens on 127.0.0.1:$port after $seconds s" >&2
       return 1
     fi
     sleep 0.2
@@ -54,7 +61,17 @@ start_moto() {
   mkdir -p "$(dirname "$logfile")"
   "$VENV/bin/python" "$ROOT/scripts/emulator.py" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
   MOTO_PID=$!
-  wait_for_port "$port" 30
+  local status=0
+  wait_for_port "$port" 30 "$MOTO_PID" || status=$?
+  if ((status != 0)); then
+    stop_moto
+    if ((status == 2)); then
+      echo "the AWS emulator exited before it listened on 127.0.0.1:$port" >&2
+    fi
+    echo "--- last lines of $logfile:" >&2
+    tail -n 20 "$logfile" >&2
+    return 1
+  fi
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
   export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
