@@ -5,8 +5,8 @@
 // Both files write metrics as CloudWatch dashboard rows: [namespace, name, dimName, dimValue, …,
 // {stat, id, label}] or [{expression, id, label}]. Strings may hold `${Namespace}` (the fleet's
 // metrics namespace, filled in here) and CloudFormation `Fn::Sub` references (`${AWS::Region}`,
-// `${CallerDlq.QueueName}`, `${IngestLambdaFunction}`, …), filled in by CloudFormation. The same
-// rows are read by the dashboard/metric-name test (tests/deploy_observability.rs) and drawn by
+// `${JobsQueue.QueueName}`, `${IngestLambdaFunction}`, …), filled in by CloudFormation. The same
+// rows are read by the dashboard/metric-name test (tests/deploy.rs) and drawn by
 // the local fleet at /_local/dashboard.
 
 const fs = require('fs');

@@ -150,6 +150,20 @@ fn the_dashboard_covers_every_function_and_queue_of_the_stack() {
             ("AWS/SQS".to_owned(), "ApproximateNumberOfMessagesVisible".to_owned(), format!("${{{id}.QueueName}}"));
         assert!(drawn.contains(&row), "the dashboard does not show the depth of {id}");
     }
+    // The jobs queue in full: due timers (visible), timers not yet due (delayed: every deadline
+    // timer waits up to 900 s there), timers with the caller (in flight), the oldest one's age,
+    // and the caller's concurrency against its event source's MaximumConcurrency.
+    for metric in [
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateNumberOfMessagesDelayed",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateAgeOfOldestMessage",
+    ] {
+        let row = ("AWS/SQS".to_owned(), metric.to_owned(), "${JobsQueue.QueueName}".to_owned());
+        assert!(drawn.contains(&row), "the dashboard does not draw the jobs queue's {metric}");
+    }
+    let caller = ("AWS/Lambda".to_owned(), "ConcurrentExecutions".to_owned(), "${CallerLambdaFunction}".to_owned());
+    assert!(drawn.contains(&caller), "the dashboard does not draw the caller's concurrency");
     let latency: BTreeSet<String> = dashboard_rows()
         .into_iter()
         .filter_map(|row| match row {
@@ -249,35 +263,192 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
             assert!(known.contains(variable), "{name} is given {variable}, which config.rs does not read");
         }
         let required: &[&str] = match name.as_str() {
-            "dispatcher" => &[config::DISPATCH_TOPIC_ARN],
-            "caller" => {
-                &[config::TASKS_TABLE, config::EXTERNAL_SERVICE_URL, config::CALLBACK_BASE_URL, config::BLOBS_BUCKET]
-            }
-            "sweeper" => &[config::TASKS_TABLE, config::DISPATCH_TOPIC_ARN],
+            "dispatcher" => &[config::JOBS_QUEUE_URL],
+            "caller" => &[
+                config::TASKS_TABLE,
+                config::EXTERNAL_SERVICE_URL,
+                config::CALLBACK_BASE_URL,
+                config::BLOBS_BUCKET,
+                config::JOBS_QUEUE_URL,
+                config::CALLER_CONCURRENCY,
+            ],
+            "sweeper" => &[config::TASKS_TABLE, config::SWEEP_BATCH],
             "ingest" | "status" | "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
             _ => &[config::TASKS_TABLE],
         };
         for variable in required {
             assert!(variables.contains_key(*variable), "{name} needs {variable}");
         }
+        // Only the two functions that send timers know the queue; the sweeper sends nothing.
+        let sends = matches!(name.as_str(), "dispatcher" | "caller");
+        assert_eq!(variables.contains_key(config::JOBS_QUEUE_URL), sends, "{name}: {}", config::JOBS_QUEUE_URL);
+        if sends {
+            assert_eq!(variables[config::JOBS_QUEUE_URL], serde_json::json!({ "Ref": "JobsQueue" }), "{name}");
+        }
     }
 }
 
+/// The event source mapping of a function (by serverless.yml name): exactly one expected.
+fn event_source<'a>(template: &'a Value, function: &str) -> &'a Value {
+    let target = serde_json::json!({ "Fn::GetAtt": [format!("{}LambdaFunction", capitalised(function)), "Arn"] });
+    let mappings: Vec<&Value> = of_type(template, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .map(|(_, mapping)| &mapping["Properties"])
+        .filter(|properties| properties["FunctionName"] == target)
+        .collect();
+    let [mapping] = mappings.as_slice() else { panic!("one event source of {function} expected: {mappings:?}") };
+    mapping
+}
+
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
 #[test]
-fn the_dispatcher_reads_the_stream_in_bounded_retried_batches_with_item_failures() {
+fn the_event_sources_are_the_stream_for_the_dispatcher_and_the_jobs_queue_for_the_caller() {
     let template = template();
-    let mappings = of_type(&template, "AWS::Lambda::EventSourceMapping");
-    let [(_, mapping)] = mappings.as_slice() else { panic!("one stream mapping expected: {mappings:?}") };
-    let properties = &mapping["Properties"];
+    let sources: BTreeSet<String> = of_type(&template, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .map(|(_, mapping)| mapping["Properties"]["EventSourceArn"].to_string())
+        .collect();
+    let expected: BTreeSet<String> = [
+        serde_json::json!({ "Fn::GetAtt": ["TasksTable", "StreamArn"] }),
+        serde_json::json!({ "Fn::GetAtt": ["JobsQueue", "Arn"] }),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect();
+    assert_eq!(sources, expected);
+}
+
+#[test]
+fn the_dispatcher_reads_the_stream_in_bounded_retried_parallel_batches_with_item_failures() {
+    let template = template();
+    let properties = event_source(&template, "dispatcher");
+    assert_eq!(properties["EventSourceArn"], serde_json::json!({ "Fn::GetAtt": ["TasksTable", "StreamArn"] }));
     assert_eq!(properties["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]));
     assert_eq!(properties["BisectBatchOnFunctionError"], true);
     assert!(properties["MaximumRetryAttempts"].as_i64().is_some_and(|n| (0..=100).contains(&n)));
     assert!(properties["DestinationConfig"]["OnFailure"]["Destination"].is_object());
-    // The filter lets through what can put a task into RECEIVED: the attribute and value the
-    // store writes.
+    assert!((1..=10_000).contains(&whole(&properties["BatchSize"])), "{}", properties["BatchSize"]);
+    // Batches of one shard at once (dispatcherParallelization); records of one task keep their
+    // order at any factor.
+    assert!((1..=10).contains(&whole(&properties["ParallelizationFactor"])), "{}", properties["ParallelizationFactor"]);
+    // The filter lets through every change that leaves a task active, each of which sets a
+    // timer (RECEIVED: its start; IN_PROGRESS: its deadline): the attribute and values the store
+    // writes. Finished tasks and TTL removals are not delivered (nor billed).
     let filters = properties["FilterCriteria"]["Filters"].as_array().expect("filters");
-    let pattern: Value = serde_json::from_str(filters[0]["Pattern"].as_str().expect("pattern")).expect("JSON");
-    assert_eq!(pattern["dynamodb"]["NewImage"][table::STATUS]["S"], serde_json::json!([TaskStatus::Received.as_str()]));
+    let [filter] = filters.as_slice() else { panic!("one filter expected: {filters:?}") };
+    let pattern: Value = serde_json::from_str(filter["Pattern"].as_str().expect("pattern")).expect("JSON");
+    let passed: BTreeSet<String> = pattern["dynamodb"]["NewImage"][table::STATUS]["S"]
+        .as_array()
+        .expect("status values")
+        .iter()
+        .map(text)
+        .collect();
+    let active: BTreeSet<String> =
+        TaskStatus::ALL.iter().filter(|s| !s.is_terminal()).map(|s| s.as_str().to_owned()).collect();
+    assert_eq!(passed, active);
+    assert_eq!(pattern["eventName"], serde_json::json!(["INSERT", "MODIFY"]));
+}
+
+#[test]
+fn the_caller_reads_the_jobs_queue_in_bounded_batches_with_item_failures() {
+    use taskfleet_localfleet::queue::EventSource;
+    let template = template();
+    let properties = event_source(&template, "caller");
+    assert_eq!(properties["EventSourceArn"], serde_json::json!({ "Fn::GetAtt": ["JobsQueue", "Arn"] }));
+    // Only the messages the caller reports failed come back.
+    assert_eq!(properties["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]));
+    // The fleet-wide bound: at most MaximumConcurrency invocations, each handing over at most
+    // CALLER_CONCURRENCY jobs at once.
+    let max_concurrency = whole(&properties["ScalingConfig"]["MaximumConcurrency"]);
+    assert!((2..=1_000).contains(&max_concurrency), "MaximumConcurrency {max_concurrency}");
+    let caller = functions(&template)["caller"];
+    let concurrency = whole(&caller["Properties"]["Environment"]["Variables"][config::CALLER_CONCURRENCY]);
+    assert!((1..=config::MAX_CALLER_CONCURRENCY).contains(&concurrency), "CALLER_CONCURRENCY {concurrency}");
+    // Batch and window as the local fleet reads the queue by default (make dev behaves as AWS);
+    // a batch of more than ten needs a window of at least a second (Lambda refuses it otherwise).
+    let local = EventSource::default();
+    let batch = whole(&properties["BatchSize"]);
+    let window = whole(&properties["MaximumBatchingWindowInSeconds"]);
+    assert_eq!(batch, local.batch_size as u64, "BatchSize");
+    assert_eq!(window, local.batch_window.as_secs(), "MaximumBatchingWindowInSeconds");
+    assert!(batch <= 10 || window >= 1, "a batch of {batch} needs a batching window");
+    // Invoked synchronously by the event source: no async retries or destination to configure.
+    let invoke_configs: Vec<&String> = of_type(&template, "AWS::Lambda::EventInvokeConfig")
+        .into_iter()
+        .filter(|(_, c)| c["Properties"]["FunctionName"] == serde_json::json!({ "Ref": "CallerLambdaFunction" }))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(invoke_configs.is_empty(), "async settings on the caller: {invoke_configs:?}");
+}
+
+#[test]
+fn the_jobs_queue_outlasts_the_caller_and_sets_timers_it_keeps_failing_on_aside() {
+    use std::time::Duration;
+    use taskfleet_core::dispatch::{EARLY_WAIT, MAX_DELAY_SECONDS};
+    let template = template();
+    let resources = &template["Resources"];
+    let queue = &resources["JobsQueue"]["Properties"];
+    let caller = functions(&template)["caller"];
+    let timeout = whole(&caller["Properties"]["Timeout"]);
+    // AWS: an SQS event source's visibility timeout at least six times the function's timeout.
+    let visibility = whole(&queue["VisibilityTimeout"]);
+    assert!(visibility >= 6 * timeout, "visibility timeout {visibility} s < 6 x the caller's {timeout} s");
+    // One invocation fits its batch: ceil(batch / CALLER_CONCURRENCY) waves, each the external
+    // call's timeout, an early timer's wait and two SDK operations (the start and the follow-up
+    // write) at their own timeout.
+    let variables = &caller["Properties"]["Environment"]["Variables"];
+    let external = Duration::from_millis(whole(&variables[config::EXTERNAL_TIMEOUT_MS]));
+    let wave = external + EARLY_WAIT + 2 * config::SDK_OPERATION_TIMEOUT;
+    let batch = whole(&event_source(&template, "caller")["BatchSize"]);
+    let waves = batch.div_ceil(whole(&variables[config::CALLER_CONCURRENCY]));
+    assert!(
+        Duration::from_secs(timeout) >= wave * u32::try_from(waves).expect("waves"),
+        "the caller's timeout {timeout} s does not fit {waves} wave(s) of {wave:?}"
+    );
+    // Timers the caller keeps failing on go to JobsDlq after as many receives as locally.
+    let redrive = &queue["RedrivePolicy"];
+    assert_eq!(redrive["deadLetterTargetArn"], serde_json::json!({ "Fn::GetAtt": ["JobsDlq", "Arn"] }));
+    assert_eq!(whole(&redrive["maxReceiveCount"]), u64::from(taskfleet_localfleet::resources::MAX_RECEIVES));
+    // A timer waits at most the longest delay before it is sent on; the queue keeps messages
+    // longer than a task can live, and its dead-letter queue longer still (a dead letter keeps
+    // its first enqueue time).
+    let retention = whole(&queue["MessageRetentionPeriod"]);
+    let ingest = functions(&template)["ingest"];
+    let ttl = whole(&ingest["Properties"]["Environment"]["Variables"][config::TASK_TTL_SECONDS]);
+    assert!(retention >= ttl.max(u64::from(MAX_DELAY_SECONDS)), "retention {retention} s");
+    assert!(whole(&resources["JobsDlq"]["Properties"]["MessageRetentionPeriod"]) > retention);
+}
+
+#[test]
+fn every_queue_is_encrypted_and_refuses_requests_without_tls() {
+    let template = template();
+    let queues: Vec<&String> = of_type(&template, "AWS::SQS::Queue").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        queues.iter().map(|q| q.as_str()).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["JobsQueue", "JobsDlq", "DispatcherDlq"])
+    );
+    for queue in &queues {
+        assert_eq!(template["Resources"][queue.as_str()]["Properties"]["SqsManagedSseEnabled"], true, "{queue}");
+        let covered = of_type(&template, "AWS::SQS::QueuePolicy").into_iter().any(|(_, policy)| {
+            let properties = &policy["Properties"];
+            let attached =
+                properties["Queues"].as_array().expect("Queues").contains(&serde_json::json!({ "Ref": queue }));
+            let arn = serde_json::json!({ "Fn::GetAtt": [queue, "Arn"] });
+            attached
+                && properties["PolicyDocument"]["Statement"].as_array().expect("statements").iter().any(|s| {
+                    s["Effect"] == "Deny"
+                        && s["Principal"] == "*"
+                        && s["Action"] == "sqs:*"
+                        && s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+                        && s["Resource"].as_array().is_some_and(|r| r.contains(&arn))
+                })
+        });
+        assert!(covered, "no TLS-only policy on {queue}");
+    }
 }
 
 /// (actions, resource) of every statement a function's role allows.
@@ -311,13 +482,25 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
                 "dynamodb:GetRecords",
                 "dynamodb:GetShardIterator",
                 "dynamodb:ListStreams",
-                "sns:Publish",
                 "sqs:SendMessage",
             ][..],
         ),
-        ("caller", &["dynamodb:UpdateItem", "dynamodb:GetItem", "sqs:SendMessage", "s3:GetObject"][..]),
+        (
+            "caller",
+            &[
+                "dynamodb:UpdateItem",
+                "dynamodb:GetItem",
+                "s3:GetObject",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+                "sqs:SendMessage",
+            ][..],
+        ),
         ("metrics", &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "cloudwatch:PutMetricData"][..]),
-        ("sweeper", &["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem", "sns:Publish"][..]),
+        // The safety net writes tasks only: their stream records make the dispatcher set timers.
+        ("sweeper", &["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem"][..]),
     ]);
     let mut roles = BTreeSet::new();
     for (name, function) in functions(&template) {
@@ -360,6 +543,57 @@ fn each_role_reaches_only_its_own_prefix_of_the_blobs_bucket() {
             .collect();
         assert_eq!(s3, expected.get(name.as_str()).cloned().unwrap_or_default(), "{name}");
     }
+}
+
+#[test]
+fn only_the_dispatcher_and_the_caller_send_timers_and_only_to_the_jobs_queue() {
+    let template = template();
+    // (action, resource as JSON text)
+    let arn = |queue: &str| serde_json::json!({ "Fn::GetAtt": [queue, "Arn"] }).to_string();
+    let action = |a: &str| a.to_owned();
+    let expected: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::from([
+        (
+            "dispatcher",
+            BTreeSet::from([
+                (action("sqs:SendMessage"), arn("JobsQueue")),
+                // The stream event source's on-failure destination.
+                (action("sqs:SendMessage"), arn("DispatcherDlq")),
+            ]),
+        ),
+        (
+            "caller",
+            [
+                // Its event source mapping, and timers it sends on.
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+                "sqs:SendMessage",
+            ]
+            .into_iter()
+            .map(|a| (action(a), arn("JobsQueue")))
+            .collect(),
+        ),
+    ]);
+    for (name, function) in functions(&template) {
+        let mut messaging = BTreeSet::new();
+        for (actions, resource, condition) in grants(&template, function) {
+            for a in actions.iter().filter(|a| a.starts_with("sqs:") || a.starts_with("sns:")) {
+                assert!(condition.is_null(), "{name}: conditional {a}");
+                let resources = match &resource {
+                    Value::Array(list) => list.clone(),
+                    one => vec![one.clone()],
+                };
+                for r in resources {
+                    messaging.insert((a.clone(), r.to_string()));
+                }
+            }
+        }
+        assert_eq!(messaging, expected.get(name.as_str()).cloned().unwrap_or_default(), "{name}");
+    }
+    // No dispatch topic any more: the one topic left is where alarms notify.
+    let topics: Vec<&String> = of_type(&template, "AWS::SNS::Topic").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(topics, ["AlarmTopic"]);
 }
 
 /// A number the template holds as a number or as its decimal text (serverless params).
@@ -581,7 +815,17 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
         ),
         ("status", pairs(&[("GetItem", "TASK#*"), ("BatchGetItem", "TASK#*"), ("GetItem", "APIKEY#*")])),
         ("webhook", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*")])),
-        ("caller", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("GetItem", "PAYLOAD#*")])),
+        (
+            "caller",
+            pairs(&[
+                ("UpdateItem", "TASK#*"),
+                ("GetItem", "TASK#*"),
+                ("GetItem", "PAYLOAD#*"),
+                // The fleet-wide hold on new jobs: read, and lengthened.
+                ("GetItem", table::HOLD_ITEM),
+                ("UpdateItem", table::HOLD_ITEM),
+            ]),
+        ),
         ("metrics", pairs(&[("GetItem", meta), ("UpdateItem", meta)])),
         ("sweeper", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("UpdateItem", meta), ("GetItem", meta)])),
         ("dispatcher", BTreeSet::new()),
@@ -632,7 +876,7 @@ fn deployed_alarms(template: &Value) -> BTreeMap<String, (Value, Watched)> {
 }
 
 #[test]
-fn alarms_watch_throttles_latency_iterator_age_dlq_age_sns_failures_and_account_concurrency() {
+fn alarms_watch_throttles_latency_iterator_age_every_queue_and_account_concurrency() {
     let template = template();
     let alarms = deployed_alarms(&template);
     let watched: Watched = alarms.values().flat_map(|(_, w)| w.clone()).collect();
@@ -644,7 +888,6 @@ fn alarms_watch_throttles_latency_iterator_age_dlq_age_sns_failures_and_account_
         ("AWS/Lambda", "ConcurrentExecutions", dims(&[])),
         ("AWS/ApiGateway", "5xx", dims(&[("ApiId", "${HttpApi}")])),
         ("AWS/ApiGateway", "Latency", dims(&[("ApiId", "${HttpApi}")])),
-        ("AWS/SNS", "NumberOfNotificationsFailed", dims(&[("TopicName", "${DispatchTopic.TopicName}")])),
         ("AWS/DynamoDB", "WriteThrottleEvents", dims(&[("TableName", "${TasksTable}")])),
     ];
     for (id, _) in of_type(&template, "AWS::Lambda::Function") {
@@ -714,6 +957,33 @@ fn stuck_tasks_alarm_only_on_more_overdue_than_a_sweep_handles_or_a_sweeper_that
     }
     let (expression, _) = returned_expression(properties);
     assert!(expression.contains("FILL(runs, 0) == 0") && expression.contains("FILL(errors, 0) > 0"), "{expression}");
+}
+
+#[test]
+fn the_jobs_queue_alarms_count_due_timers_and_leave_delayed_ones_alone() {
+    use taskfleet_core::dispatch::MAX_DELAY_SECONDS;
+    let template = template();
+    let alarms = deployed_alarms(&template);
+    let queue = BTreeMap::from([("QueueName".to_owned(), "${JobsQueue.QueueName}".to_owned())]);
+    // Backlog: visible messages are due timers (delayed ones are counted apart, in
+    // ApproximateNumberOfMessagesDelayed), so a deadline timer waiting out its 900 s never
+    // counts; only a backlog that lasts five minutes running fires, not a burst the caller drains.
+    let (backlog, watched) = &alarms["JobsBacklogAlarm"];
+    let visible = ("AWS/SQS".to_owned(), "ApproximateNumberOfMessagesVisible".to_owned(), queue.clone());
+    assert_eq!(watched, &BTreeSet::from([visible]));
+    assert_eq!(backlog["ComparisonOperator"], "GreaterThanThreshold");
+    assert!(whole(&backlog["Threshold"]) > 0);
+    let periods = whole(&backlog["EvaluationPeriods"]);
+    assert!(periods >= 5 && whole(&backlog["DatapointsToAlarm"]) == periods, "not sustained: {backlog}");
+    // Age: a timer is as old as its delay (up to 900 s) when it comes due, and a message SQS
+    // delivered up to three times still counts (after that the metric skips it): the threshold
+    // stays above both, so only timers nobody reads fire it.
+    let (age, watched) = &alarms["JobsQueueAgeAlarm"];
+    let oldest = ("AWS/SQS".to_owned(), "ApproximateAgeOfOldestMessage".to_owned(), queue);
+    assert_eq!(watched, &BTreeSet::from([oldest]));
+    let visibility = whole(&template["Resources"]["JobsQueue"]["Properties"]["VisibilityTimeout"]);
+    let floor = u64::from(MAX_DELAY_SECONDS) + 3 * visibility;
+    assert!(whole(&age["Threshold"]) >= floor, "age threshold {} s below {floor} s", age["Threshold"]);
 }
 
 #[test]
@@ -807,6 +1077,7 @@ fn deploy_defaults_are_the_code_defaults_or_a_documented_difference() {
         (config::INLINE_MAX_BYTES, taskfleet_core::blob::DEFAULT_INLINE_MAX_BYTES.to_string()),
         (config::API_KEY_CACHE_SECONDS, config::DEFAULT_API_KEY_CACHE_SECONDS.to_string()),
         (config::SWEEP_BATCH, config::DEFAULT_SWEEP_BATCH.to_string()),
+        (config::CALLER_CONCURRENCY, config::DEFAULT_CALLER_CONCURRENCY.to_string()),
         (config::EXTERNAL_TIMEOUT_MS, config::DEFAULT_EXTERNAL_TIMEOUT_MS.to_string()),
         (config::METRICS_NAMESPACE, config::DEFAULT_METRICS_NAMESPACE.to_owned()),
     ]);
