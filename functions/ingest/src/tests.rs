@@ -187,8 +187,13 @@ fn later(millis: i64) -> Timestamp {
 /// Starts attempt `attempt` of a RECEIVED task, as the caller would.
 async fn start(app: &TestApp, task_id: &TaskId, attempt: u32) {
     let at = later(0);
-    let start =
-        Transition::start(task_id, attempt, token::digest(&format!("token-{attempt}")), (at, at.plus_seconds(900)), &TtlPolicy::default());
+    let start = Transition::start(
+        task_id,
+        attempt,
+        token::digest(&format!("token-{attempt}")),
+        (at, at.plus_seconds(900)),
+        &TtlPolicy::default(),
+    );
     assert!(matches!(app.store.apply(&start).await.unwrap(), WriteOutcome::Applied(_)));
 }
 

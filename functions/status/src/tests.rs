@@ -136,7 +136,13 @@ async fn apply(app: &TestApp, transition: Transition) {
 
 /// Starts attempt `attempt` at `CREATED_MS + millis`, as the caller does.
 fn start(task: &Task, attempt: u32, millis: i64) -> Transition {
-    Transition::start(&task.task_id, attempt, token::digest(&format!("token-{attempt}")), (at(millis), at(millis + 900_000)), &TtlPolicy::default())
+    Transition::start(
+        &task.task_id,
+        attempt,
+        token::digest(&format!("token-{attempt}")),
+        (at(millis), at(millis + 900_000)),
+        &TtlPolicy::default(),
+    )
 }
 
 #[tokio::test]

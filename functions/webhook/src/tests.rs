@@ -7,16 +7,16 @@ use std::time::Duration;
 use lambda_http::request::LambdaRequest;
 use serde_json::Value;
 use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
-use taskfleet_core::dispatch::DispatchMessage;
+use taskfleet_core::dispatch::{Step, Timer};
 use taskfleet_core::lifecycle::{CANCELLED, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
 use taskfleet_core::memory_blobs::MemoryBlobs;
-use taskfleet_core::ports::{ExternalService, Job, Publisher, WriteOutcome};
+use taskfleet_core::ports::{ExternalService, Job, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_core::service::HandOver;
 use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::token::{self, CallbackToken};
-use taskfleet_core::{ClientId, ExternalError, PublishError, TaskId, TaskStatus, TtlPolicy};
+use taskfleet_core::{ClientId, ExternalError, Task, TaskId, TaskStatus, Timestamp, TtlPolicy};
 
 const TASK_TTL: u64 = 3_600;
 const RETENTION: u64 = 86_400;
@@ -102,13 +102,16 @@ impl ExternalService for Service {
     }
 }
 
-/// A topic that takes every message (the sweeper's dispatches are not what these tests look at).
-struct Topic;
-
-impl Publisher for Topic {
-    async fn publish(&self, messages: &[DispatchMessage]) -> Vec<Result<(), PublishError>> {
-        messages.iter().map(|_| Ok(())).collect()
-    }
+/// Fires the deadline timer the dispatcher set for `attempt` of a task when its callback was due
+/// by `due_at`; answers the task if it timed the attempt out.
+async fn fire_deadline(
+    app: &App<MemoryStore, MemoryBlobs>,
+    task_id: &TaskId,
+    (attempt, due_at): (u32, Timestamp),
+    now: Timestamp,
+) -> Option<Task> {
+    let timer = Timer { task_id: task_id.clone(), attempt, step: Step::Deadline, due_at };
+    service::deadline(&app.store, &timer, now, &app.policies).await.unwrap()
 }
 
 /// What the external service was told for one attempt: where to call back.
@@ -534,8 +537,9 @@ async fn a_callback_for_an_attempt_that_timed_out_and_was_retried_is_stale() {
     // The sweeper runs after the callback deadline (and before the task expires): attempt 1
     // timed out, another will come.
     let far_future = Timestamp::now().plus_seconds(CALLBACK_TIMEOUT_SECONDS + 60);
-    let report = service::sweep(&app.store, &Topic, far_future, &app.policies, 10).await.unwrap();
-    assert_eq!(report.timed_out_retried, std::slice::from_ref(&task.task_id));
+    let running = current(&app, &task.task_id).await;
+    let timed_out = fire_deadline(&app, &task.task_id, (running.attempts, running.due_at), far_future).await;
+    assert!(timed_out.is_some());
     let retried = current(&app, &task.task_id).await;
     assert_eq!((retried.status, retried.attempts), (TaskStatus::Received, 1));
 
@@ -632,7 +636,8 @@ async fn a_heartbeat_moves_the_callback_deadline() {
     assert_eq!(stored.due_at, stored.updated_at.plus_seconds(CALLBACK_TIMEOUT_SECONDS));
     assert!(stored.due_at > task.due_at);
     assert_eq!(stored.history, task.history, "a heartbeat is not a step of the task's life");
-    assert_eq!(stored.expires_at, task.expires_at);
+    let extended = app.policies.ttl.new_task_expiry(stored.updated_at);
+    assert_eq!(stored.expires_at, extended, "a heartbeat gives the task a new TTL, so a long job is not lost to it");
     assert_eq!(
         body_json(&response),
         json!({
@@ -643,10 +648,9 @@ async fn a_heartbeat_moves_the_callback_deadline() {
     );
     assert_eq!(events.events(), []);
 
-    // The sweeper, at the old deadline, leaves the attempt alone.
+    // The old deadline's timer, when it fires, leaves the attempt alone.
     let at_old_deadline = task.due_at.plus_seconds(1);
-    let report = service::sweep(&app.store, &Topic, at_old_deadline, &app.policies, 10).await.unwrap();
-    assert_eq!(report, service::SweepReport::default());
+    assert_eq!(fire_deadline(&app, &task.task_id, (task.attempts, task.due_at), at_old_deadline).await, None);
     assert_eq!(current(&app, &task.task_id).await, stored);
 
     // The callback still finishes the attempt.
