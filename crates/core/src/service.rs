@@ -13,7 +13,7 @@ use crate::policy::Policies;
 use crate::ports::{DueTask, ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, TaskStore, WriteOutcome};
 use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 use crate::token::{self, CallbackToken, TokenError};
 use crate::ttl::TtlPolicy;
 
@@ -215,9 +215,10 @@ pub async fn hand_over(
     service: &impl ExternalService,
     (task_id, attempt): (&TaskId, u32),
     callback_base: &str,
-    now: Timestamp,
+    clock: impl Clock,
     policies: &Policies,
 ) -> Result<HandOver, HandOverError> {
+    let now = clock.now();
     let token = CallbackToken::generate()?;
     let deadline = now.plus(policies.callback_timeout);
     let start = Transition::start(task_id, attempt, token.digest(), (now, deadline), &policies.ttl);
@@ -245,6 +246,8 @@ pub async fn hand_over(
     let Err(error) = service.submit(&job).await else {
         return Ok(HandOver::Accepted { task });
     };
+    // What follows a refusal counts from when the answer came, not from when the job left.
+    let now = clock.now();
     let in_series = task.attempt_in_series();
     if is_retryable(&error) && policies.retry.allows_another(in_series) {
         let retry_after = match &error {

@@ -48,6 +48,34 @@ impl Timestamp {
         let datetime: DateTime<Utc> = Utc.timestamp_millis_opt(self.0).single().unwrap_or(DateTime::<Utc>::MIN_UTC);
         datetime.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
+
+    /// Reads an RFC 3339 date-time with an offset (any precision; below a millisecond is
+    /// dropped).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text).ok().map(|datetime| Self(datetime.timestamp_millis()))
+    }
+}
+
+/// Where a use case that waits on the network reads the time: before and after the wait.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A time is a clock that stands still (for tests, and for callers that read the time once).
+impl Clock for Timestamp {
+    fn now(&self) -> Timestamp {
+        *self
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +85,16 @@ mod tests {
     #[test]
     fn formats_rfc3339_with_millis_and_z() {
         assert_eq!(Timestamp::from_millis(1_764_201_387_123).to_rfc3339(), "2025-11-26T23:56:27.123Z");
+    }
+
+    #[test]
+    fn parses_rfc3339_back_with_any_offset() {
+        let at = Timestamp::from_millis(1_764_201_387_123);
+        assert_eq!(Timestamp::parse_rfc3339(&at.to_rfc3339()), Some(at));
+        assert_eq!(Timestamp::parse_rfc3339("2025-11-27T00:56:27.123+01:00"), Some(at));
+        assert_eq!(Timestamp::parse_rfc3339("2025-11-26T23:56:27.1234567Z"), Some(at));
+        assert_eq!(Timestamp::parse_rfc3339("2025-11-26 23:56:27"), None);
+        assert_eq!(Timestamp::parse_rfc3339(""), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use taskfleet_core::hold::{self, HoldGate};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, ExternalService, HoldStore, Publisher, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, HandOver, HandOverError};
+use taskfleet_core::time::SystemClock;
 use taskfleet_core::{PublishError, StoreError, TaskStatus, Timestamp};
 use thiserror::Error;
 
@@ -154,7 +155,7 @@ where
                 tracing::info!(task_id = %timer.task_id, attempt = timer.attempt, until = %until.to_rfc3339(), "jobs held; start sent on");
                 return send_on(app, &timer, until, group, now).await;
             }
-            start(app, &timer, now).await
+            start(app, &timer).await
         }
     }
 }
@@ -193,7 +194,7 @@ async fn time_out<S: TaskStore, E, B, Q, H>(
     Ok(())
 }
 
-async fn start<S, E, B, Q, H>(app: &App<S, E, B, Q, H>, timer: &Timer, now: Timestamp) -> Result<(), CallerError>
+async fn start<S, E, B, Q, H>(app: &App<S, E, B, Q, H>, timer: &Timer) -> Result<(), CallerError>
 where
     S: TaskStore,
     E: ExternalService,
@@ -207,7 +208,7 @@ where
         &app.service,
         (task_id, attempt),
         &app.callback_base,
-        now,
+        SystemClock,
         &app.policies,
     )
     .await
@@ -227,7 +228,7 @@ where
             tracing::warn!(%task_id, attempt, %error, retry_at = %retry_at.to_rfc3339(), "external service refused; will retry");
             app.events.record(TaskEvent::ExternalCall { accepted: false });
             app.events.record(TaskEvent::Retried);
-            hold_if_asked(app, &error, now).await;
+            hold_if_asked(app, &error).await;
         }
         HandOver::Failed { error, task } => {
             tracing::warn!(%task_id, attempt, %error, "external service refused; task failed");
@@ -235,7 +236,7 @@ where
             if let Some(task) = task {
                 app.events.record(TaskEvent::finished(&task));
             }
-            hold_if_asked(app, &error, now).await;
+            hold_if_asked(app, &error).await;
         }
         HandOver::PayloadGone { task } => {
             tracing::error!(%task_id, attempt, "the task's payload is no longer stored; task failed");
@@ -247,15 +248,12 @@ where
     Ok(())
 }
 
-/// A 429/503 with `Retry-After` holds new jobs fleet-wide. The refusal itself is recorded
-/// already; a hold that cannot be stored is only logged (this instance holds anyway).
-async fn hold_if_asked<S, E, B, Q, H: HoldStore>(
-    app: &App<S, E, B, Q, H>,
-    error: &taskfleet_core::ExternalError,
-    now: Timestamp,
-) {
+/// A 429/503 with `Retry-After` holds new jobs fleet-wide, from when the answer came. The
+/// refusal itself is recorded already; a hold that cannot be stored is only logged (this
+/// instance holds anyway).
+async fn hold_if_asked<S, E, B, Q, H: HoldStore>(app: &App<S, E, B, Q, H>, error: &taskfleet_core::ExternalError) {
     let Some(pause) = hold::back_off_for(error) else { return };
-    let until = now.plus(pause);
+    let until = Timestamp::now().plus(pause);
     tracing::warn!(until = %until.to_rfc3339(), "external service asks to back off; holding new jobs");
     if let Err(error) = app.hold.hold(until).await {
         tracing::error!(%error, "hold not stored; other instances will not see it");
