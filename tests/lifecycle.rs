@@ -2,63 +2,12 @@
 //! through the local fleet: chaos, a restart mid-run, cancel, replay, idempotent submits.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, MAX_ATTEMPTS, Scenario, TestFleet};
 use taskfleet_example_service::Chaos;
 use taskfleet_localfleet::DeliveryChaos;
-
-/// Submits `count` tasks, 16 at a time; answers their ids.
-async fn submit_many(fleet: &TestFleet, count: usize) -> Vec<String> {
-    stream::iter(0..count)
-        .map(|n| async move {
-            let (code, body) = fleet.submit(KEY_ALPHA, json!({"n": n})).await;
-            assert_eq!(code, 202, "{body}");
-            body["task_id"].as_str().unwrap().to_owned()
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await
-}
-
-/// Waits until every task is DONE or FAILED (bounded), answering the final views by id.
-async fn wait_all(fleet: &TestFleet, ids: &[String], within: Duration) -> HashMap<String, Value> {
-    let start = Instant::now();
-    let mut finished = HashMap::new();
-    while finished.len() < ids.len() {
-        let pending: Vec<&String> = ids.iter().filter(|id| !finished.contains_key(*id)).collect();
-        let views: Vec<(String, u16, Value)> = stream::iter(pending)
-            .map(|id| async move {
-                let (code, view) = fleet.status(KEY_ALPHA, id).await;
-                (id.clone(), code, view)
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut unfinished = Vec::new();
-        for (id, code, view) in views {
-            assert_eq!(code, 200, "task {id} was lost: {view}");
-            if matches!(view["status"].as_str(), Some("DONE" | "FAILED")) {
-                finished.insert(id, view);
-            } else {
-                unfinished.push(view);
-            }
-        }
-        let left = ids.len() - finished.len();
-        assert!(
-            start.elapsed() < within,
-            "{left} of {} tasks not finished within {within:?}; e.g. {:?}",
-            ids.len(),
-            unfinished.iter().take(3).collect::<Vec<_>>()
-        );
-        if left > 0 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-    finished
-}
 
 /// Every task finished exactly once: one DONE or FAILED step in its history, at the end, and
 /// a DONE task carries the result of its own payload.
@@ -85,15 +34,16 @@ async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
             slow_by: Duration::from_millis(2_500),
             duplicate_callback: 0.1,
             drop_callback: 0.05,
+            ..Chaos::default()
         },
         delivery: DeliveryChaos { duplicate_stream_batch: 0.1, duplicate_message: 0.1 },
         ..Scenario::default()
     };
     let fleet = TestFleet::start(scenario).await;
-    let ids = submit_many(&fleet, 200).await;
+    let ids = fleet.submit_many(KEY_ALPHA, 200).await;
     // A bound, not a speed target: the emulator serves one request at a time, and a CI machine
     // may be slower than this one (speed is measured by `make bench`).
-    let views = wait_all(&fleet, &ids, Duration::from_secs(420)).await;
+    let views = fleet.wait_all(KEY_ALPHA, &ids, Duration::from_secs(420)).await;
     assert_finished_once(&views);
 
     let requests = fleet.stats.requests();
@@ -119,10 +69,10 @@ async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
 async fn after_the_fleet_restarts_mid_run_every_task_still_finishes_once() {
     let scenario = Scenario { delay: Duration::from_millis(1_000), ..Scenario::default() };
     let mut fleet = TestFleet::start(scenario).await;
-    let ids = submit_many(&fleet, 60).await;
+    let ids = fleet.submit_many(KEY_ALPHA, 60).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     fleet.restart(Duration::from_secs(2)).await;
-    let views = wait_all(&fleet, &ids, Duration::from_secs(120)).await;
+    let views = fleet.wait_all(KEY_ALPHA, &ids, Duration::from_secs(120)).await;
     assert_finished_once(&views);
     assert!(views.values().all(|v| v["status"] == "DONE"), "nothing refused, so everything succeeds eventually");
 }
@@ -135,8 +85,8 @@ async fn a_lost_callback_is_timed_out_and_the_task_retried() {
         ..Scenario::default()
     };
     let fleet = TestFleet::start(scenario).await;
-    let ids = submit_many(&fleet, 1).await;
-    let view = &wait_all(&fleet, &ids, Duration::from_secs(60)).await[&ids[0]];
+    let ids = fleet.submit_many(KEY_ALPHA, 1).await;
+    let view = &fleet.wait_all(KEY_ALPHA, &ids, Duration::from_secs(60)).await[&ids[0]];
     assert_eq!(view["status"], "FAILED");
     assert_eq!(view["attempts"], MAX_ATTEMPTS);
     assert_eq!(view["error"], "gave up after 5 attempts; last: no callback within 3 s");

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use futures::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use taskfleet_core::ClientId;
 use taskfleet_core::policy::Policies;
@@ -33,6 +36,8 @@ pub struct Scenario {
     pub caller: Option<(EventSource, usize)>,
     /// Between sweeper runs (None: a minute, as in AWS; timers move every task along).
     pub sweep_interval: Option<Duration>,
+    /// The lifecycle's timings (None: [`fast_policies`]).
+    pub policies: Option<Policies>,
 }
 
 impl Scenario {
@@ -129,7 +134,7 @@ impl TestFleet {
             external_service_url: format!("http://{service_addr}/jobs"),
             external_timeout: Duration::from_secs(2),
             callback_base_url: None,
-            policies: fast_policies(),
+            policies: scenario.policies.unwrap_or_else(fast_policies),
             // One shard: every sweep and metrics run (each 500 ms) queries every
             // shard, the emulator serves one request at a time and scans the table for each index
             // query, and several fleets share it. Sharding is tested by the adapter tests.
@@ -212,6 +217,57 @@ impl TestFleet {
             assert!(start.elapsed() < within, "task {task_id} not finished within {within:?}: {body}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Submits `count` tasks (payload `{"n": i}`) as `key`, 16 at a time; answers their ids in
+    /// the order they were accepted.
+    pub async fn submit_many(&self, key: &str, count: usize) -> Vec<String> {
+        stream::iter(0..count)
+            .map(|n| async move {
+                let (code, body) = self.submit(key, json!({"n": n})).await;
+                assert_eq!(code, 202, "{body}");
+                body["task_id"].as_str().unwrap().to_owned()
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await
+    }
+
+    /// Waits until every task is DONE or FAILED (bounded), answering the final views by id.
+    pub async fn wait_all(&self, key: &str, ids: &[String], within: Duration) -> HashMap<String, Value> {
+        let start = Instant::now();
+        let mut finished = HashMap::new();
+        while finished.len() < ids.len() {
+            let pending: Vec<&String> = ids.iter().filter(|id| !finished.contains_key(*id)).collect();
+            let views: Vec<(String, u16, Value)> = stream::iter(pending)
+                .map(|id| async move {
+                    let (code, view) = self.status(key, id).await;
+                    (id.clone(), code, view)
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut unfinished = Vec::new();
+            for (id, code, view) in views {
+                assert_eq!(code, 200, "task {id} was lost: {view}");
+                if matches!(view["status"].as_str(), Some("DONE" | "FAILED")) {
+                    finished.insert(id, view);
+                } else {
+                    unfinished.push(view);
+                }
+            }
+            let left = ids.len() - finished.len();
+            assert!(
+                start.elapsed() < within,
+                "{left} of {} tasks not finished within {within:?}; e.g. {:?}",
+                ids.len(),
+                unfinished.iter().take(3).collect::<Vec<_>>()
+            );
+            if left > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        finished
     }
 
     /// The callback URL the service was given for the task's latest accepted attempt.

@@ -30,11 +30,15 @@ pub struct Settings {
     pub stats: Arc<Stats>,
 }
 
-/// Ways to misbehave, each a probability in [0, 1].
+/// Ways to misbehave: probabilities in [0, 1], and a few fixed behaviours.
 #[derive(Debug, Clone, Default)]
 pub struct Chaos {
     /// Answer 503 instead of accepting the job.
     pub refuse: f64,
+    /// Every job takes this long to be answered (a service slow to accept).
+    pub answer_after: Duration,
+    /// Answer the `nth` job (counted from 1) 429 with `Retry-After: retry_after_seconds`.
+    pub throttle: Option<Throttle>,
     /// Wait `slow_by` before answering (either way).
     pub slow: f64,
     pub slow_by: Duration,
@@ -44,15 +48,87 @@ pub struct Chaos {
     pub drop_callback: f64,
 }
 
+/// A one-off 429 (see [`Chaos::throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub nth: usize,
+    pub retry_after_seconds: u64,
+}
+
+/// How the service answered a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Accepted,
+    /// Accepted, and the callback will never come.
+    AcceptedAndLost,
+    /// 503.
+    Refused,
+    /// 429 with `Retry-After`.
+    Throttled,
+}
+
+/// One job request as the service saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub task_id: String,
+    pub attempt: u32,
+    /// When the request arrived (wall clock, like the fleet's history).
+    pub at: Timestamp,
+    /// When it was answered, and how.
+    pub answered_at: Timestamp,
+    pub answer: Answer,
+}
+
 /// What the service was asked to do.
 #[derive(Debug, Default)]
 pub struct Stats {
     accepts: Mutex<HashMap<String, u32>>,
     requests: Mutex<HashMap<String, Vec<u32>>>,
     callback_urls: Mutex<HashMap<String, String>>,
+    arrivals: Mutex<Vec<Arrival>>,
+    /// Job requests so far (numbers them from 1).
+    order: std::sync::atomic::AtomicUsize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a job request in flight while it lives.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = stats.in_flight.fetch_add(1, SeqCst) + 1;
+        stats.most_in_flight.fetch_max(now, SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Stats {
+    /// Every job request, in the order they were answered.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The most job requests the service was handling at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn journal(&self, job: &Job, at: Timestamp, answer: Answer) -> usize {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let arrival =
+            Arrival { task_id: job.task_id.clone(), attempt: job.attempt, at, answered_at: Timestamp::now(), answer };
+        arrivals.push(arrival);
+        arrivals.len()
+    }
+
     /// The attempt numbers of the job requests per task (accepted or refused), in arrival order.
     pub fn requests(&self) -> HashMap<String, Vec<u32>> {
         self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -98,7 +174,11 @@ pub fn router(settings: Settings) -> Router {
         .with_state(Arc::new(Service { settings, client }))
 }
 
-async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> (StatusCode, Json<Value>) {
+async fn accept(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Json<Value>) {
     if let Some(secrets) = &service.settings.signing {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let verified = match (header(signing::ID), header(signing::TIMESTAMP), header(signing::SIGNATURE)) {
@@ -108,14 +188,22 @@ async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: B
             _ => false,
         };
         if !verified {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad or missing webhook signature"})));
+            return (
+                StatusCode::UNAUTHORIZED,
+                HeaderMap::new(),
+                Json(json!({"error": "bad or missing webhook signature"})),
+            );
         }
     }
     let job: Job = match serde_json::from_slice(&body) {
         Ok(job) => job,
-        Err(error) => return (StatusCode::BAD_REQUEST, Json(json!({"error": error.to_string()}))),
+        Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": error.to_string()}))),
     };
     let chaos = &service.settings.chaos;
+    let stats = &service.settings.stats;
+    let arrived = Timestamp::now();
+    let in_flight = InFlight::enter(stats);
+    let number = stats.order.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     service
         .settings
         .stats
@@ -128,9 +216,19 @@ async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: B
     if fastrand::f64() < chaos.slow {
         tokio::time::sleep(chaos.slow_by).await;
     }
+    tokio::time::sleep(chaos.answer_after).await;
+    if let Some(throttle) = chaos.throttle.filter(|t| t.nth == number) {
+        tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job throttled (chaos)");
+        stats.journal(&job, arrived, Answer::Throttled);
+        drop(in_flight);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", throttle.retry_after_seconds.into());
+        return (StatusCode::TOO_MANY_REQUESTS, headers, Json(json!({"error": "slow down"})));
+    }
     if fastrand::f64() < chaos.refuse {
         tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job refused (chaos)");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "try again later"})));
+        stats.journal(&job, arrived, Answer::Refused);
+        return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new(), Json(json!({"error": "try again later"})));
     }
     Stats::count(&service.settings.stats.accepts, &job.task_id);
     service
@@ -143,6 +241,8 @@ async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: B
     tracing::info!(task_id = %job.task_id, attempt = job.attempt, "job accepted");
     let task_id = job.task_id.clone();
     let (drop_it, twice) = (fastrand::f64() < chaos.drop_callback, fastrand::f64() < chaos.duplicate_callback);
+    stats.journal(&job, arrived, if drop_it { Answer::AcceptedAndLost } else { Answer::Accepted });
+    drop(in_flight);
     if !drop_it {
         tokio::spawn(async move {
             tokio::time::sleep(service.settings.delay).await;
@@ -154,7 +254,7 @@ async fn accept(State(service): State<Arc<Service>>, headers: HeaderMap, body: B
             }
         });
     }
-    (StatusCode::ACCEPTED, Json(json!({"accepted": task_id})))
+    (StatusCode::ACCEPTED, HeaderMap::new(), Json(json!({"accepted": task_id})))
 }
 
 fn outcome_of(job: &Job) -> Value {

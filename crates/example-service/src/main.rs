@@ -22,6 +22,8 @@ async fn main() -> std::process::ExitCode {
             slow_by: Duration::from_millis(number("EXAMPLE_SLOW_MS", 2_000)),
             duplicate_callback: ratio("EXAMPLE_DUPLICATE_CALLBACK_RATIO"),
             drop_callback: ratio("EXAMPLE_DROP_CALLBACK_RATIO"),
+            answer_after: Duration::from_millis(number("EXAMPLE_ANSWER_AFTER_MS", 0)),
+            throttle: None,
         },
         stats: Default::default(),
         signing: match std::env::var("WEBHOOK_SIGNING_SECRETS").ok().filter(|s| !s.is_empty()) {
