@@ -11,6 +11,7 @@ use crate::lifecycle::{MAX_REPLAYS, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
 use crate::ports::{DueTask, ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, TaskStore, WriteOutcome};
+use crate::random::Jitter;
 use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::{Clock, Timestamp};
@@ -208,14 +209,15 @@ pub const PAYLOAD_GONE: &str = "the task's payload is no longer stored";
 /// a no-op and the service is called at most once per attempt) and hands the job, with the
 /// task's payload, to the external service. A refusal worth retrying puts the task back for a
 /// later attempt while the series has attempts left; any other refusal, or the last, fails the
-/// task with the reason.
+/// task with the reason. The time is read from `clock`; the random share of that retry's backoff
+/// ([`crate::retry::RetryPolicy::delay`]) is drawn from `jitter`.
 pub async fn hand_over(
     store: &impl TaskStore,
     blobs: &Blobs<impl BlobStore>,
     service: &impl ExternalService,
     (task_id, attempt): (&TaskId, u32),
     callback_base: &str,
-    clock: impl Clock,
+    (clock, jitter): (impl Clock, impl Jitter),
     policies: &Policies,
 ) -> Result<HandOver, HandOverError> {
     let now = clock.now();
@@ -256,7 +258,7 @@ pub async fn hand_over(
             }
             _ => None,
         };
-        let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
+        let retry_at = now.plus(policies.retry.delay(in_series, retry_after, jitter.unit()));
         let reason = format!("attempt {attempt}: {error}");
         return Ok(match apply_follow_up(store, &Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
             WriteOutcome::Applied(_) => HandOver::Retrying { error, retry_at },
