@@ -22,5 +22,5 @@ pub use config::ConfigError;
 pub use dynamo::DynamoStore;
 pub use emf::EmfSink;
 pub use external::HttpExternalService;
-pub use keys::DynamoKeys;
+pub use keys::DynamoKeyRecords;
 pub use sqs::SqsPublisher;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use lambda_http::http::header::LOCATION;
 use lambda_http::http::{HeaderValue, StatusCode};
-use taskfleet_adapters::DynamoKeys;
+use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, S3Blobs, SdkConfig, config};
 use taskfleet_api::view::{Accepted, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::lifecycle::MAX_REPLAYS;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
@@ -31,7 +31,7 @@ use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validatio
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
+pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
     /// Where large payloads go.
@@ -44,7 +44,7 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: DynamoKeys::cached_from_env(sdk)?,
+            keys: DynamoKeyRecords::cached_from_env(sdk)?,
             blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
@@ -52,11 +52,14 @@ impl App<DynamoStore> {
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: Request,
+) -> Response<Body> {
     route(app, &request).await.unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -68,7 +71,7 @@ async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
     }
 }
 
-async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
@@ -99,7 +102,7 @@ async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
     Ok(located(response::json(status, &Accepted::from(task)), task))
 }
 
-async fn cancel<S: TaskStore, K: ClientKeys, B>(
+async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
@@ -119,7 +122,7 @@ async fn cancel<S: TaskStore, K: ClientKeys, B>(
     }
 }
 
-async fn replay<S: TaskStore, K: ClientKeys, B>(
+async fn replay<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,

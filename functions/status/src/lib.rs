@@ -8,11 +8,11 @@
 use lambda_http::http::StatusCode;
 use std::time::Duration;
 
-use taskfleet_adapters::DynamoKeys;
+use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, S3Blobs, SdkConfig};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Content};
 use taskfleet_core::ports::TaskStore;
 use taskfleet_core::{Timestamp, service, validation};
@@ -21,7 +21,7 @@ use taskfleet_core::{Timestamp, service, validation};
 pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
+pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
     /// Where large results are (the function only presigns reads of them).
@@ -32,13 +32,16 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: DynamoKeys::cached_from_env(sdk)?,
+            keys: DynamoKeyRecords::cached_from_env(sdk)?,
             blobs: S3Blobs::from_env(sdk)?,
         })
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: Request,
+) -> Response<Body> {
     let answer = match request::route_key(&request).as_deref() {
         Some("GET /tasks") => list(app, &request).await,
         _ => show(app, &request).await,
@@ -46,7 +49,7 @@ pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B
     answer.unwrap_or_else(ApiError::into_response)
 }
 
-async fn list<S: TaskStore, K: ClientKeys, B>(
+async fn list<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -62,7 +65,7 @@ async fn list<S: TaskStore, K: ClientKeys, B>(
     Ok(response::json(StatusCode::OK, &TaskList::from(&page)))
 }
 
-async fn show<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn show<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {

@@ -2,7 +2,7 @@ use super::*;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
-use taskfleet_core::auth::fixed::ApiKeys;
+use taskfleet_core::auth::fixed::FixedKeys;
 use taskfleet_core::blob::result_key;
 use taskfleet_core::lifecycle::{HISTORY_KEPT, Kind, Outcome, Transition};
 use taskfleet_core::memory::MemoryStore;
@@ -58,12 +58,12 @@ const GET_TASK_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-type TestApp = App<MemoryStore, ApiKeys, MemoryBlobs>;
+type TestApp = App<MemoryStore, FixedKeys, MemoryBlobs>;
 
 fn app() -> TestApp {
     App {
         store: MemoryStore::new(),
-        keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
+        keys: FixedKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
         blobs: MemoryBlobs::new(),
     }
 }
