@@ -160,7 +160,8 @@ pub enum HandOver {
     Accepted { task: Task },
     /// The attempt was already started (a repeated message), or the task moved on: nothing done.
     Skipped,
-    /// The task no longer exists (expired or deleted): nothing to do.
+    /// The task does not exist, or has expired (storage deletes expired items late): nothing to
+    /// do.
     Missing,
     /// The service refused; the task waits for another attempt from `retry_at`.
     Retrying { error: ExternalError, retry_at: Timestamp },
@@ -227,6 +228,8 @@ pub async fn hand_over(
     let task = match store.apply(&start).await? {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
+        // The start requires an unexpired task: an expired one is as good as gone.
+        WriteOutcome::Rejected(Some(current)) if current.is_expired(now) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
     };
     let payload = match store.payload(task_id).await? {
@@ -404,7 +407,7 @@ pub enum OwnerAction {
     Unchanged(Task),
     /// Not possible in the task's state (cancel a finished task, replay one that has not failed).
     Refused(Task),
-    /// No such task for this client.
+    /// No such task for this client (or it expired).
     Missing,
 }
 

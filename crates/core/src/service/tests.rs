@@ -319,6 +319,20 @@ async fn handing_over_a_missing_task_does_nothing() {
     assert!(service.jobs().is_empty());
 }
 
+/// An expired task that storage has not deleted yet is handed over like a missing one: nothing
+/// is written and the service is not called.
+#[tokio::test]
+async fn handing_over_an_expired_task_finds_it_missing() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = submitted(&store).await;
+    assert_eq!(task.expires_at, 4_600);
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(4_600), 0.5), &policies()).await.unwrap();
+    assert_eq!(outcome, HandOver::Missing);
+    assert!(service.jobs().is_empty());
+    assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
+}
+
 #[tokio::test]
 async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     let store = MemoryStore::new();
