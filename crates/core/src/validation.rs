@@ -1,6 +1,8 @@
 //! Validation of what clients and the external service send. Payloads and results may be as
 //! large as a Lambda invocation carries (6 MB, the request's JSON escaped inside the event):
-//! large ones are kept in the blob store, so no task item comes near DynamoDB's 400 KB.
+//! large ones are kept in the blob store, so a task item stays under DynamoDB's 400 KB (the
+//! worst case, with the largest inline limit a deployment may set, is ~286 KB: see
+//! [`crate::blob::MAX_INLINE_MAX_BYTES`]).
 
 use serde::Deserialize;
 use serde_json::Value;
