@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ports;
 pub mod retry;
+pub mod secrets;
 pub mod service;
 pub mod signing;
 pub mod task;
