@@ -271,9 +271,11 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
                 config::BLOBS_BUCKET,
                 config::JOBS_QUEUE_URL,
                 config::CALLER_CONCURRENCY,
+                config::WEBHOOK_SIGNING_SECRET_ARN,
             ],
             "sweeper" => &[config::TASKS_TABLE, config::SWEEP_BATCH],
-            "ingest" | "status" | "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
+            "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET, config::WEBHOOK_SIGNING_SECRET_ARN],
+            "ingest" | "status" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
             _ => &[config::TASKS_TABLE],
         };
         for variable in required {
@@ -474,7 +476,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
         ("status", &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "s3:GetObject"][..]),
-        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
+        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject", "secretsmanager:GetSecretValue"][..]),
         (
             "dispatcher",
             &[
@@ -496,6 +498,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
                 "sqs:GetQueueAttributes",
                 "sqs:ChangeMessageVisibility",
                 "sqs:SendMessage",
+                "secretsmanager:GetSecretValue",
             ][..],
         ),
         ("metrics", &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "cloudwatch:PutMetricData"][..]),
@@ -1051,9 +1054,66 @@ fn make_deploy_checks_the_secret_and_lints_the_template_it_deploys() {
     let lint = at("bash scripts/lint-template.sh");
     let deploy = at("npx --no-install serverless deploy");
     assert!(secret < deploy && lint < deploy, "the checks run after the deploy");
+    // The secret's ARN it found is what the template is packaged (and deployed) with.
+    let packaged = at("serverless_package \"$ARCH\"");
+    assert!(secret < packaged && packaged < lint, "the secret is not looked up before packaging");
+    for part in [&script[packaged..lint], &script[deploy..]] {
+        assert!(part.contains("--param \"webhookSecretArn=$secret_arn\""), "not packaged with the ARN found");
+    }
     // What is deployed is the template that was linted.
     assert!(script[deploy..].contains("--package \"$package\""), "deploy does not use the linted package");
     assert!(script[lint..deploy].contains("$package/cloudformation-template-update-stack.json"));
+}
+
+// ---- issue item 9: signing secrets read at run time, from one secret -------------------------
+
+#[test]
+fn signing_secrets_are_read_at_run_time_from_one_secret_and_never_put_in_the_environment() {
+    let template = template();
+    // No dynamic reference resolves a secret into the template (and so into an environment
+    // variable readable with lambda:GetFunctionConfiguration).
+    let text = template.to_string();
+    assert!(!text.contains("{{resolve:"), "a dynamic reference in the template");
+    for (name, function) in functions(&template) {
+        let variables = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        assert!(!variables.contains_key(config::WEBHOOK_SIGNING_SECRETS), "{name} is given the secrets' value");
+        let arn = variables.get(config::WEBHOOK_SIGNING_SECRET_ARN);
+        let signs = matches!(name.as_str(), "caller" | "webhook");
+        assert_eq!(arn.is_some(), signs, "{name}: {}", config::WEBHOOK_SIGNING_SECRET_ARN);
+        // Every grant on Secrets Manager: GetSecretValue on exactly the secret the function reads.
+        let secret_grants: Vec<(BTreeSet<String>, Value)> = grants(&template, function)
+            .into_iter()
+            .filter(|(actions, _, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
+            .map(|(actions, resource, condition)| {
+                assert!(condition.is_null(), "{name}: conditional secret grant {condition}");
+                (actions, resource)
+            })
+            .collect();
+        if !signs {
+            assert!(secret_grants.is_empty(), "{name} may read secrets: {secret_grants:?}");
+            continue;
+        }
+        let arn = text_of(arn.expect("the secret's ARN"));
+        let parts: Vec<&str> = arn.split(':').collect();
+        assert!(
+            parts.len() == 7 && parts[..3] == ["arn", "aws", "secretsmanager"] && parts[5] == "secret",
+            "{name}: {arn} is not a secret's ARN"
+        );
+        assert!(!arn.contains(['*', '?']), "{name}: a wildcard in {arn}");
+        let one = (BTreeSet::from(["secretsmanager:GetSecretValue".to_owned()]), Value::String(arn.clone()));
+        assert_eq!(secret_grants, [one], "{name}: GetSecretValue on {arn} alone");
+    }
+    // The two read the same secret.
+    let deployed = functions(&template);
+    let arn_of = |name: &str| {
+        deployed[name]["Properties"]["Environment"]["Variables"][config::WEBHOOK_SIGNING_SECRET_ARN].clone()
+    };
+    assert_eq!(arn_of("caller"), arn_of("webhook"));
+}
+
+/// A string of the template.
+fn text_of(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("not a plain string: {value}")).to_owned()
 }
 
 /// Deploy settings that deliberately differ from the code's default, with the reason (the
