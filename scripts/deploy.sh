@@ -5,6 +5,10 @@
 # Manager, whose ARN the stack is packaged with), builds the zips of one architecture, packages
 # the stack, runs the same cfn-lint and checkov as `make package` on that template, and deploys
 # exactly what was checked (`serverless deploy --package`). See the README's deploy guide first.
+#
+#   TASKS_TABLE_NAME=…        the tasksTableName parameter: keep or import a table of that name
+#   ROLLBACK_ON_ALARMS=false  CodeDeploy ignores the rollback alarms for this deploy (the fix for
+#                             what set one off); README, "Safe deploys and rolling back"
 set -euo pipefail
 source "$(dirname "$0")/deploy-tools.sh"
 cd "$ROOT"
@@ -33,12 +37,20 @@ ensure_deploy_python
 ensure_node_modules
 bash scripts/build-lambdas.sh "$ARCH"
 
+# The same parameters for packaging and deploying.
+params=(--param "webhookSecretArn=$secret_arn")
+[[ -z "${TASKS_TABLE_NAME:-}" ]] || params+=(--param "tasksTableName=$TASKS_TABLE_NAME")
+case "${ROLLBACK_ON_ALARMS:-true}" in
+  true) ;;
+  false) params+=(--param "rollbackOnAlarms=false") ;;
+  *) echo "ROLLBACK_ON_ALARMS is true or false, not $ROLLBACK_ON_ALARMS" >&2; exit 1 ;;
+esac
+
 package="target/serverless/deploy-$STAGE-$ARCH"
-log "serverless package --stage $STAGE --region $REGION --param arch=$ARCH → $package"
-STAGE="$STAGE" PACKAGE_DIR="$package" serverless_package "$ARCH" --region "$REGION" \
-  --param "webhookSecretArn=$secret_arn"
+log "serverless package --stage $STAGE --region $REGION --param arch=$ARCH ${params[*]} → $package"
+STAGE="$STAGE" PACKAGE_DIR="$package" serverless_package "$ARCH" --region "$REGION" "${params[@]}"
 bash scripts/lint-template.sh "$package/cloudformation-template-update-stack.json"
 
 log "serverless deploy --stage $STAGE --region $REGION --package $package"
 npx --no-install serverless deploy --stage "$STAGE" --region "$REGION" --param "arch=$ARCH" \
-  --param "webhookSecretArn=$secret_arn" --package "$package"
+  "${params[@]}" --package "$package"
