@@ -2,7 +2,8 @@
 //! deploy/alarms.json) name exactly the metrics the code emits, and the CloudFormation template
 //! that `serverless package` writes from serverless.yml declares the routes of the local front,
 //! the table `table::create` makes, the functions under functions/, the settings config.rs reads,
-//! and one least-privilege role per function.
+//! one least-privilege role per function, signing secrets read at run time from one secret, and
+//! safe deploys (every trigger on an alias that CodeDeploy moves, with rollback on alarms).
 //!
 //! The template tests read target/serverless/arm64/cloudformation-template-update-stack.json:
 //! `scripts/check-package.sh` (or `make package`) writes it before `cargo test` runs. The table
