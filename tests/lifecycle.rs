@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, MAX_ATTEMPTS, Scenario, TestFleet};
 use taskfleet_example_service::Chaos;
 use taskfleet_localfleet::DeliveryChaos;
+use taskfleet_testkit::faults::Rates;
 
 /// Every task finished exactly once: one DONE or FAILED step in its history, at the end, and
 /// a DONE task carries the result of its own payload.
@@ -25,7 +26,7 @@ fn assert_finished_once(views: &HashMap<String, Value>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
+async fn under_chaos_and_aws_faults_every_task_finishes_once_and_no_attempt_is_wasted() {
     let scenario = Scenario {
         delay: Duration::from_millis(50),
         service: Chaos {
@@ -37,6 +38,9 @@ async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
             ..Chaos::default()
         },
         delivery: DeliveryChaos { duplicate_stream_batch: 0.1, duplicate_message: 0.1 },
+        // And AWS misbehaving: 20 % of its requests throttled, failed, slowed or answered into
+        // the void after the write landed.
+        aws_faults: Some(Rates::each(0.05)),
         ..Scenario::default()
     };
     let fleet = TestFleet::start(scenario).await;
@@ -45,6 +49,10 @@ async fn under_chaos_every_task_finishes_once_and_no_attempt_is_wasted() {
     // may be slower than this one (speed is measured by `make bench`).
     let views = fleet.wait_all(KEY_ALPHA, &ids, Duration::from_secs(420)).await;
     assert_finished_once(&views);
+    let faults = &fleet.proxy.as_ref().expect("the fleet reached AWS through the faulty proxy").counts;
+    let injected = [&faults.throttled, &faults.failed, &faults.slowed, &faults.dropped]
+        .map(|count| count.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(injected.iter().all(|n| *n > 0), "every kind of AWS fault happened: {injected:?}");
 
     let requests = fleet.stats.requests();
     for id in &ids {

@@ -215,13 +215,49 @@ pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
 }
 
 /// The shared SDK configuration: region, credentials and endpoint from the environment
-/// (`AWS_ENDPOINT_URL` included), with the fleet's timeouts. Load once per cold start and build
-/// every client from it.
+/// (`AWS_ENDPOINT_URL` included), with the fleet's timeouts and [`aws_http_client`]. Load once
+/// per cold start and build every client from it.
 pub async fn aws() -> aws_config::SdkConfig {
     aws_from(aws_config::defaults(aws_config::BehaviorVersion::latest())).await
 }
 
 /// [`aws`] from a given loader (tests point it elsewhere).
 pub async fn aws_from(loader: aws_config::ConfigLoader) -> aws_config::SdkConfig {
-    loader.timeout_config(sdk_timeouts()).load().await
+    with_aws_http_client(loader.timeout_config(sdk_timeouts())).load().await
+}
+
+/// The roots every AWS endpoint's certificate chains to: Amazon Root CA 1–4 (Amazon Trust
+/// Services) and the Starfield Services root that cross-signs them.
+const AWS_ROOTS_PEM: &[u8] = include_bytes!("aws-roots.pem");
+
+/// Gives the loader the one HTTPS client of every SDK client (the credential providers'
+/// included), trusting the AWS roots only. The SDK's default client loads and decodes the system's CA bundle (~140
+/// certificates) once for the credential providers and again for the services: most of a cold
+/// start's instructions (bench/RESULTS.md). An AWS endpoint needs none of them. (The external
+/// service's client, in the caller, keeps the platform's roots: a service may use any CA.)
+fn with_aws_http_client(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOTS_PEM);
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => loader.http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https(),
+        ),
+        // Cannot happen with the bundled roots; then the SDK's default client it is.
+        Err(_) => loader,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bundled_aws_roots_are_the_four_amazon_roots_and_starfield_and_they_parse() {
+        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+        let pem = String::from_utf8_lossy(super::AWS_ROOTS_PEM);
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
+        let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(super::AWS_ROOTS_PEM);
+        assert!(TlsContext::builder().with_trust_store(trust).build().is_ok());
+    }
 }

@@ -605,7 +605,18 @@ impl TaskStore for DynamoStore {
             Ok(()) | Err(StoreError::AlreadyExists) => {}
             Err(e) => return Err(e),
         }
-        item::create(&self.client, &self.table, TaskRecord::of(task, &self.layout), "task").await
+        let Some(existing) =
+            item::create_or_find(&self.client, &self.table, TaskRecord::of(task, &self.layout), "task").await?
+        else {
+            return Ok(());
+        };
+        // The id is taken. By this very task if the SDK retried a create whose answer was lost
+        // and the retry found the first one landed (the same client and creation time: a fresh
+        // random id is never another task's): that is this insert done, not a conflict.
+        match task_from_item(existing) {
+            Ok(stored) if stored.client_id == task.client_id && stored.created_at == task.created_at => Ok(()),
+            _ => Err(StoreError::AlreadyExists),
+        }
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {

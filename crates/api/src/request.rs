@@ -102,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_key_names_the_client() {
-        let keys = taskfleet_core::auth::ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
+        let keys = taskfleet_core::auth::fixed::ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
         let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).await.unwrap();
         assert_eq!(found.as_str(), "alpha");
         assert!(matches!(client(&request(&[], Body::Empty), &keys).await, Err(ApiError::Unauthorized)));

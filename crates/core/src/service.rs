@@ -495,23 +495,23 @@ fn time_out_transition(overdue: &DueTask, now: Timestamp, policies: &Policies) -
     transition.if_due_unchanged(overdue.due_at)
 }
 
-/// A deadline timer fired: times the attempt out if it is still running with that deadline.
-/// One read first (cheaper than a write whose condition fails): most attempts have ended by
-/// their deadline.
+/// The task of a deadline timer, if its attempt still runs with the timer's deadline.
+pub async fn running(store: &impl TaskStore, timer: &Timer) -> Result<Option<Task>, StoreError> {
+    Ok(store.get(&timer.task_id).await?.filter(|task| {
+        task.status == TaskStatus::InProgress && task.attempts == timer.attempt && task.due_at == timer.due_at
+    }))
+}
+
+/// A deadline timer fired: times the attempt out if it is still running with that deadline and
+/// the deadline has passed. One read first (cheaper than a write whose condition fails): most
+/// attempts have ended by their deadline.
 pub async fn deadline(
     store: &impl TaskStore,
     timer: &Timer,
     now: Timestamp,
     policies: &Policies,
 ) -> Result<Option<Task>, StoreError> {
-    let Some(task) = store.get(&timer.task_id).await? else { return Ok(None) };
-    let still_running = task.status == TaskStatus::InProgress
-        && task.attempts == timer.attempt
-        && task.due_at == timer.due_at
-        && task.due_at <= now;
-    if !still_running {
-        return Ok(None);
-    }
+    let Some(task) = running(store, timer).await?.filter(|task| task.due_at <= now) else { return Ok(None) };
     let overdue = DueTask {
         task_id: task.task_id.clone(),
         attempts: task.attempts,

@@ -1,6 +1,8 @@
 //! Test support for tests that talk to the AWS emulator (moto server). `make test` starts the
 //! emulator and exports `AWS_ENDPOINT_URL`; these helpers point the real SDK at it with dummy
-//! credentials. Nothing here fakes AWS.
+//! credentials. Nothing here fakes AWS; [`faults`] puts a misbehaving proxy in front of it.
+
+pub mod faults;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -13,13 +15,22 @@ pub fn endpoint() -> String {
 
 /// An SDK configuration for the emulator: its endpoint, region us-east-1, dummy credentials.
 pub async fn sdk_config() -> SdkConfig {
+    sdk_config_at(&endpoint()).await
+}
+
+/// [`sdk_config`] with another endpoint (e.g. a [`faults::FaultyProxy`] in front of the emulator).
+pub async fn sdk_config_at(endpoint: &str) -> SdkConfig {
+    loader_at(endpoint).load().await
+}
+
+/// The loader of [`sdk_config_at`], for callers that add settings of their own (the fleet's
+/// timeouts: `taskfleet_adapters::config::aws_from`).
+pub fn loader_at(endpoint: &str) -> aws_config::ConfigLoader {
     let credentials = aws_credential_types::Credentials::new("testing", "testing", None, None, "taskfleet-testkit");
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(credentials)
-        .load()
-        .await
 }
 
 /// A name no other test uses, so tests can share one emulator and run in parallel.

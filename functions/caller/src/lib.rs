@@ -144,6 +144,11 @@ where
     match timer.when(now) {
         When::Now => {}
         When::After(wait) => {
+            // Most attempts end before their deadline: look before waiting (an instance waiting
+            // is billed), and wait only for one that still runs.
+            if timer.step == Step::Deadline && service::running(&app.store, &timer).await?.is_none() {
+                return Ok(());
+            }
             tokio::time::sleep(wait).await;
             now = Timestamp::now();
         }

@@ -947,6 +947,40 @@ async fn a_deadline_timer_of_a_finished_attempt_changes_nothing() {
 }
 
 #[tokio::test]
+async fn an_early_deadline_timer_of_a_finished_attempt_is_dropped_without_waiting() {
+    let (app, events) = app(Service::default());
+    // Due in 800 ms: the timer arrived early (delays are whole seconds, rounded down).
+    let task = running(&app, 1, millis_from_now(800)).await;
+    let finish = Transition::finish(
+        &task.task_id,
+        1,
+        token::digest("token-1"),
+        taskfleet_core::lifecycle::Outcome::Succeeded { result: Content::Inline(json!("ok")) },
+        Timestamp::now(),
+        &app.policies.ttl,
+    );
+    apply(&app, finish).await;
+    let done = current(&app, &task).await;
+    let started = std::time::Instant::now();
+    handle(&app, sqs_event(&[&deadline_of(&task)])).await;
+    assert!(started.elapsed() < Duration::from_millis(400), "waited {:?} for a finished attempt", started.elapsed());
+    assert_eq!(current(&app, &task).await, done);
+    assert_eq!(events.events(), []);
+}
+
+#[tokio::test]
+async fn an_early_deadline_timer_of_a_running_attempt_waits_for_the_deadline_then_times_it_out() {
+    let (app, events) = app(Service::default());
+    let deadline = millis_from_now(300);
+    let task = running(&app, 1, deadline).await;
+    handle(&app, sqs_event(&[&deadline_of(&task)])).await;
+    let stored = current(&app, &task).await;
+    assert_eq!(stored.status, TaskStatus::Received);
+    assert!(stored.updated_at >= deadline, "timed out {} ms early", deadline.millis_since(stored.updated_at));
+    assert_eq!(events.events(), [TaskEvent::Retried]);
+}
+
+#[tokio::test]
 async fn a_refusal_with_retry_after_holds_new_jobs_fleet_wide_until_then() {
     let hold = Arc::new(MemoryStore::new());
     let (app, events) = instance(Service::refusing(rejected(429, Some(5))), hold.clone());

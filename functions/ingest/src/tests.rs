@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
-use taskfleet_core::auth::ApiKeys;
+use taskfleet_core::auth::fixed::ApiKeys;
 use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
 use taskfleet_core::lifecycle::{CANCELLED, MAX_REPLAYS, Outcome, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
