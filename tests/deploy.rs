@@ -2,7 +2,8 @@
 //! deploy/alarms.json) name exactly the metrics the code emits, and the CloudFormation template
 //! that `serverless package` writes from serverless.yml declares the routes of the local front,
 //! the table `table::create` makes, the functions under functions/, the settings config.rs reads,
-//! and one least-privilege role per function.
+//! one least-privilege role per function, signing secrets read at run time from one secret, and
+//! safe deploys (every trigger on an alias that CodeDeploy moves, with rollback on alarms).
 //!
 //! The template tests read target/serverless/arm64/cloudformation-template-update-stack.json:
 //! `scripts/check-package.sh` (or `make package`) writes it before `cargo test` runs. The table
@@ -210,8 +211,8 @@ fn the_http_api_routes_are_the_local_fronts_routes() {
         .into_iter()
         .map(|(id, route)| {
             let integration = route["Properties"]["Target"]["Fn::Join"][1][1]["Ref"].as_str().expect("integration");
-            let uri = &resources[integration]["Properties"]["IntegrationUri"]["Fn::GetAtt"][0];
-            let function = function_name(uri.as_str().unwrap_or_else(|| panic!("{id}: no function")));
+            let uri = &resources[integration]["Properties"]["IntegrationUri"];
+            let function = invoked_alias(&template, uri).unwrap_or_else(|| panic!("{id}: no function's alias: {uri}"));
             (route["Properties"]["RouteKey"].as_str().expect("route key").to_owned(), function)
         })
         .collect();
@@ -271,9 +272,11 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
                 config::BLOBS_BUCKET,
                 config::JOBS_QUEUE_URL,
                 config::CALLER_CONCURRENCY,
+                config::WEBHOOK_SIGNING_SECRET_ARN,
             ],
             "sweeper" => &[config::TASKS_TABLE, config::SWEEP_BATCH],
-            "ingest" | "status" | "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
+            "webhook" => &[config::TASKS_TABLE, config::BLOBS_BUCKET, config::WEBHOOK_SIGNING_SECRET_ARN],
+            "ingest" | "status" => &[config::TASKS_TABLE, config::BLOBS_BUCKET],
             _ => &[config::TASKS_TABLE],
         };
         for variable in required {
@@ -290,11 +293,10 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
 
 /// The event source mapping of a function (by serverless.yml name): exactly one expected.
 fn event_source<'a>(template: &'a Value, function: &str) -> &'a Value {
-    let target = serde_json::json!({ "Fn::GetAtt": [format!("{}LambdaFunction", capitalised(function)), "Arn"] });
     let mappings: Vec<&Value> = of_type(template, "AWS::Lambda::EventSourceMapping")
         .into_iter()
         .map(|(_, mapping)| &mapping["Properties"])
-        .filter(|properties| properties["FunctionName"] == target)
+        .filter(|properties| invoked_alias(template, &properties["FunctionName"]).as_deref() == Some(function))
         .collect();
     let [mapping] = mappings.as_slice() else { panic!("one event source of {function} expected: {mappings:?}") };
     mapping
@@ -474,7 +476,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
         ("status", &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "s3:GetObject"][..]),
-        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
+        ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject", "secretsmanager:GetSecretValue"][..]),
         (
             "dispatcher",
             &[
@@ -496,6 +498,7 @@ fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
                 "sqs:GetQueueAttributes",
                 "sqs:ChangeMessageVisibility",
                 "sqs:SendMessage",
+                "secretsmanager:GetSecretValue",
             ][..],
         ),
         ("metrics", &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "cloudwatch:PutMetricData"][..]),
@@ -1051,9 +1054,67 @@ fn make_deploy_checks_the_secret_and_lints_the_template_it_deploys() {
     let lint = at("bash scripts/lint-template.sh");
     let deploy = at("npx --no-install serverless deploy");
     assert!(secret < deploy && lint < deploy, "the checks run after the deploy");
+    // The secret's ARN it found is what the template is packaged (and deployed) with.
+    let params = at("params=(--param \"webhookSecretArn=$secret_arn\")");
+    let packaged = at("serverless_package \"$ARCH\"");
+    assert!(secret < params && params < packaged && packaged < lint, "the secret is not looked up before packaging");
+    for part in [&script[packaged..lint], &script[deploy..]] {
+        assert!(part.contains("\"${params[@]}\""), "not packaged and deployed with the same parameters");
+    }
     // What is deployed is the template that was linted.
     assert!(script[deploy..].contains("--package \"$package\""), "deploy does not use the linted package");
     assert!(script[lint..deploy].contains("$package/cloudformation-template-update-stack.json"));
+}
+
+// ---- issue item 9: signing secrets read at run time, from one secret -------------------------
+
+#[test]
+fn signing_secrets_are_read_at_run_time_from_one_secret_and_never_put_in_the_environment() {
+    let template = template();
+    // No dynamic reference resolves a secret into the template (and so into an environment
+    // variable readable with lambda:GetFunctionConfiguration).
+    let text = template.to_string();
+    assert!(!text.contains("{{resolve:"), "a dynamic reference in the template");
+    for (name, function) in functions(&template) {
+        let variables = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        assert!(!variables.contains_key(config::WEBHOOK_SIGNING_SECRETS), "{name} is given the secrets' value");
+        let arn = variables.get(config::WEBHOOK_SIGNING_SECRET_ARN);
+        let signs = matches!(name.as_str(), "caller" | "webhook");
+        assert_eq!(arn.is_some(), signs, "{name}: {}", config::WEBHOOK_SIGNING_SECRET_ARN);
+        // Every grant on Secrets Manager: GetSecretValue on exactly the secret the function reads.
+        let secret_grants: Vec<(BTreeSet<String>, Value)> = grants(&template, function)
+            .into_iter()
+            .filter(|(actions, _, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
+            .map(|(actions, resource, condition)| {
+                assert!(condition.is_null(), "{name}: conditional secret grant {condition}");
+                (actions, resource)
+            })
+            .collect();
+        if !signs {
+            assert!(secret_grants.is_empty(), "{name} may read secrets: {secret_grants:?}");
+            continue;
+        }
+        let arn = text_of(arn.expect("the secret's ARN"));
+        let parts: Vec<&str> = arn.split(':').collect();
+        assert!(
+            parts.len() == 7 && parts[..3] == ["arn", "aws", "secretsmanager"] && parts[5] == "secret",
+            "{name}: {arn} is not a secret's ARN"
+        );
+        assert!(!arn.contains(['*', '?']), "{name}: a wildcard in {arn}");
+        let one = (BTreeSet::from(["secretsmanager:GetSecretValue".to_owned()]), Value::String(arn.clone()));
+        assert_eq!(secret_grants, [one], "{name}: GetSecretValue on {arn} alone");
+    }
+    // The two read the same secret.
+    let deployed = functions(&template);
+    let arn_of = |name: &str| {
+        deployed[name]["Properties"]["Environment"]["Variables"][config::WEBHOOK_SIGNING_SECRET_ARN].clone()
+    };
+    assert_eq!(arn_of("caller"), arn_of("webhook"));
+}
+
+/// A string of the template.
+fn text_of(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("not a plain string: {value}")).to_owned()
 }
 
 /// Deploy settings that deliberately differ from the code's default, with the reason (the
@@ -1106,4 +1167,277 @@ fn deploy_defaults_are_the_code_defaults_or_a_documented_difference() {
     for (variable, _) in DELIBERATE_DIFFERENCES {
         assert!(readme.contains(&format!("deliberately differs: `{variable}`")), "README does not document {variable}");
     }
+}
+
+// ---- issue item 12: safe deploys -------------------------------------------------------------
+
+/// The alias (logical id, resource) of a function (by serverless.yml name): exactly one.
+fn alias_of<'a>(template: &'a Value, function: &str) -> (&'a String, &'a Value) {
+    let id = format!("{}LambdaFunction", capitalised(function));
+    let aliases: Vec<(&String, &Value)> = of_type(template, "AWS::Lambda::Alias")
+        .into_iter()
+        .filter(|(_, alias)| alias["Properties"]["FunctionName"] == serde_json::json!({ "Ref": id }))
+        .collect();
+    let [alias] = aliases.as_slice() else { panic!("one alias of {function} expected: {aliases:?}") };
+    *alias
+}
+
+/// The function (serverless.yml name) whose alias `target` names as `<function ARN>:<alias>`,
+/// the alias being that function's alias resource; None for anything else (the function's
+/// unqualified ARN, `$LATEST`, a version).
+fn invoked_alias(template: &Value, target: &Value) -> Option<String> {
+    let [separator, parts] = target["Fn::Join"].as_array()?.as_slice() else { return None };
+    let [arn, qualifier] = parts.as_array()?.as_slice() else { return None };
+    let id = arn["Fn::GetAtt"][0].as_str()?;
+    if separator != ":" || arn["Fn::GetAtt"][1] != "Arn" || !id.ends_with("LambdaFunction") {
+        return None;
+    }
+    let function = function_name(id);
+    let (_, alias) = alias_of(template, &function);
+    (qualifier == &alias["Properties"]["Name"]).then_some(function)
+}
+
+/// `DependsOn` as a set of logical ids.
+fn depends_on(resource: &Value) -> BTreeSet<String> {
+    match &resource["DependsOn"] {
+        Value::String(one) => BTreeSet::from([one.clone()]),
+        Value::Array(many) => many.iter().map(text).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[test]
+fn every_trigger_invokes_its_functions_alias_never_latest() {
+    let template = template();
+    let mut triggered = BTreeSet::new();
+    // (resource type, the property that names the function) of every kind of trigger.
+    let mut targets: Vec<(String, &Value, &Value)> = Vec::new();
+    for (kind, property) in [
+        ("AWS::Lambda::EventSourceMapping", "FunctionName"),
+        ("AWS::ApiGatewayV2::Integration", "IntegrationUri"),
+        ("AWS::Lambda::Permission", "FunctionName"),
+    ] {
+        for (id, resource) in of_type(&template, kind) {
+            targets.push((format!("{kind} {id}"), resource, &resource["Properties"][property]));
+        }
+    }
+    for (id, rule) in of_type(&template, "AWS::Events::Rule") {
+        for target in rule["Properties"]["Targets"].as_array().expect("targets") {
+            targets.push((format!("AWS::Events::Rule {id}"), rule, &target["Arn"]));
+        }
+    }
+    assert!(targets.len() >= 7 + 2 + 3, "triggers missing: {}", targets.len());
+    for (what, resource, target) in targets {
+        let function =
+            invoked_alias(&template, target).unwrap_or_else(|| panic!("{what} invokes {target}, not an alias"));
+        // Created after the alias, so the first deploy never points at a missing one.
+        let (alias_id, _) = alias_of(&template, &function);
+        assert!(depends_on(resource).contains(alias_id), "{what} does not wait for {alias_id}");
+        triggered.insert(function);
+    }
+    let deployed: BTreeSet<String> = functions(&template).into_keys().collect();
+    assert_eq!(triggered, deployed, "a function without a trigger, or one outside the stack");
+    // The async invoke settings of the schedules (no retries, a minute's age) apply where the
+    // schedules invoke: on the alias.
+    for (id, config) in of_type(&template, "AWS::Lambda::EventInvokeConfig") {
+        let function = config["Properties"]["FunctionName"]["Ref"].as_str().map(function_name).expect("a function");
+        let (alias_id, alias) = alias_of(&template, &function);
+        assert_eq!(config["Properties"]["Qualifier"], alias["Properties"]["Name"], "{id} is not on the alias");
+        assert!(depends_on(config).contains(alias_id), "{id}");
+    }
+    // The unqualified ARN of a function is used nowhere else: nothing invokes $LATEST.
+    fn unqualified(value: &Value, inside_join: bool, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some([id, attribute]) = map.get("Fn::GetAtt").and_then(Value::as_array).map(Vec::as_slice)
+                    && attribute == "Arn"
+                    && id.as_str().is_some_and(|id| id.ends_with("LambdaFunction"))
+                    && !inside_join
+                {
+                    found.push(id.to_string());
+                }
+                let join = map.get("Fn::Join").and_then(|j| j[0].as_str()) == Some(":");
+                for (key, child) in map {
+                    unqualified(child, join && key == "Fn::Join", found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| unqualified(item, inside_join, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    unqualified(&template["Resources"], false, &mut found);
+    assert!(found.is_empty(), "unqualified function ARNs in the template: {found:?}");
+}
+
+/// Minutes a CodeDeploy Lambda configuration keeps part of the traffic on the old version
+/// (0: all at once).
+fn shifting_minutes(config: &str) -> u64 {
+    let name = config.strip_prefix("CodeDeployDefault.Lambda").unwrap_or_else(|| panic!("{config}"));
+    if name == "AllAtOnce" {
+        return 0;
+    }
+    let number = |text: &str| text.trim_end_matches("Minutes").trim_end_matches("Minute").parse::<u64>().ok();
+    if let Some(minutes) = name.strip_prefix("Canary10Percent").and_then(number) {
+        return minutes;
+    }
+    // Ten steps of 10 %: the last one at 9 x the interval.
+    name.strip_prefix("Linear10PercentEvery")
+        .and_then(number)
+        .map(|every| 9 * every)
+        .unwrap_or_else(|| panic!("{config}"))
+}
+
+#[test]
+fn every_alias_is_moved_by_codedeploy_and_rolled_back_on_the_alarms_a_bad_version_sets_off() {
+    let template = template();
+    let resources = &template["Resources"];
+    let alarms = deployed_alarms(&template);
+    let application = &resources["CodeDeployApplication"];
+    assert_eq!(application["Type"], "AWS::CodeDeploy::Application");
+    assert_eq!(application["Properties"]["ComputePlatform"], "Lambda");
+    let routed: BTreeSet<String> = ROUTES.iter().map(|route| format!("{:?}", route.function).to_lowercase()).collect();
+    for (name, function) in functions(&template) {
+        let (alias_id, alias) = alias_of(&template, &name);
+        // On the version this package publishes (its id hashes the code and configuration).
+        let version = alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0].as_str().expect("a version");
+        assert_eq!(resources[version]["Type"], "AWS::Lambda::Version", "{name}");
+        assert_eq!(
+            resources[version]["Properties"]["FunctionName"],
+            serde_json::json!({ "Ref": format!("{}LambdaFunction", capitalised(&name)) })
+        );
+        assert!(function["Properties"]["Code"].is_object(), "{name}");
+        // Moved by CodeDeploy, through the function's own deployment group.
+        let policy = &alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"];
+        assert_eq!(policy["ApplicationName"], serde_json::json!({ "Ref": "CodeDeployApplication" }), "{alias_id}");
+        let group_id = policy["DeploymentGroupName"]["Ref"].as_str().unwrap_or_else(|| panic!("{alias_id}: no group"));
+        assert!(depends_on(alias).contains(group_id), "{alias_id} may be created before {group_id}");
+        let group = &resources[group_id]["Properties"];
+        assert_eq!(resources[group_id]["Type"], "AWS::CodeDeploy::DeploymentGroup");
+        assert_eq!(group["ApplicationName"], serde_json::json!({ "Ref": "CodeDeployApplication" }));
+        assert_eq!(group["ServiceRoleArn"], serde_json::json!({ "Fn::GetAtt": ["CodeDeployRole", "Arn"] }));
+        assert_eq!(
+            group["DeploymentStyle"],
+            serde_json::json!({ "DeploymentType": "BLUE_GREEN", "DeploymentOption": "WITH_TRAFFIC_CONTROL" })
+        );
+        // Rolled back on a failed or stopped deployment and on an alarm, the alarms being the
+        // function errors, throttles and HTTP 5xx of deploy/alarms.json.
+        let rollback = &group["AutoRollbackConfiguration"];
+        assert_eq!(rollback["Enabled"], true, "{group_id}");
+        let events: BTreeSet<String> = rollback["Events"].as_array().expect("events").iter().map(text).collect();
+        for event in ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM", "DEPLOYMENT_STOP_ON_REQUEST"] {
+            assert!(events.contains(event), "{group_id}: no rollback on {event}");
+        }
+        assert_eq!(group["AlarmConfiguration"]["Enabled"], true, "{group_id}");
+        let watched: BTreeSet<String> = group["AlarmConfiguration"]["Alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .map(|alarm| text(&alarm["Name"]["Ref"]))
+            .collect();
+        assert_eq!(
+            watched,
+            BTreeSet::from([
+                "LambdaErrorsAlarm".to_owned(),
+                "LambdaThrottlesAlarm".to_owned(),
+                "HttpApi5xxAlarm".to_owned()
+            ]),
+            "{group_id}"
+        );
+        // Long enough for an alarm to fire while part of the traffic is still on the old
+        // version: more minutes than its evaluation window.
+        let window = watched
+            .iter()
+            .map(|alarm| {
+                let (properties, _) = &alarms[alarm];
+                // A single metric's period, or the period of a metric math alarm's metrics.
+                let period = match properties["Metrics"].as_array() {
+                    Some(queries) => queries.iter().filter_map(|q| q["MetricStat"]["Period"].as_u64()).max(),
+                    None => properties["Period"].as_u64(),
+                };
+                whole(&properties["EvaluationPeriods"]) * period.expect("a period").max(60) / 60
+            })
+            .max()
+            .expect("alarms");
+        let config = text(&group["DeploymentConfigName"]);
+        let minutes = shifting_minutes(&config);
+        match name.as_str() {
+            // Once a minute, one run at a time: a canary would hand the new version about one run
+            // in ten; all at once, and a bad run is replaced a minute later.
+            "metrics" | "sweeper" => assert_eq!(config, "CodeDeployDefault.LambdaAllAtOnce", "{name}"),
+            _ => assert!(minutes > window, "{name}: {config} shifts within {minutes} min, the alarms need {window}"),
+        }
+        if routed.contains(&name) {
+            assert!(config.starts_with("CodeDeployDefault.LambdaCanary10Percent"), "{name}: {config}");
+        }
+    }
+}
+
+#[test]
+fn codedeploy_may_move_only_this_stacks_aliases_and_read_only_its_rollback_alarms() {
+    let template = template();
+    let role = &template["Resources"]["CodeDeployRole"]["Properties"];
+    let principal = &role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"];
+    assert_eq!(principal, "codedeploy.amazonaws.com");
+    assert!(role["ManagedPolicyArns"].is_null(), "a managed policy grants more than the stack's aliases");
+    let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for policy in role["Policies"].as_array().expect("policies") {
+        for statement in policy["PolicyDocument"]["Statement"].as_array().expect("statements") {
+            assert_eq!(statement["Effect"], "Allow");
+            for action in statement["Action"].as_array().expect("actions") {
+                let resources = statement["Resource"].as_array().expect("resources");
+                granted.entry(text(action)).or_default().extend(resources.iter().map(Value::to_string));
+            }
+        }
+    }
+    let aliases: BTreeSet<String> = functions(&template)
+        .into_keys()
+        .map(|name| {
+            let (_, alias) = alias_of(&template, &name);
+            let name = alias["Properties"]["Name"].as_str().expect("alias name");
+            serde_json::json!({ "Fn::Sub": format!("${{{}LambdaFunction.Arn}}:{name}", capitalised(&function_name_of(alias))) })
+                .to_string()
+        })
+        .collect();
+    let alarms: BTreeSet<String> = ["LambdaErrorsAlarm", "LambdaThrottlesAlarm", "HttpApi5xxAlarm"]
+        .iter()
+        .map(|alarm| serde_json::json!({ "Fn::GetAtt": [alarm, "Arn"] }).to_string())
+        .collect();
+    let expected = BTreeMap::from([
+        ("lambda:GetAlias".to_owned(), aliases.clone()),
+        ("lambda:UpdateAlias".to_owned(), aliases.clone()),
+        ("lambda:GetProvisionedConcurrencyConfig".to_owned(), aliases),
+        ("cloudwatch:DescribeAlarms".to_owned(), alarms),
+    ]);
+    assert_eq!(granted, expected);
+}
+
+/// The serverless.yml name of the function an alias belongs to.
+fn function_name_of(alias: &Value) -> String {
+    function_name(alias["Properties"]["FunctionName"]["Ref"].as_str().expect("a function"))
+}
+
+#[test]
+fn a_retained_resource_has_no_fixed_name_so_a_failed_first_deploy_cannot_block_the_next() {
+    // A first deploy that fails rolls back and keeps what has DeletionPolicy Retain; with a
+    // fixed name the next deploy would fail to create it again ("already exists").
+    let template = template();
+    let mut retained = BTreeSet::new();
+    for (id, resource) in template["Resources"].as_object().expect("resources") {
+        if resource["DeletionPolicy"] != "Retain" || resource["Type"] == "AWS::Lambda::Version" {
+            continue;
+        }
+        retained.insert(id.as_str());
+        let properties = resource["Properties"].as_object().cloned().unwrap_or_default();
+        let named: Vec<&String> = properties
+            .keys()
+            .filter(|key| {
+                matches!(key.as_str(), "TableName" | "BucketName" | "QueueName" | "TopicName" | "LogGroupName")
+            })
+            .collect();
+        assert!(named.is_empty(), "{id} is retained under a fixed name: {named:?}");
+    }
+    assert_eq!(retained, BTreeSet::from(["BlobsBucket", "TasksTable"]));
+    // Ops find the table by the stack's output.
+    assert_eq!(template["Outputs"]["TasksTableName"]["Value"], serde_json::json!({ "Ref": "TasksTable" }));
 }

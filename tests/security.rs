@@ -1,10 +1,13 @@
 //! Strangers at the door, end to end: clients probing each other's tasks, forged and replayed
 //! callbacks, and hostile input. Every probe gets a clear 4xx JSON error and changes nothing.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use taskfleet_adapters::SecretsManagerStore;
+use taskfleet_core::secrets::RefreshingSecrets;
 use taskfleet_core::signing::SigningSecrets;
 use taskfleet_core::{Timestamp, signing};
 use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet};
@@ -95,7 +98,8 @@ async fn forged_callbacks_are_refused_and_change_nothing() {
     let real = fleet.callback_url(&id);
     let token = real.split("token=").nth(1).unwrap().to_owned();
     let base = fleet.url(&format!("/callbacks/{id}"));
-    let forged_token = format!("{}A", &token[..42]);
+    // The real token with its last character changed (to one it does not already end with).
+    let forged_token = format!("{}{}", &token[..42], if token.ends_with('A') { 'B' } else { 'A' });
     let ok = json!({"status": "succeeded", "result": "forged"});
     for url in [
         base.clone(),
@@ -183,6 +187,83 @@ async fn with_a_signing_secret_callbacks_need_a_fresh_valid_signature_over_their
     assert_eq!(send(Some(signed), body).await.unwrap().status().as_u16(), 200, "a replay changes nothing");
     let (_, view) = fleet.status(KEY_ALPHA, &id).await;
     assert_eq!((view["status"].as_str(), &view["result"]), (Some("DONE"), &json!({"ok": true})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_in_secrets_manager_is_in_force_within_the_refresh_interval_without_a_restart() {
+    const V1: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const V2: &str = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=";
+    // A minute in AWS; here short enough for a test.
+    const REFRESH: Duration = Duration::from_millis(500);
+    let sdk = taskfleet_testkit::sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let name = taskfleet_testkit::unique_name("taskfleet/e2e/webhook-signing-secrets");
+    let created = secrets.create_secret().name(&name).secret_string(V1).send().await.expect("CreateSecret");
+    let arn = created.arn().expect("ARN").to_owned();
+    let source = RefreshingSecrets::load(SecretsManagerStore::new(secrets.clone(), &arn), REFRESH).await.expect("load");
+    let scenario =
+        Scenario { delay: Duration::from_secs(60), secret_source: Some(Arc::new(source)), ..Scenario::default() };
+    let fleet = TestFleet::start(scenario).await;
+    let (_, body) = fleet.submit(KEY_ALPHA, json!({})).await;
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    while !fleet.stats.callback_urls().contains_key(&id) {
+        assert!(start.elapsed() < WITHIN, "the job never reached the service");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = fleet.callback_url(&id);
+    let (path, query) = url.split_once('?').expect("a query");
+    let heartbeat_url = format!("{path}/heartbeat?{query}");
+    // A heartbeat signed with `spec`: its status.
+    let heartbeat = |spec: &'static str| {
+        let signed = SigningSecrets::parse(spec).unwrap().sign("hb", Timestamp::now(), b"");
+        let request = fleet
+            .http
+            .post(&heartbeat_url)
+            .header(signing::ID, signed.id)
+            .header(signing::TIMESTAMP, signed.timestamp)
+            .header(signing::SIGNATURE, signed.signature);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Waits, a few refresh intervals at most, until a heartbeat signed with `spec` answers `code`.
+    let answers = |spec: &'static str, code: u16| async move {
+        let start = Instant::now();
+        loop {
+            let got = heartbeat(spec).await;
+            if got == code {
+                return;
+            }
+            assert!(start.elapsed() < 10 * REFRESH, "a heartbeat signed with {spec} still answers {got}, not {code}");
+            tokio::time::sleep(REFRESH / 5).await;
+        }
+    };
+    assert_eq!((heartbeat(V1).await, heartbeat(V2).await), (200, 401));
+
+    let put = |value: String| secrets.put_secret_value().secret_id(&arn).secret_string(value).send();
+    put(format!("{V2},{V1}")).await.expect("PutSecretValue");
+    answers(V2, 200).await;
+    assert_eq!(heartbeat(V1).await, 200, "during the rotation the old secret still verifies");
+
+    put(V2.to_owned()).await.expect("PutSecretValue");
+    answers(V1, 401).await;
+    assert_eq!(heartbeat(V2).await, 200);
+
+    let result = json!({"status": "succeeded", "result": {"ok": true}}).to_string();
+    let signed = SigningSecrets::parse(V2).unwrap().sign("cb", Timestamp::now(), result.as_bytes());
+    let answer = fleet
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header(signing::ID, signed.id)
+        .header(signing::TIMESTAMP, signed.timestamp)
+        .header(signing::SIGNATURE, signed.signature)
+        .body(result)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let (_, view) = fleet.status(KEY_ALPHA, &id).await;
+    assert_eq!(view["status"], "DONE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,9 @@ pub struct Scenario {
     pub delivery: DeliveryChaos,
     /// Secrets the fleet and the service share (None: callbacks carry their token alone).
     pub signing: Option<taskfleet_core::signing::SigningSecrets>,
+    /// Where the fleet reads its secrets instead of `signing`, fixed (e.g. a Secrets Manager
+    /// secret in the emulator, refreshed as in AWS).
+    pub secret_source: Option<Arc<dyn taskfleet_core::secrets::SecretSource>>,
     /// How the caller reads the jobs queue, and how many jobs each invocation hands over at once
     /// (None: batches of ten, three pollers, ten jobs each).
     pub caller: Option<(EventSource, usize)>,
@@ -147,7 +150,10 @@ impl TestFleet {
                 (ClientId::parse("beta").unwrap(), KEY_BETA.to_owned()),
             ],
             key_cache: Duration::from_secs(1),
-            signing: scenario.signing.clone(),
+            signing: scenario
+                .secret_source
+                .clone()
+                .or_else(|| scenario.signing.clone().map(taskfleet_core::secrets::FixedSecrets::shared)),
             external_service_url: format!("http://{service_addr}/jobs"),
             external_timeout: Duration::from_secs(2),
             callback_base_url: None,

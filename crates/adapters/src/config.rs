@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use taskfleet_core::TtlPolicy;
 
+use std::sync::Arc;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
+
+use taskfleet_core::secrets::{FixedSecrets, RefreshingSecrets, SecretSource};
 use taskfleet_core::signing::SigningSecrets;
 use thiserror::Error;
+
+use crate::secrets::SecretsManagerStore;
 
 /// DynamoDB table holding the tasks.
 pub const TASKS_TABLE: &str = "TASKS_TABLE";
@@ -27,10 +32,17 @@ pub const EXTERNAL_SERVICE_URL: &str = "EXTERNAL_SERVICE_URL";
 pub const EXTERNAL_TIMEOUT_MS: &str = "EXTERNAL_TIMEOUT_MS";
 /// Public base URL of the webhook (callback URLs are `{base}/callbacks/{task_id}`).
 pub const CALLBACK_BASE_URL: &str = "CALLBACK_BASE_URL";
-/// Standard Webhooks secrets (`whsec_…`, comma-separated, newest first) that sign jobs sent to
-/// the external service and must sign its callbacks. Unset: callbacks are authenticated by their
-/// per-attempt token alone.
+/// The Secrets Manager secret (ARN or name) holding the Standard Webhooks secrets that sign jobs
+/// sent to the external service and must sign its callbacks (`whsec_…`, comma-separated, newest
+/// first). Read at cold start and again at most every [`SIGNING_SECRETS_REFRESH`], so a rotation
+/// needs no deploy. How the deployed caller and webhook get their secrets.
+pub const WEBHOOK_SIGNING_SECRET_ARN: &str = "WEBHOOK_SIGNING_SECRET_ARN";
+/// The same secrets given as the variable's value, fixed for the process's life: local runs and
+/// tests only (a Lambda environment variable is readable by whoever may read the function's
+/// configuration). Neither set: callbacks are authenticated by their per-attempt token alone.
 pub const WEBHOOK_SIGNING_SECRETS: &str = "WEBHOOK_SIGNING_SECRETS";
+/// How long a function instance uses the signing secrets it read before reading them again.
+pub const SIGNING_SECRETS_REFRESH: Duration = Duration::from_secs(60);
 /// Seconds a function instance remembers an API key it found (revocations take this long).
 pub const API_KEY_CACHE_SECONDS: &str = "API_KEY_CACHE_SECONDS";
 pub const DEFAULT_API_KEY_CACHE_SECONDS: u64 = 60;
@@ -74,6 +86,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("the secret environment variable {name} names cannot be used: {reason}")]
+    Secret { name: &'static str, reason: String },
 }
 
 /// A variable that must be set and non-empty.
@@ -153,12 +167,27 @@ pub fn policies() -> Result<Policies, ConfigError> {
     })
 }
 
-pub fn signing_secrets() -> Result<Option<SigningSecrets>, ConfigError> {
-    match std::env::var(WEBHOOK_SIGNING_SECRETS).ok().filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(spec) => SigningSecrets::parse(&spec)
-            .map(Some)
+/// Where the caller and the webhook get the signing secrets: the Secrets Manager secret
+/// `WEBHOOK_SIGNING_SECRET_ARN` names (read now: a secret that cannot be read or holds no valid
+/// secrets fails the cold start), or the fixed `WEBHOOK_SIGNING_SECRETS` (local runs), or None.
+pub async fn signing(sdk: &aws_config::SdkConfig) -> Result<Option<Arc<dyn SecretSource>>, ConfigError> {
+    let set = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+    match (set(WEBHOOK_SIGNING_SECRET_ARN), set(WEBHOOK_SIGNING_SECRETS)) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            name: WEBHOOK_SIGNING_SECRETS,
+            reason: format!("set either {WEBHOOK_SIGNING_SECRET_ARN} or {WEBHOOK_SIGNING_SECRETS}, not both"),
+        }),
+        (Some(secret_id), None) => {
+            let store = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk), secret_id.trim());
+            let source = RefreshingSecrets::load(store, SIGNING_SECRETS_REFRESH)
+                .await
+                .map_err(|e| ConfigError::Secret { name: WEBHOOK_SIGNING_SECRET_ARN, reason: e.to_string() })?;
+            Ok(Some(Arc::new(source)))
+        }
+        (None, Some(spec)) => SigningSecrets::parse(&spec)
+            .map(|secrets| Some(FixedSecrets::shared(secrets)))
             .map_err(|e| ConfigError::Invalid { name: WEBHOOK_SIGNING_SECRETS, reason: e.to_string() }),
+        (None, None) => Ok(None),
     }
 }
 

@@ -5,11 +5,13 @@
 //! permanent refusal of the job ([`ExternalError::Redirected`], not retried): the service's
 //! address is misconfigured, and `EXTERNAL_SERVICE_URL` must name where jobs are accepted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use taskfleet_core::ports::{ExternalService, Job};
-use taskfleet_core::signing::{self, SigningSecrets};
+use taskfleet_core::secrets::SecretSource;
+use taskfleet_core::signing;
 use taskfleet_core::{ExternalError, Timestamp};
 
 use crate::config::{self, ConfigError};
@@ -19,8 +21,9 @@ pub struct HttpExternalService {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
-    /// When set, every job carries Standard Webhooks signature headers.
-    signing: Option<SigningSecrets>,
+    /// When set, every job carries Standard Webhooks signature headers, made with the secrets in
+    /// force when it is sent.
+    signing: Option<Arc<dyn SecretSource>>,
 }
 
 impl HttpExternalService {
@@ -28,7 +31,7 @@ impl HttpExternalService {
     pub fn new(
         url: impl Into<String>,
         timeout: Duration,
-        signing: Option<SigningSecrets>,
+        signing: Option<Arc<dyn SecretSource>>,
     ) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -39,9 +42,10 @@ impl HttpExternalService {
         Ok(Self { client, url: url.into(), timeout, signing })
     }
 
-    /// The client of `EXTERNAL_SERVICE_URL` with `EXTERNAL_TIMEOUT_MS`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::new(config::url(config::EXTERNAL_SERVICE_URL)?, config::external_timeout()?, config::signing_secrets()?)
+    /// The client of `EXTERNAL_SERVICE_URL` with `EXTERNAL_TIMEOUT_MS`, signing with `signing`
+    /// ([`config::signing`]).
+    pub fn from_env(signing: Option<Arc<dyn SecretSource>>) -> Result<Self, ConfigError> {
+        Self::new(config::url(config::EXTERNAL_SERVICE_URL)?, config::external_timeout()?, signing)
     }
 }
 
@@ -50,7 +54,8 @@ impl ExternalService for HttpExternalService {
         let body =
             serde_json::to_vec(job).map_err(|e| ExternalError::Unreachable(format!("cannot encode the job: {e}")))?;
         let mut request = self.client.post(&self.url).header(CONTENT_TYPE, "application/json");
-        if let Some(secrets) = &self.signing {
+        if let Some(source) = &self.signing {
+            let secrets = source.current().await;
             // One message per attempt: the service can de-duplicate on webhook-id.
             let signed = secrets.sign(&format!("{}.{}", job.task_id, job.attempt), Timestamp::now(), &body);
             request = request

@@ -12,6 +12,7 @@ pub mod invocation;
 mod item;
 pub mod keys;
 pub mod record;
+pub mod secrets;
 pub mod sqs;
 pub mod table;
 
@@ -23,4 +24,5 @@ pub use dynamo::DynamoStore;
 pub use emf::EmfSink;
 pub use external::HttpExternalService;
 pub use keys::DynamoKeyRecords;
+pub use secrets::SecretsManagerStore;
 pub use sqs::SqsPublisher;

@@ -13,6 +13,7 @@ use taskfleet_adapters::HttpExternalService;
 use taskfleet_core::ExternalError;
 use taskfleet_core::ports::{ExternalService, Job};
 use taskfleet_core::retry::is_retryable;
+use taskfleet_core::secrets::FixedSecrets;
 use taskfleet_core::signing::{self, SigningSecrets};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -49,7 +50,12 @@ async fn redirector(status: StatusCode, location: String) -> String {
 }
 
 fn client(url: &str) -> HttpExternalService {
-    HttpExternalService::new(url, Duration::from_secs(5), Some(SigningSecrets::parse(SECRET).unwrap())).unwrap()
+    HttpExternalService::new(
+        url,
+        Duration::from_secs(5),
+        Some(FixedSecrets::shared(SigningSecrets::parse(SECRET).unwrap())),
+    )
+    .unwrap()
 }
 
 async fn submit(service: &HttpExternalService) -> Result<(), ExternalError> {

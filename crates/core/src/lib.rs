@@ -23,6 +23,7 @@ pub mod policy;
 pub mod ports;
 pub mod random;
 pub mod retry;
+pub mod secrets;
 pub mod service;
 pub mod signing;
 pub mod task;

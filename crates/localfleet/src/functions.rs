@@ -23,7 +23,7 @@ use taskfleet_core::auth::CachedAuthenticator;
 use taskfleet_core::blob::Blobs;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::EventSink;
-use taskfleet_core::signing::SigningSecrets;
+use taskfleet_core::secrets::SecretSource;
 
 /// What the local fleet is configured with (the deployed functions read the same from their
 /// environment).
@@ -42,8 +42,9 @@ pub struct FunctionSettings {
     pub inline_max: usize,
     /// How long a function instance remembers an API key lookup.
     pub key_cache: Duration,
-    /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).
-    pub signing: Option<SigningSecrets>,
+    /// Where the caller and the webhook get the Standard Webhooks secrets that sign jobs and
+    /// verify callbacks, per job and callback (None: tokens alone).
+    pub signing: Option<Arc<dyn SecretSource>>,
     pub external_service_url: String,
     pub external_timeout: Duration,
     pub callback_base_url: String,

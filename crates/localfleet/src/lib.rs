@@ -66,8 +66,10 @@ pub struct FleetSettings {
     pub client_keys: Vec<(ClientId, String)>,
     /// How long the functions remember an API key lookup.
     pub key_cache: Duration,
-    /// Standard Webhooks secrets signing jobs and verifying callbacks (None: tokens alone).
-    pub signing: Option<taskfleet_core::signing::SigningSecrets>,
+    /// Where the caller and the webhook get the Standard Webhooks secrets that sign jobs and
+    /// verify callbacks (None: tokens alone): fixed, or a Secrets Manager secret in the emulator
+    /// read as in AWS (`taskfleet_adapters::config::signing`).
+    pub signing: Option<Arc<dyn taskfleet_core::secrets::SecretSource>>,
     pub external_service_url: String,
     pub external_timeout: Duration,
     /// Public base of callback URLs; defaults to the front's own address.

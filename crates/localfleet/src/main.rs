@@ -78,11 +78,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), StartError> {
     let port = config::positive(PORT, 3000)?;
+    let sdk = config::aws().await;
     let settings = FleetSettings {
         names: Names::with_prefix(&config::or_default(PREFIX, "taskfleet-dev")),
         client_keys: dev_key()?.into_iter().collect(),
         key_cache: Duration::from_secs(config::positive(config::API_KEY_CACHE_SECONDS, 5)?),
-        signing: config::signing_secrets()?,
+        signing: config::signing(&sdk).await?,
         external_service_url: config::url(config::EXTERNAL_SERVICE_URL)?,
         external_timeout: config::external_timeout()?,
         callback_base_url: std::env::var(config::CALLBACK_BASE_URL)
@@ -118,7 +119,6 @@ async fn run() -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
         .await
         .map_err(|error| StartError::Listen { port, error })?;
-    let sdk = config::aws().await;
     let fleet = Fleet::start_with(&sdk, settings.clone(), listener, ops).await?;
     println!("taskfleet local fleet is up");
     println!("  API (API Gateway stand-in)   http://{}", fleet.addr);

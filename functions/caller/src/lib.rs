@@ -53,7 +53,8 @@ pub struct App<S, E, B = S3Blobs, Q = SqsPublisher, H = DynamoStore> {
 }
 
 impl App<DynamoStore, HttpExternalService> {
-    pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
+    /// Reads the configuration, and the signing secrets (a secret that cannot be read fails).
+    pub async fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         let concurrency = config::bounded(
             config::CALLER_CONCURRENCY,
             config::DEFAULT_CALLER_CONCURRENCY,
@@ -63,7 +64,7 @@ impl App<DynamoStore, HttpExternalService> {
             store: DynamoStore::from_env(sdk)?,
             hold: HoldGate::new(DynamoStore::from_env(sdk)?),
             blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
-            service: HttpExternalService::from_env()?,
+            service: HttpExternalService::from_env(config::signing(sdk).await?)?,
             callback_base: config::url(config::CALLBACK_BASE_URL)?,
             policies: config::policies()?,
             events: Arc::new(EmfSink::from_env()),

@@ -8,7 +8,7 @@ use tracing::Instrument;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let sdk = taskfleet_adapters::config::aws().await;
-    let app = &App::from_env(&sdk)?;
+    let app = &App::from_env(&sdk).await?;
     lambda_runtime::run(service_fn(move |event| async move {
         Ok::<_, Error>(handle(app, event).instrument(invocation::span()).await)
     }))

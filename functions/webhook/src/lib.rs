@@ -9,9 +9,10 @@
 //!
 //! A wrong attempt or token answers 401 `invalid_callback_token` and changes nothing; so does a
 //! task that does not exist (or has expired), with exactly the same answer, so that a caller
-//! without an attempt's credentials cannot tell whether a task id exists. With
-//! `WEBHOOK_SIGNING_SECRETS` set, a callback must also carry a Standard Webhooks signature over
-//! its body, made within five minutes: otherwise 401 `invalid_signature`.
+//! without an attempt's credentials cannot tell whether a task id exists. With signing secrets
+//! (`WEBHOOK_SIGNING_SECRET_ARN` in AWS: read from Secrets Manager, refreshed every minute), a
+//! callback must also carry a Standard Webhooks signature over its body, made within five minutes
+//! with one of the secrets in force: otherwise 401 `invalid_signature`.
 //!
 //! Everything that can be judged without the store is judged before it, so such refusals cost
 //! no DynamoDB request: the credentials' shape (attempt ≥ 1, a 43-character token), then the
@@ -32,8 +33,8 @@ use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
+use taskfleet_core::secrets::SecretSource;
 use taskfleet_core::service::{self, CallbackResult};
-use taskfleet_core::signing::SigningSecrets;
 use taskfleet_core::{Task, Timestamp, validation};
 
 /// Everything the function needs, built once per cold start.
@@ -43,18 +44,20 @@ pub struct App<S, B = S3Blobs> {
     pub blobs: Blobs<B>,
     pub policies: Policies,
     pub events: Arc<dyn EventSink>,
-    /// When set, every callback must carry a valid Standard Webhooks signature.
-    pub signing: Option<SigningSecrets>,
+    /// When set, every callback must carry a valid Standard Webhooks signature made with one of
+    /// the secrets this source has in force.
+    pub signing: Option<Arc<dyn SecretSource>>,
 }
 
 impl App<DynamoStore> {
-    pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
+    /// Reads the configuration, and the signing secrets (a secret that cannot be read fails).
+    pub async fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
             blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             policies: config::policies()?,
             events: Arc::new(EmfSink::from_env()),
-            signing: config::signing_secrets()?,
+            signing: config::signing(sdk).await?,
         })
     }
 }
@@ -68,8 +71,8 @@ async fn route<S: TaskStore, B: BlobStore>(app: &App<S, B>, request: &Request) -
     let (attempt, token) = request::callback_credentials(request)?;
     let credentials = (attempt, token.as_str());
     let now = Timestamp::now();
-    if let Some(secrets) = &app.signing {
-        request::verify_signature(request, secrets, now)?;
+    if let Some(source) = &app.signing {
+        request::verify_signature(request, &*source.current().await, now)?;
     }
     if request::route_key(request).as_deref() == Some("POST /callbacks/{task_id}/heartbeat") {
         let answer = service::heartbeat(&app.store, &task_id, credentials, now, &app.policies).await?;

@@ -13,7 +13,9 @@ use taskfleet_core::memory::{MemoryStore, RecordedEvents};
 use taskfleet_core::memory_blobs::MemoryBlobs;
 use taskfleet_core::ports::{ExternalService, Job, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
+use taskfleet_core::secrets::FixedSecrets;
 use taskfleet_core::service::HandOver;
+use taskfleet_core::signing::SigningSecrets;
 use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::token::{self, CallbackToken};
 use taskfleet_core::{ClientId, ExternalError, Task, TaskId, TaskStatus, Timestamp, TtlPolicy};
@@ -786,13 +788,69 @@ async fn requests_that_can_be_refused_without_the_store_cost_no_store_request() 
 #[tokio::test]
 async fn with_signing_an_unsigned_callback_costs_no_store_request() {
     let (mut app, _) = app();
-    app.signing = Some(SigningSecrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
+    app.signing = Some(FixedSecrets::shared(SigningSecrets::parse(OLD_SECRET).unwrap()));
     let (task, attempt) = in_progress(&app).await;
     let (reads, writes) = (app.store.reads(), app.store.writes());
     assert_error(&handle(&app, callback(&attempt, SUCCEEDED)).await, 401, "invalid_signature");
     assert_error(&handle(&app, heartbeat(&attempt)).await, 401, "invalid_signature");
     assert_eq!((app.store.reads(), app.store.writes()), (reads, writes));
     assert_eq!(current(&app, &task.task_id).await, task);
+}
+
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=";
+
+/// A source whose secrets the test replaces, as a rotation in the secret store does.
+#[derive(Debug)]
+struct Rotating(Mutex<Arc<SigningSecrets>>);
+
+impl Rotating {
+    fn holding(spec: &str) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Arc::new(SigningSecrets::parse(spec).unwrap()))))
+    }
+
+    fn rotate(&self, spec: &str) {
+        *self.0.lock().unwrap() = Arc::new(SigningSecrets::parse(spec).unwrap());
+    }
+}
+
+impl SecretSource for Rotating {
+    fn current(&self) -> taskfleet_core::secrets::SecretsFuture<'_> {
+        let secrets = self.0.lock().unwrap().clone();
+        Box::pin(async move { secrets })
+    }
+}
+
+/// `request` signed with `spec` over `body`, now.
+fn signed(mut request: Request, spec: &str, body: &str) -> Request {
+    use taskfleet_core::signing;
+    let signed = SigningSecrets::parse(spec).unwrap().sign("msg_1", Timestamp::now(), body.as_bytes());
+    let headers = request.headers_mut();
+    headers.insert(signing::ID, signed.id.parse().unwrap());
+    headers.insert(signing::TIMESTAMP, signed.timestamp.parse().unwrap());
+    headers.insert(signing::SIGNATURE, signed.signature.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn each_callback_is_verified_with_the_secrets_in_force_when_it_arrives() {
+    let (mut app, _) = app();
+    let source = Rotating::holding(OLD_SECRET);
+    app.signing = Some(source.clone());
+    let (task, attempt) = in_progress(&app).await;
+    assert_error(&handle(&app, signed(heartbeat(&attempt), NEW_SECRET, "")).await, 401, "invalid_signature");
+    assert_eq!(handle(&app, signed(heartbeat(&attempt), OLD_SECRET, "")).await.status().as_u16(), 200);
+    // During the rotation both verify; afterwards only the new one.
+    source.rotate(&format!("{NEW_SECRET},{OLD_SECRET}"));
+    assert_eq!(handle(&app, signed(heartbeat(&attempt), OLD_SECRET, "")).await.status().as_u16(), 200);
+    assert_eq!(handle(&app, signed(heartbeat(&attempt), NEW_SECRET, "")).await.status().as_u16(), 200);
+    source.rotate(NEW_SECRET);
+    let old = signed(callback(&attempt, SUCCEEDED), OLD_SECRET, SUCCEEDED);
+    assert_error(&handle(&app, old).await, 401, "invalid_signature");
+    assert_eq!(current(&app, &task.task_id).await.status, TaskStatus::InProgress);
+    let new = signed(callback(&attempt, SUCCEEDED), NEW_SECRET, SUCCEEDED);
+    assert_eq!(handle(&app, new).await.status().as_u16(), 200);
+    assert_eq!(current(&app, &task.task_id).await.status, TaskStatus::Done);
 }
 
 #[tokio::test]
