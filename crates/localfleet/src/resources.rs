@@ -129,8 +129,8 @@ pub async fn ensure_keys(
     table: &str,
     keys: &[(taskfleet_core::ClientId, String)],
 ) -> Result<(), ProvisionError> {
-    use taskfleet_core::auth::KeyStore;
-    let store = taskfleet_adapters::DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), table);
+    use taskfleet_core::auth::KeyRecordStore;
+    let store = taskfleet_adapters::DynamoKeyRecords::new(aws_sdk_dynamodb::Client::new(sdk), table);
     for (client, key) in keys {
         let issued = taskfleet_core::auth::adopt(client, key, taskfleet_core::Timestamp::now())
             .ok_or_else(|| failed("a client key")("not shaped tfk_<8 alphanumerics>_<43 base64url>".into()))?;
