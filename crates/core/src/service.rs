@@ -295,12 +295,10 @@ pub async fn hand_over(
         return Ok(HandOver::PayloadGone { task });
     };
     let callback_url = callback_url(callback_base, task_id, attempt, &token);
-    // A new span of the task's trace for this attempt; the caller's span gets the trace id (see
-    // the caller's `trace_id` field), so its lines about the task carry it.
-    let traceparent = task.trace_id.as_ref().map(|trace| {
-        tracing::Span::current().record("trace_id", trace.as_str());
-        trace.child()
-    });
+    // The caller's lines about the task carry its trace from here on; the job gets a new span
+    // of that trace for this attempt.
+    crate::trace::note(&task);
+    let traceparent = task.trace_id.as_ref().map(TraceId::child);
     let job = Job {
         task_id: task_id.as_str(),
         payload: &payload,

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::task::{Task, TaskId};
+
 /// The HTTP header that carries a trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -73,12 +75,39 @@ impl TraceParent {
     }
 }
 
-/// The trace a request belongs to: the one its `traceparent` header names if it is valid (a
-/// header sent more than once is not), otherwise a new one.
-pub fn trace_of<'a>(mut headers: impl Iterator<Item = &'a str>) -> TraceId {
+/// The trace a request's `traceparent` header values name, if they are one valid trace context
+/// (a header sent more than once is not).
+pub fn parent_of<'a>(mut headers: impl Iterator<Item = &'a str>) -> Option<TraceId> {
     match (headers.next(), headers.next()) {
-        (Some(only), None) => TraceParent::parse(only).map(|parent| parent.trace_id).unwrap_or_else(TraceId::generate),
-        _ => TraceId::generate(),
+        (Some(only), None) => TraceParent::parse(only).map(|parent| parent.trace_id),
+        _ => None,
+    }
+}
+
+/// The trace a request belongs to: the one its `traceparent` header names if it is valid (see
+/// [`parent_of`]), otherwise a new one.
+pub fn trace_of<'a>(headers: impl Iterator<Item = &'a str>) -> TraceId {
+    parent_of(headers).unwrap_or_else(TraceId::generate)
+}
+
+/// The span one task's handling runs in (a request about it, a timer, a callback): every line
+/// logged inside carries the span's `task_id` and `trace_id` (as `span.task_id`,
+/// `span.trace_id` in the functions' JSON logs), so one query by trace id finds a task's whole
+/// path (README). Either may be known only later: see [`note`].
+pub fn task_span(task_id: Option<&TaskId>) -> tracing::Span {
+    let span = tracing::info_span!("task", task_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+    if let Some(task_id) = task_id {
+        span.record("task_id", task_id.as_str());
+    }
+    span
+}
+
+/// Names `task` and its trace on the current [`task_span`] (a no-op outside one).
+pub fn note(task: &Task) {
+    let span = tracing::Span::current();
+    span.record("task_id", task.task_id.as_str());
+    if let Some(trace) = &task.trace_id {
+        span.record("trace_id", trace.as_str());
     }
 }
 
@@ -171,6 +200,42 @@ mod tests {
             assert_eq!(parent.flags, 1);
         }
         assert_ne!(first, second);
+    }
+
+    /// What the functions log with (lambda_runtime's subscriber when Lambda's log format is
+    /// JSON): the lines inside a task span carry its ids as `span.task_id`, `span.trace_id`.
+    #[test]
+    fn lines_inside_a_task_span_carry_the_task_and_trace_ids_as_logs_insights_fields() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().json().without_time().with_writer(move || writer.clone()).finish();
+        let task = Task::received(crate::ClientId::parse("alpha").unwrap(), crate::Timestamp::from_millis(0), 9)
+            .traced(Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = task_span(None);
+            let _inside = span.enter();
+            tracing::info!("before the task is known");
+            note(&task);
+            tracing::info!("task received");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[1]["fields"]["message"], "task received");
+        assert_eq!(lines[1]["span"]["name"], "task");
+        assert_eq!(lines[1]["span"]["task_id"], task.task_id.as_str());
+        assert_eq!(lines[1]["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
