@@ -104,11 +104,15 @@ pub fn task_span(task_id: Option<&TaskId>) -> tracing::Span {
 
 /// Names `task` and its trace on the current [`task_span`] (a no-op outside one).
 pub fn note(task: &Task) {
-    let span = tracing::Span::current();
-    span.record("task_id", task.task_id.as_str());
+    note_id(&task.task_id);
     if let Some(trace) = &task.trace_id {
-        span.record("trace_id", trace.as_str());
+        tracing::Span::current().record("trace_id", trace.as_str());
     }
+}
+
+/// Names the task on the current [`task_span`], before its trace is known.
+pub fn note_id(task_id: &TaskId) {
+    tracing::Span::current().record("task_id", task_id.as_str());
 }
 
 fn is_hex(raw: &str, len: usize) -> bool {
