@@ -40,6 +40,7 @@ use taskfleet_core::trace::{self, TraceId};
 use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validation};
 
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -136,6 +137,14 @@ async fn submit_one<S: TaskStore, K, B: BlobStore>(
     })
 }
 
+/// What one item of a batch came to: its task, as `POST /tasks` answers it, or its error.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemResult {
+    Stored(Accepted),
+    Refused(Value),
+}
+
 /// Items of a batch stored at once.
 pub const BATCH_CONCURRENCY: usize = 8;
 
@@ -150,7 +159,7 @@ async fn submit_batch<S: TaskStore, K, B: BlobStore>(
     // One trace for the whole batch if the client sent a valid one; else a trace per task.
     let shared = request::parent_trace(request);
     let now = Timestamp::now();
-    let results: Vec<Value> = futures_util::stream::iter(items)
+    let results: Vec<ItemResult> = futures_util::stream::iter(items)
         .map(|item| {
             let trace = shared.clone().unwrap_or_else(TraceId::generate);
             async move {
@@ -162,8 +171,8 @@ async fn submit_batch<S: TaskStore, K, B: BlobStore>(
                     Err(invalid) => Err(ApiError::Invalid(invalid)),
                 };
                 match stored {
-                    Ok(task) => serde_json::to_value(Accepted::from(&task)).unwrap_or(Value::Null),
-                    Err(error) => error.into_item(),
+                    Ok(task) => ItemResult::Stored(Accepted::from(&task)),
+                    Err(error) => ItemResult::Refused(error.into_item()),
                 }
             }
             .instrument(trace::task_span(None))
