@@ -88,7 +88,7 @@ async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
     }
 }
 
-async fn submit<S: TaskStore, K, B: BlobStore>(
+async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
