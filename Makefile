@@ -1,9 +1,14 @@
 # taskfleet — the two commands that matter are `make dev` and `make test`.
-.PHONY: dev test build lint fmt clean bench
+.PHONY: dev test build lint fmt clean bench load
 
 ## Run the whole fleet locally: emulator, the seven functions, example external service.
 dev:
 	@bash scripts/dev.sh
+
+## A game day against a running `make dev`: clients, and the external service failing on demand
+## (LOAD_REFUSE_RATIO=1 LOAD_FAIL_AFTER=60 …; README, operations: drills).
+load:
+	@bash scripts/load.sh
 
 ## Install what is needed and run every check and test (what CI runs).
 test:

@@ -2,8 +2,11 @@
 # The local dashboard's browser test: starts a local fleet (`scripts/dev.sh`: its own emulator,
 # example service and fleet, on free loopback ports), then tests/browser/dashboard.test.mjs
 # loads /_local/dashboard in Debian's headless chromium with tasks in flight, checks that the
-# charts are drawn with data, and saves a screenshot (target/dashboard.png). Stops what it
-# started, also when the test fails.
+# charts are drawn with data and the alarms' states shown, saves a screenshot
+# (target/dashboard.png), makes the example service refuse every job until the page shows
+# ExternalErrorRateAlarm in ALARM, and saves a screenshot of that (target/dashboard-alarm.png; the
+# README's is a copy: docs/local-dashboard-drill.png). Stops what it started, also when the test
+# fails.
 set -euo pipefail
 source "$(dirname "$0")/deploy-tools.sh"
 cd "$ROOT"
@@ -17,8 +20,9 @@ PORT="$(free_port)"
 MOTO_PORT="$(free_port)"
 EXAMPLE_SERVICE_PORT="$(free_port)"
 export TASKFLEET_PREFIX="dashboard-$RANDOM"
-# Gauges every 2 s; callbacks after 3 s, so some tasks are still IN_PROGRESS when the page loads.
-export METRICS_INTERVAL_SECONDS=2 EXAMPLE_DELAY_MS=3000
+# Gauges every 2 s; callbacks after 3 s, so some tasks are still IN_PROGRESS when the page loads;
+# alarm periods of 3 s, so that the drill's alarm fires within seconds.
+export METRICS_INTERVAL_SECONDS=2 EXAMPLE_DELAY_MS=3000 LOCAL_ALARM_PERIOD_SECONDS=3
 # dev.sh makes its development client's key exist and prints it: the test uses that one. It
 # would use the emulator of AWS_ENDPOINT_URL (make test's): unset, it starts one of its own.
 unset EXTERNAL_SERVICE_URL CALLBACK_BASE_URL TASKFLEET_DEV_KEY AWS_ENDPOINT_URL
@@ -47,6 +51,8 @@ until [[ -n "$(key_line)" ]]; do
   sleep 0.5
 done
 
-log "browser test of /_local/dashboard (screenshot: target/dashboard.png)"
-TASKFLEET_DEV_KEY="$(key_line | cut -d' ' -f2)" TASKFLEET_URL="http://127.0.0.1:$PORT" SCREENSHOT="$ROOT/target/dashboard.png" \
+log "browser test of /_local/dashboard (screenshots: target/dashboard.png, target/dashboard-alarm.png)"
+TASKFLEET_DEV_KEY="$(key_line | cut -d' ' -f2)" TASKFLEET_URL="http://127.0.0.1:$PORT" \
+  EXAMPLE_SERVICE_URL="http://127.0.0.1:$EXAMPLE_SERVICE_PORT" \
+  SCREENSHOT="$ROOT/target/dashboard.png" ALARM_SCREENSHOT="$ROOT/target/dashboard-alarm.png" \
   node --test tests/browser/

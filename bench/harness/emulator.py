@@ -1,5 +1,7 @@
-"""The AWS emulator (moto server) on loopback, and what the benchmarks store in it: tables laid
-out as crates/adapters/src/table.rs creates them, the dispatch topic, seeded task items."""
+"""The AWS emulator on loopback — scripts/emulator.py (moto server with atomic DynamoDB and fair
+SQS queues, what `make dev` and `make test` run), through emulator_server.py's speed-ups of
+moto's long queues — and what the benchmarks store in it: tables laid out as
+crates/adapters/src/table.rs creates them, jobs queues, seeded task items."""
 
 import contextlib
 import os
@@ -44,13 +46,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emulator_server.py")
+
+
 @contextlib.contextmanager
 def moto(venv, log_path):
-    """A moto server on a free loopback port for the duration of the block."""
+    """The emulator (emulator_server.py) on a free loopback port for the duration of the block."""
     port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [os.path.join(venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            [os.path.join(venv, "bin", "python"), SERVER, "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -76,6 +81,13 @@ def create_bucket(s3, name):
     """The blobs bucket the functions get as BLOBS_BUCKET (crates/adapters/src/blobs.rs)."""
     s3.create_bucket(Bucket=name)
     return name
+
+
+def create_queue(sqs, name):
+    """A standard queue like the jobs queue (crates/localfleet/src/resources.rs); answers (URL, ARN)."""
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
 
 
 def create_table(dynamodb, name):

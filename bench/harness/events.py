@@ -1,6 +1,9 @@
 """The events Lambda hands each function, in the shapes of aws_lambda_events' fixtures (the same
-ones functions/*/src/tests.rs use): API Gateway HTTP API 2.0, DynamoDB stream, SNS, EventBridge."""
+ones functions/*/src/tests.rs use): API Gateway HTTP API 2.0, DynamoDB stream, SQS (the jobs
+queue's event source, what the Rust caller reads), SNS (what the Python baseline's caller, of the
+design before the jobs queue, reads), EventBridge."""
 
+import hashlib
 import json
 import time
 import uuid
@@ -122,6 +125,31 @@ def sns(topic_arn, message):
             }
         ]
     }
+
+
+def sqs(queue_arn, messages):
+    """A batch of the jobs queue as Lambda's SQS event source delivers it: `messages` are
+    (body dict, message group) pairs; the attributes the caller reads (MessageGroupId) included."""
+    now = str(int(time.time() * 1000))
+    records = []
+    for body, group in messages:
+        text = json.dumps(body, separators=(",", ":"))
+        attributes = {"ApproximateReceiveCount": "1", "SentTimestamp": now, "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                      "ApproximateFirstReceiveTimestamp": now}
+        if group:
+            attributes["MessageGroupId"] = group
+        records.append({
+            "messageId": str(uuid.uuid4()),
+            "receiptHandle": uuid.uuid4().hex,
+            "body": text,
+            "attributes": attributes,
+            "messageAttributes": {},
+            "md5OfBody": hashlib.md5(text.encode()).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": REGION,
+        })
+    return {"Records": records}
 
 
 def scheduled(rule="taskfleet-metrics"):

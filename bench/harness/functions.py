@@ -1,6 +1,13 @@
 """The functions under test: how to start each (Rust binary or Python baseline), what state its
 invocations need in the table (clones of the templates in seed.py), which event each invocation
-gets, and what a correct answer looks like."""
+gets, and what a correct answer looks like.
+
+The two implementations are of two designs where the dispatch path is concerned: the Rust
+dispatcher sets timers on the SQS jobs queue and the Rust caller reads SQS batches (issue 10);
+the Python baseline is the design before it, the dispatcher publishing to an SNS topic and the
+caller invoked once per SNS message. Per invocation both do the same work — the dispatcher one
+batch send for a stream record, the caller one job (the Rust caller gets a one-message batch) —
+so their CPU, memory and cold starts compare like for like."""
 
 import os
 import sys
@@ -16,6 +23,7 @@ CLIENT = "bench"
 API_KEYS = f"{CLIENT}:{API_KEY}"
 CALLBACK_BASE = "https://hooks.example.com/prod"
 PAYLOAD = {"n": 1, "text": "héllo", "tags": ["a", "b"]}
+CALLER_CONCURRENCY = 10  # serverless.yml's default (callerConcurrency)
 
 
 class Function:
@@ -59,6 +67,15 @@ def _backlog(templates, dynamodb, table, n):
     return [None] * n
 
 
+def caller_event(templates, task_id, resources):
+    """One job for the caller: a one-message batch of the jobs queue (Rust), or the one SNS
+    message the baseline's caller was invoked with (Python)."""
+    message = templates.message_for(task_id)
+    if resources.get("implementation") == "python":
+        return events.sns(resources["topic_arn"], message)
+    return events.sqs(resources["queue_arn"], [(message, templates.group)])
+
+
 FUNCTIONS = {
     "ingest": Function("ingest", _nothing, lambda t, c, res: events.post_task(API_KEY, PAYLOAD), _http_ok(202)),
     "status": Function("status", _one_task, lambda t, task_id, res: events.get_task(API_KEY, task_id), _http_ok(200)),
@@ -69,12 +86,9 @@ FUNCTIONS = {
         lambda t, item, res: events.stream_insert(item, res["table"]),
         lambda answer: isinstance(answer, dict) and answer.get("batchItemFailures") == [],
     ),
-    "caller": Function(
-        "caller",
-        _received,
-        lambda t, task_id, res: events.sns(res["topic_arn"], t.message_for(task_id)),
-        lambda answer: answer is None,
-    ),
+    "caller": Function("caller", _received, lambda t, task_id, res: caller_event(t, task_id, res), lambda answer: (
+        answer is None  # the Python baseline (SNS)
+        or (isinstance(answer, dict) and answer.get("batchItemFailures") == []))),
     "metrics": Function("metrics", _backlog, lambda t, c, res: events.scheduled(), lambda answer: answer is None),
 }
 
@@ -86,6 +100,9 @@ def configuration(resources):
     of it, as each reads only its own."""
     return {
         "TASKS_TABLE": resources["table"],
+        "JOBS_QUEUE_URL": resources["queue_url"],
+        "CALLER_CONCURRENCY": str(CALLER_CONCURRENCY),
+        # Read only by the Python baseline's dispatcher (the design before the jobs queue).
         "DISPATCH_TOPIC_ARN": resources["topic_arn"],
         "BLOBS_BUCKET": resources["bucket"],
         "TASKFLEET_API_KEYS": API_KEYS,

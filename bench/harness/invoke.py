@@ -30,9 +30,13 @@ class Bench:
         table_name = emulator.unique(f"bench-{implementation}-{name}")
         table = seed.copy_table(db, self.ctx.templates.reference_table, table_name)
         topic = self.ctx.clients["sns"].create_topic(Name=emulator.unique("bench-dispatch"))["TopicArn"]
+        queue_url, queue_arn = emulator.create_queue(self.ctx.clients["sqs"], emulator.unique("bench-jobs"))
         return {
+            "implementation": implementation,
             "table": table,
             "topic_arn": topic,
+            "queue_url": queue_url,
+            "queue_arn": queue_arn,
             "service_url": self.ctx.stub.url,
             "bucket": self.ctx.templates.bucket,
             "status_range_key": self.ctx.templates.status_range_key,

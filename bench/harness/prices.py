@@ -13,11 +13,14 @@ API_GATEWAY_HTTP_REQUEST = 1.00 / 1e6  # HTTP API, first 300 M requests a month
 DYNAMODB_WRITE_UNIT = 0.625 / 1e6  # on-demand write request unit (item <= 1 KB)
 DYNAMODB_READ_UNIT = 0.125 / 1e6  # on-demand read request unit (strongly consistent, <= 4 KB)
 SNS_PUBLISH_REQUEST = 0.50 / 1e6  # per 64 KB chunk of a Publish or PublishBatch request
+# Standard queue, per 64 KB chunk of a request (SendMessageBatch, ReceiveMessage and
+# DeleteMessageBatch alike, whoever makes it: Lambda's SQS event source polls are billed).
+SQS_REQUEST = 0.40 / 1e6
 CLOUDWATCH_PUT_METRIC_DATA = 0.01 / 1000  # per request
 CLOUDWATCH_CUSTOM_METRIC_MONTH = 0.30  # per metric (and dimension combination) per month
 
-# Free in AWS: SNS deliveries to Lambda, and the GetRecords calls Lambda's DynamoDB event
-# source mapping makes.
+# Free in AWS: SNS deliveries to Lambda (the design before the jobs queue), and the GetRecords
+# calls Lambda's DynamoDB event source mapping makes.
 
 # Lambda's CPU share grows with memory: 1,769 MB is one full vCPU.
 FULL_VCPU_MB = 1769

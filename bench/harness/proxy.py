@@ -3,12 +3,20 @@ through it and is counted by service and operation — `X-Amz-Target` for the JS
 (DynamoDB, DynamoDB Streams, SQS), `Action=` for the query protocols (SNS, CloudWatch), the method
 and path for S3's REST protocol (PutObject, GetObject, ...). For DynamoDB reads it also sums
 `ScannedCount` (items the call read and pays for) and `Count`; failed calls are counted by error
-type too (a conditional write whose condition failed is billed by DynamoDB all the same)."""
+type too (a conditional write whose condition failed is billed by DynamoDB all the same).
+
+The jobs queue: a ReceiveMessage answer that carries messages is one caller invocation (the local
+event source invokes the caller once per batch it receives), counted with its messages by the
+timer step they ask for (`start`, `deadline`); SendMessageBatch entries are counted by step too.
+With `trace_queue` on, every such answer and every DeleteMessage(Batch) request is kept with its
+time and receipt handles, so timers.py can tell when each invocation began (batch received) and
+ended (its messages deleted), and which tasks' timers it held."""
 
 import collections
 import json
 import re
 import threading
+import time
 import urllib.parse
 
 from http_io import Client, Server, encode
@@ -81,6 +89,50 @@ def error_type(body):
     return kind.rsplit("#", 1)[-1]
 
 
+def _json(body):
+    try:
+        return json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+
+
+def _step(text):
+    """The timer step a message body asks for (`start`, `deadline`), or `?`."""
+    return _body(text).get("step", "?")
+
+
+def _body(text):
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def received(answer_body):
+    """(receipt handles, {step: messages}, task ids) of a ReceiveMessage answer (SQS's JSON
+    protocol)."""
+    messages = _json(answer_body).get("Messages") or []
+    bodies = [_body(m.get("Body")) for m in messages]
+    steps = collections.Counter(b.get("step", "?") for b in bodies)
+    return [m.get("ReceiptHandle") for m in messages], dict(steps), [b.get("task_id") for b in bodies]
+
+
+def deleted(request_body):
+    """The receipt handles a DeleteMessage or DeleteMessageBatch request names."""
+    body = _json(request_body)
+    if "Entries" in body:
+        return [e.get("ReceiptHandle") for e in body["Entries"] or []]
+    return [body["ReceiptHandle"]] if body.get("ReceiptHandle") else []
+
+
+def sent(request_body):
+    """{step: messages} of a SendMessage or SendMessageBatch request."""
+    body = _json(request_body)
+    entries = body.get("Entries") if "Entries" in body else [body]
+    return dict(collections.Counter(_step(e.get("MessageBody")) for e in entries or [] if e))
+
+
 class CountingProxy:
     def __init__(self, upstream):
         parts = urllib.parse.urlsplit(upstream)
@@ -92,6 +144,12 @@ class CountingProxy:
         self.errors = collections.Counter()  # (service, operation, error type)
         # GetRecords answers that carried records: each is one dispatcher invocation in AWS.
         self.stream_batches = 0
+        # ReceiveMessage answers that carried messages: each is one caller invocation.
+        self.queue_batches = 0
+        self.queue_received = collections.Counter()  # step -> messages received
+        self.queue_sent = collections.Counter()  # step -> messages sent
+        self.trace_queue = False
+        self.queue_trace = []  # ("receive" | "delete", perf_counter, handles, steps, task ids)
         self.local = threading.local()
         self.server = Server(self._handle)
         self.url = f"http://127.0.0.1:{self.server.port}"
@@ -103,6 +161,7 @@ class CountingProxy:
 
     def _handle(self, message, sock):
         key = classify(message)
+        arrived = time.perf_counter()
         # The request's own Host goes on as the one Host header (the client would add a second:
         # S3 reads the bucket from it, and two confuse the emulator).
         headers = {("Host" if k == "host" else k): v for k, v in message.headers.items() if k not in HOP_BY_HOP}
@@ -122,11 +181,28 @@ class CountingProxy:
                     scanned, returned = body.get("ScannedCount", 0), body.get("Count", 0)
             except ValueError:
                 pass
+        queue = None
+        if key[0] == "sqs" and answer.status < 400:
+            if key[1] == "ReceiveMessage":
+                handles, steps, tasks = received(answer.body)
+                if handles:
+                    queue = ("receive", time.perf_counter(), handles, steps, tasks)
+            elif key[1] in ("DeleteMessage", "DeleteMessageBatch"):
+                queue = ("delete", arrived, deleted(message.body), {}, [])
+            elif key[1] in ("SendMessage", "SendMessageBatch"):
+                queue = ("send", arrived, [], sent(message.body), [])
         with self.lock:
             self.calls[key] += 1
             self.scanned[key] += scanned
             self.returned[key] += returned
             self.stream_batches += batch
+            if queue and queue[0] == "receive":
+                self.queue_batches += 1
+                self.queue_received.update(queue[3])
+            elif queue and queue[0] == "send":
+                self.queue_sent.update(queue[3])
+            if queue and queue[0] != "send" and self.trace_queue:
+                self.queue_trace.append(queue)
             if answer.status >= 400:
                 self.errors[key + (error_type(answer.body),)] += 1
         relay = {k: v for k, v in answer.headers.items() if k not in HOP_BY_HOP}
@@ -140,6 +216,9 @@ class CountingProxy:
                 "returned": dict(self.returned),
                 "errors": dict(self.errors),
                 "stream_batches": self.stream_batches,
+                "queue_batches": self.queue_batches,
+                "queue_received": dict(self.queue_received),
+                "queue_sent": dict(self.queue_sent),
             }
 
     def close(self):
@@ -148,8 +227,11 @@ class CountingProxy:
 
 def delta(after, before):
     """What happened between two snapshots."""
-    return {
+    change = {
         part: {k: v - before.get(part, {}).get(k, 0) for k, v in after.get(part, {}).items()
                if v - before.get(part, {}).get(k, 0)}
-        for part in ("calls", "scanned", "returned", "errors")
+        for part in ("calls", "scanned", "returned", "errors", "queue_received", "queue_sent")
     }
+    for count in ("stream_batches", "queue_batches"):
+        change[count] = after.get(count, 0) - before.get(count, 0)
+    return change

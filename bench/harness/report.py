@@ -168,8 +168,23 @@ def _calls(scenario):
 
 
 def _plumbing(key):
-    """Local stand-ins for what Lambda's event source mappings and SNS do for free."""
-    return key.split(":")[0] in ("dynamodbstreams", "sqs")
+    """What Lambda's event source mappings do (stream reads; the jobs queue's receives and
+    deletes, which the report counts apart: `_queue_requests`)."""
+    service, operation = key.split(":")
+    return service == "dynamodbstreams" or (service == "sqs" and operation.startswith(("Receive", "Delete")))
+
+
+def _queue_requests(scenario):
+    """The jobs queue's billed requests of the event source mapping: receives that carried
+    messages (one per caller invocation) and deletes. Idle polls are left out (they cost per
+    poller and minute, not per task: in AWS a long poll of up to 20 s)."""
+    deletes = sum(v for k, v in scenario["counts"].items() if k in ("sqs:DeleteMessageBatch", "sqs:DeleteMessage"))
+    return scenario.get("queue_batches", 0), deletes
+
+
+def _messaging(calls):
+    """Calls that send messages: SNS publishes (the design before the jobs queue) and SQS sends."""
+    return sum(v for k, v in calls.items() if k.startswith(("sns:Publish", "sqs:Send")))
 
 
 def _scheduled(key):
@@ -188,8 +203,14 @@ def _requests(results):
         rows = [[op, count, _f(count / n, 2)] for op, count in sorted(fleet_calls.items())]
         rows.append(["(stream batches = dispatcher invocations)", scenario["stream_batches"],
                      _f(scenario["stream_batches"] / n, 2)])
+        if "queue_batches" in scenario:
+            receives, deletes = _queue_requests(scenario)
+            timers = ", ".join(f"{k} {v}" for k, v in sorted(scenario.get("queue_received", {}).items())) or "none"
+            rows.append([f"(jobs-queue batches received = caller invocations; timers: {timers})", receives,
+                         _f(receives / n, 2)])
+            rows.append(["(jobs-queue deletes by the event source)", deletes, _f(deletes / n, 2)])
         plumbing = {k: v for k, v in scenario["counts"].items() if _plumbing(k)}
-        local = ", ".join(f"{k} {v}" for k, v in sorted(plumbing.items())) or "none"
+        local = ", ".join(f"{k} {v}" for k, v in sorted(plumbing.items()) if not k.startswith("sqs:Delete")) or "none"
         cron = {k: v for k, v in scenario["counts"].items() if _scheduled(k)}
         scheduled = ", ".join(f"{k} {v}" for k, v in sorted(cron.items())) or "none"
         final = ", ".join(f"{v} {k}" for k, v in scenario["final"].items())
@@ -197,21 +218,23 @@ def _requests(results):
             f"**{label}** — {n} tasks in {scenario['seconds']:.1f} s; final: {final}; jobs sent to the "
             f"external service per task: {scenario['jobs_per_task']:.2f}\n\n"
             + _table(["AWS call", "calls", "per task"], rows)
-            + f"\n\nLocal-only plumbing (free in AWS, not counted above): {local}.\n"
+            + f"\n\nEvent source plumbing not counted above (stream reads are free in AWS; SQS receives "
+              f"include the local pollers' idle 1 s polls): {local}.\n"
             + f"Scheduled runs during the scenario (per run, not per task; §7): {scheduled}.\n"
         )
         writes = sum(v for k, v in fleet_calls.items() if k.split(":")[1] in WRITES and k.startswith("dynamodb"))
-        sns = sum(v for k, v in fleet_calls.items() if k.startswith("sns:Publish"))
-        summary[label] = {"writes": writes / n, "sns": sns / n, "scenario": scenario}
+        summary[label] = {"writes": writes / n, "sns": _messaging(fleet_calls) / n, "scenario": scenario}
     return "\n".join(sections), summary
 
 
-def _billed_ms(measured):
+def _billed_ms(measured, jobs=1):
     """Billed duration at 128 MB: the wall time measured here (moto-bound I/O plus CPU at a full
-    core) plus the CPU time stretched to 128 MB's share of a vCPU, rounded up to 1 ms."""
+    core) plus the CPU time stretched to 128 MB's share of a vCPU, rounded up to 1 ms. An
+    invocation of `jobs` jobs at once (a batch of the jobs queue) waits about one job's wall time
+    and spends each job's CPU."""
     cpu = _cpu(measured)
     stretch = prices.FULL_VCPU_MB / 128 - 1
-    return math.ceil(measured["wall_p50"] + cpu * stretch)
+    return math.ceil(measured["wall_p50"] + jobs * cpu * stretch)
 
 
 def _cost(results, summary):
@@ -230,12 +253,18 @@ def _cost(results, summary):
     # a status change moves it (delete + put, two index writes).
     index_writes = puts + 2 * updates
     sns = sum(v for k, v in per.items() if k.startswith("sns:Publish"))
+    receives, deletes = _queue_requests(scenario)
+    sqs = sum(v for k, v in per.items() if k.startswith("sqs:Send")) + (receives + deletes) / n
     invocations = {
         "ingest": 1,
         "dispatcher": scenario["stream_batches"] / n,
-        "caller": scenario["jobs_per_task"],
+        # One invocation per batch of the jobs queue; before it, one per SNS message (= job).
+        "caller": receives / n if "queue_batches" in scenario else scenario["jobs_per_task"],
         "webhook": 1,
     }
+    # Timers per caller invocation (a batch's jobs run at once).
+    timers = sum(scenario.get("queue_received", {}).values())
+    per_batch = {"caller": timers / receives if receives and timers else 1}
     rows = []
 
     def line(item, units, price):
@@ -247,7 +276,10 @@ def _cost(results, summary):
     total += line("DynamoDB write units, table", writes, prices.DYNAMODB_WRITE_UNIT)
     total += line("DynamoDB write units, `by_status` index (estimate)", index_writes, prices.DYNAMODB_WRITE_UNIT)
     total += line("DynamoDB read units", reads, prices.DYNAMODB_READ_UNIT)
-    total += line("SNS publish requests", sns, prices.SNS_PUBLISH_REQUEST)
+    if sns:
+        total += line("SNS publish requests", sns, prices.SNS_PUBLISH_REQUEST)
+    total += line("SQS requests (timers sent; batches received and deleted by the event source)", sqs,
+                  prices.SQS_REQUEST)
     total += line("Lambda requests", sum(invocations.values()), prices.LAMBDA_REQUEST)
     shared = total
     gb_s = {}
@@ -258,7 +290,7 @@ def _cost(results, summary):
             if measured is None:
                 seconds = None
                 break
-            seconds += count * _billed_ms(measured) / 1000
+            seconds += count * _billed_ms(measured, per_batch.get(name, 1)) / 1000
         gb_s[implementation] = None if seconds is None else seconds * 128 / 1024
     costs = {}
     for implementation, value in gb_s.items():
@@ -311,8 +343,9 @@ def write(path, results, ctx, command):
     for label, values in summary.items():
         if label.startswith("happy"):
             ok = values["writes"] <= 3 and values["sns"] <= 0.1
-            targets.append([f"≤ 3 DynamoDB writes + ≤ 0.1 SNS calls per task ({label})",
-                            f"{_f(values['writes'], 2)} writes, {_f(values['sns'], 2)} SNS", _verdict(ok, None)])
+            targets.append([f"≤ 3 DynamoDB writes + ≤ 0.1 SNS calls per task ({label}; SNS is SQS sends since "
+                            "issue 10)", f"{_f(values['writes'], 2)} writes, {_f(values['sns'], 2)} sends",
+                            _verdict(ok, None)])
     if throughput:
         targets.append(["end to end ≥ 0.7 of the emulator-bound limit", f"{_f(throughput['ratio'], 2)}",
                         _verdict(throughput["ratio"] >= 0.7, None)])
@@ -330,7 +363,9 @@ def write(path, results, ctx, command):
         _table(["machine", ""], [
             ["CPU", f"{machine['cpu']} ({machine['cores']} cores)"], ["kernel", machine["kernel"]],
             ["Rust", machine["rustc"]], ["Python (baseline)", f"{machine['python']}, boto3 {machine['boto3']}"],
-            ["AWS emulator", f"moto server {machine['moto']} on 127.0.0.1"],
+            ["AWS emulator", f"moto server {machine['moto']} on 127.0.0.1: scripts/emulator.py (atomic DynamoDB, "
+                             "fair SQS queues) through bench/harness/emulator_server.py (moto's long queues "
+                             "cheap per message)"],
             ["repository at run time", results.get("commit") or commit(ctx.root)],
             ["Rust binaries", binaries],
         ]),
@@ -373,7 +408,10 @@ def write(path, results, ctx, command):
         "## 5. AWS requests per task",
         "",
         "The local fleet (`taskfleet-local`) with `AWS_ENDPOINT_URL` at a counting proxy in front of the "
-        "emulator. Counted between the first POST and the moment the last task is terminal and the fleet "
+        "emulator. Counted between the first POST and the moment the last task is terminal, every timer it "
+        "set has fired (callback timeout "
+        f"{results.get('requests', {}).get('callback_timeout_seconds', '?')} s here, so each started attempt's "
+        "deadline timer is counted: in AWS it fires 15 minutes later and finds the task done) and the fleet "
         "is quiet.",
         "",
         requests_text,
@@ -383,9 +421,13 @@ def write(path, results, ctx, command):
         "",
         "Lambda duration model: billed ms = measured warm wall p50 + CPU ms × (1769/128 − 1), rounded up — "
         "at 128 MB a function gets 128/1769 of a vCPU, so its CPU work takes ~13.8× longer than measured "
-        "here on a full core. The Python baseline makes the same AWS calls (bench/python mirrors each "
-        "function), so only its GB-s line differs. Status polls are extra, per poll: 1 API Gateway request, "
-        "1 Lambda request, 1 read unit. The metrics cron is per run, not per task (§7).",
+        "here on a full core; a caller invocation of a batch of k timers is billed one job's wall time plus "
+        "k jobs' CPU. The Python line prices the same invocations run by the baseline's code (per-job warm "
+        "cost from §2); the baseline itself is the design before the jobs queue (one caller invocation per "
+        "SNS message), so it is a language comparison, not a design one. Status polls are extra, per poll: "
+        "1 API Gateway request, 1 Lambda request, 1 read unit. The metrics cron is per run, not per task (§7). "
+        "The jobs queue's idle polls (Lambda's pollers, 20 s long polls) cost per minute, not per task: not "
+        "here.",
         "",
         "## 6. Throughput",
         "",
@@ -396,6 +438,7 @@ def write(path, results, ctx, command):
         _cron(cron),
         "",
         storage_section(results, ctx.root),
+        timers_section(results, ctx.root),
         "## Notes",
         "",
         _include(os.path.join(ctx.root, "bench", "NOTES.md")),
@@ -427,7 +470,7 @@ def _throughput(t):
         ["fleet (Rust, all functions + local plumbing) CPU per task", f"{_f(t.get('fleet_cpu_ms_per_task'), 2)} ms"],
     ]
     return ("End to end = first POST /tasks → last callback answered 200, through the whole local fleet "
-            "(front → ingest → stream → dispatcher → SNS → SQS → caller → external stub → webhook).\n\n"
+            "(front → ingest → stream → dispatcher → jobs queue (SQS) → caller → external stub → webhook).\n\n"
             + _table(["", ""], rows))
 
 
@@ -650,19 +693,260 @@ def _provenance(results, data, root):
             + (f" built from {built}" if built else f", repository at {results.get('commit', '?')}"))
 
 
-def splice_storage(path, results, root):
-    """Rewrites only §8 of an existing report (the storage step run alone): replaces the section,
-    or puts it before the notes."""
+def splice_section(report, heading, section):
+    """`report` with the section under `heading` replaced by `section`, or `section` put before
+    the notes when the report has none yet."""
+    section = section.rstrip("\n") + "\n\n"
+    start = report.find(heading)
+    if start >= 0:
+        end = report.find("\n## ", start + len(heading))
+        return report[:start] + section + (report[end + 1 :] if end >= 0 else "")
+    notes = report.find("\n## Notes")
+    at = notes + 1 if notes >= 0 else len(report)
+    return report[:at] + section + report[at:]
+
+
+SECTIONS = {
+    "storage": (lambda: STORAGE_HEADING, lambda results, root: storage_section(results, root)),
+    "timers": (lambda: TIMERS_HEADING, lambda results, root: timers_section(results, root)),
+}
+
+
+def splice(path, results, root, steps):
+    """Rewrites only the sections of `steps` (say the timers step run alone) of an existing
+    report, in order, keeping everything else."""
     with open(path) as text:
         report = text.read()
-    section = storage_section(results, root).rstrip("\n") + "\n\n"
-    start = report.find(STORAGE_HEADING)
-    if start >= 0:
-        end = report.find("\n## ", start + len(STORAGE_HEADING))
-        report = report[:start] + section + (report[end + 1 :] if end >= 0 else "")
-    else:
-        notes = report.find("\n## Notes")
-        at = notes + 1 if notes >= 0 else len(report)
-        report = report[:at] + section + report[at:]
+    for step in steps:
+        heading, make = SECTIONS[step]
+        report = splice_section(report, heading(), make(results, root))
     with open(path, "w") as out:
         out.write(report)
+
+
+def splice_storage(path, results, root):
+    splice(path, results, root, ["storage"])
+
+
+# ---- §9 timers (issue 10) ----------------------------------------------------------------------
+
+TIMERS_HEADING = "## 9. Timers and the batched caller (issue 10)"
+INVOCATIONS_TARGET = 0.2  # caller invocations per task in a burst
+# Lambda's SQS event source: five concurrent batches at first, then up to 300 more per minute
+# (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html).
+ESM_START, ESM_PER_MINUTE = 5, 300
+
+
+def aws_drain_seconds(tasks, accept_seconds, max_concurrency, each, start=ESM_START, per_minute=ESM_PER_MINUTE):
+    """Seconds to hand over `tasks` due jobs when every invocation hands `each` at once, each job
+    takes `accept_seconds`, and the event source's concurrent invocations grow from `start` by
+    `per_minute` a minute up to `max_concurrency`: the rate is concurrency × each / accept."""
+    rate_per_invocation = each / accept_seconds
+    grow = per_minute / 60.0  # invocations per second
+    ramp = max(0.0, (max_concurrency - start) / grow)
+    # jobs handed over during the whole ramp: ∫ (start + grow t) dt × rate_per_invocation
+    during_ramp = (start * ramp + grow * ramp * ramp / 2) * rate_per_invocation
+    if tasks <= during_ramp:
+        # solve (grow/2) t² + start t = tasks / rate_per_invocation
+        a, b, c = grow / 2, start, -tasks / rate_per_invocation
+        return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a) if a else -c / b
+    return ramp + (tasks - during_ramp) / (max_concurrency * rate_per_invocation)
+
+
+def _burst_rows(burst):
+    n = burst["tasks"]
+    kinds = burst.get("kinds", {})
+    shares = burst.get("shares", {})
+    received = burst.get("received", {})
+    rows = [
+        ["tasks (POSTed by clients at once)", f"{n} ({burst['clients']} clients, {_f(burst['submit_seconds'], 1)} s "
+                                              "to submit)"],
+        ["caller invocations, all", f"{burst['invocations']} → **{_f(burst['invocations'] / n, 3)} per task**"],
+        ["… batches of start timers / of deadline timers / of both",
+         f"{kinds.get('start', '–')} / {kinds.get('deadline', '–')} / {kinds.get('mixed', '–')}"],
+        ["… the starts' share (a mixed batch split by what it held)",
+         f"{_f(shares.get('start'), 1)} → **{_f(shares.get('start', 0) / n, 3)} per task**"],
+        ["… the deadline timers' share", f"{_f(shares.get('deadline'), 1)} → {_f(shares.get('deadline', 0) / n, 3)} "
+                                         "per task"],
+        ["timers received (start / deadline)", f"{received.get('start', 0)} / {received.get('deadline', 0)}"],
+        ["timers per invocation (mean)", _f(sum(received.values()) / max(1, burst["invocations"]), 2)],
+        ["jobs sent to the service", burst["jobs"]],
+        ["timers left on the queue at the end", burst["timers_left"]],
+    ]
+    return rows
+
+
+def _accept_columns(now, before):
+    def row(label, get, digits=2):
+        return [label] + [_f(get(side), digits) if side and get(side) is not None else "–" for side in (now, before)]
+
+    return [
+        ["event source batch × jobs at once per invocation (pollers)"]
+        + [f"{side['batch']} × {side['each']} ({side['pollers']})" if side else "–" for side in (now, before)],
+        ["due retries (handed over)"] + [f"{side['tasks']} ({side['handed_over']})" if side else "–"
+                                         for side in (now, before)],
+        row("jobs handed over per second, λ", lambda x: x["rate"], 1),
+        row("jobs per invocation, b", lambda x: x["jobs_per_invocation"]),
+        row("invocation, batch received → its messages deleted, W (s)", lambda x: x["invocation_seconds"], 3),
+        row("… batch received → its jobs at the service (the hand-over's own calls) (s)",
+            lambda x: x.get("handover_wait_seconds"), 3),
+        row("… a job at the service, arrival → answer (s)", lambda x: x["job_seconds"], 3),
+        row("invocations in flight, mean (measured)", lambda x: x["invocations_in_flight_mean"]),
+        row("… Little's law: λ / b × W", lambda x: x["little_invocations"]),
+        row("invocations in flight, most", lambda x: x["invocations_in_flight_peak"], 0),
+        row("jobs in flight at the service, mean", lambda x: x["jobs_in_flight_mean"]),
+        row("jobs in flight at the service, most", lambda x: x["jobs_in_flight_peak"], 0),
+        row(f"**Lambda concurrency at {TARGET_TASKS_PER_S:,} tasks/s = {TARGET_TASKS_PER_S:,} / b × W**",
+            lambda x: x["needed_at_target"], 0),
+    ]
+
+
+TARGET_TASKS_PER_S = 1000
+# A job's own calls before the service, in AWS: the attempt's conditional UpdateItem and the
+# payload's GetItem, single-digit ms each in-region (an assumption, not measured here).
+AWS_HANDOVER_SECONDS = 0.01
+
+
+def _timers_set(backlog):
+    after = backlog.get("timers_set_after_due")
+    if after is None:
+        return "the dispatcher had not set every timer a minute after due"
+    if after <= 0:
+        return f"the dispatcher had set every timer {_f(-after, 1)} s before due"
+    return f"**the dispatcher set the last timers {_f(after, 1)} s after due**: the drain waited for them"
+
+
+def timers_section(results, root):
+    data = results.get("timers")
+    if not data:
+        return f"{TIMERS_HEADING}\n\n_(not run)_\n"
+    burst, now, before, drain = (data.get(k) for k in ("burst", "accept", "accept_before", "drain"))
+    pollers, each, deployed = data["pollers"], data["caller_concurrency"], data["deployed_max_concurrency"]
+    accept = data["accept_seconds"]
+    rate = data["target_rate"]
+    sweep_batch = data["sweep_batch_before"]
+    per_task = burst["invocations"] / burst["tasks"] if burst else None
+    starts_per_task = burst.get("shares", {}).get("start", 0) / burst["tasks"] if burst else None
+    floor_after = rate * accept / each
+    floor_before = rate * accept
+    runs = math.ceil(drain["tasks"] / sweep_batch) if drain else None
+    aws = aws_drain_seconds(drain["tasks"], accept, deployed, each) if drain else None
+    aws_flat = drain["tasks"] / (deployed * each / accept) if drain else None
+    drained = drain and drain["all_handed_over"]
+    summary = [
+        ["caller invocations per task in a burst",
+         "1.00 (one invocation per SNS message = per job; §5 of the runs before issue 10: 50 tasks, 50 jobs; no "
+         "deadline timers: the sweeper timed attempts out)",
+         (f"**{_f(starts_per_task, 3)}** for the starts; {_f(per_task, 3)} with the deadline timers" if burst else "–"),
+         (f"≤ {INVOCATIONS_TARGET}: starts {_verdict(starts_per_task <= INVOCATIONS_TARGET, None)}, with the deadline "
+          f"timers {_verdict(per_task <= INVOCATIONS_TARGET, None)} (their floor: 2 timers / batch of "
+          f"{data['batch']} = {2 / data['batch']:.1f})" if burst else "–")],
+        [f"Lambda concurrency at {rate:,} tasks/s, service {accept * 1000:.0f} ms to accept",
+         (f"{_f(before['needed_at_target'], 0)} measured ({rate:,} × W, W = {_f(before['invocation_seconds'], 2)} s); "
+          f"~{rate * (accept + AWS_HANDOVER_SECONDS):,.0f} in AWS" if before else "–"),
+         (f"**{_f(now['needed_at_target'], 0)}** measured ({rate:,} / b × W, b = {_f(now['jobs_per_invocation'], 1)}, "
+          f"W = {_f(now['invocation_seconds'], 2)} s, {_f(now.get('handover_wait_seconds'), 2)} s of it waiting on the "
+          f"emulator); ~{rate / each * (accept + AWS_HANDOVER_SECONDS):,.0f} in AWS" if now else "–"),
+         f"floor {floor_after:,.0f} = {rate:,} × {accept} s / {each} (before: {floor_before:,.0f}); AWS: W = "
+         f"{accept * 1000:.0f} + ~{AWS_HANDOVER_SECONDS * 1000:.0f} ms of DynamoDB calls; bound {deployed} × {each} = "
+         f"{deployed * each} jobs at once ≥ {rate * accept:,.0f} in flight"],
+        [f"{drain['tasks']:,} due retries drained" if drain else "a backlog of due retries drained",
+         f"{runs}–{runs + 1} min (the sweeper: {sweep_batch} per run, a run a minute, after a 60 s grace)"
+         if drain else "–",
+         (f"**{_f(drain['seconds'], 1)} s** here ({_f(drain['rate'], 0)} per s)" if drained else
+          f"**not drained in time**: {drain['handed_over']:,} in {_f(drain['seconds'], 1)} s ({_f(drain['rate'], 0)}"
+          f" per s → ~{_f(drain['tasks'] / drain['rate'], 0)} s for all)" if drain else "–"),
+         f"AWS estimate ~{_f(aws, 1)} s ({deployed} × {each} jobs at once, {accept * 1000:.0f} ms each, the event "
+         f"source's ramp; {_f(aws_flat, 1)} s at full concurrency)" if drain else "–"],
+    ]
+    parts = [
+        TIMERS_HEADING,
+        "",
+        "The whole local fleet (`taskfleet-local`): the dispatcher sets timers on the jobs queue (a start per "
+        "RECEIVED task, delayed to its due time; a deadline check per started attempt, delayed to its callback "
+        "deadline), the queue's event source invokes the caller with batches of up to "
+        f"{data['batch']} (window 0, {pollers} pollers: `CALLER_MAX_CONCURRENCY`), and each invocation hands "
+        f"over up to {each} jobs at once (`CALLER_CONCURRENCY`). The fleet-wide bound is pollers × "
+        f"CALLER_CONCURRENCY: {pollers} × {each} = {pollers * each} here, {deployed} × {each} = {deployed * each} "
+        "deployed (serverless.yml's `callerMaxConcurrency`). A caller invocation is counted at the counting proxy "
+        "as a ReceiveMessage answer that carried messages; it ends when its messages are deleted. Scheduled runs "
+        "are off after their first (at start-up, on an empty table).",
+        "",
+        "*Before* is the design before issue 10: the dispatcher published one SNS message per task and the "
+        "caller was invoked once per message, holding the invocation while the service accepted; retries and "
+        "timeouts waited for the sweeper (once a minute, `SWEEP_BATCH` = 500 tasks per run, after a 60 s grace).",
+        "",
+        _table(["measure", "before", "now", "target / bound / AWS"], summary),
+        "",
+    ]
+    if burst:
+        parts += [
+            f"**Burst** — {burst['tasks']} tasks POSTed at once, a service that accepts and calls back at once, "
+            f"callback timeout {burst['callback_timeout_seconds']} s so that every deadline timer fires (and finds "
+            f"its task done) inside the measurement; {_f(burst['seconds'], 1)} s in all.",
+            "",
+            _table(["", ""], _burst_rows(burst)),
+            "",
+        ]
+    if now or before:
+        parts += [
+            f"**Concurrency** — a backlog of due retries (RECEIVED tasks with one failed attempt, seeded into the "
+            f"table due at one instant; the dispatcher sets their start timers from the stream) and a service that "
+            f"takes {accept * 1000:.0f} ms to accept each job (`answer_after`). Left: as deployed; right: the "
+            "design before's shape — one job per invocation (batch 1, `CALLER_CONCURRENCY` 1), the same binary. "
+            "The window is the due instant to the last job's answer (an invocation that began earlier, its "
+        "timers having arrived up to a second early, counts from the due instant). By Little's law (in flight = rate × "
+            "time in flight) an invocation stream of λ / b invocations per second, each lasting W, keeps λ / b × W "
+            "invocations in flight — measured against that here — so "
+            f"{rate:,} tasks/s need {rate:,} / b × W. W here is the accept time plus the emulator's latency for the "
+            "batch's writes and reads (moto serves one DynamoDB request at a time); in AWS those calls take a few "
+            f"ms, so the floor, W = {accept * 1000:.0f} ms and full batches, is {floor_after:,.0f} (before: "
+            f"{floor_before:,.0f}).",
+            "",
+            _table(["", f"now: batch {data['batch']} × {each}", "before's shape: 1 × 1"], _accept_columns(now, before)),
+            "",
+        ]
+    if drain:
+        progress = drain.get("progress", {})
+        steps = ", ".join(f"{float(k) * 100:.0f} % at {_f(v, 1)} s" for k, v in sorted(progress.items(),
+                                                                                       key=lambda kv: float(kv[0])))
+        rows = [
+            ["due retries", f"{drain['tasks']:,} (seeded in {_f(drain['seed_seconds'], 1)} s, due "
+                            f"{_f(drain.get('margin'), 0)} s after the seeding began; " + _timers_set(drain) + ")"],
+            ["handed over", f"{drain['handed_over']:,}" + ("" if drained else " (**budget ran out**)")],
+            ["due → first / last handed over", f"{_f(drain['first_after_due'], 2)} s / **{_f(drain['seconds'], 1)} s**"],
+            ["progress after due", steps or "–"],
+            ["rate, mean / busiest second", f"{_f(drain['rate'], 0)} / {drain['busiest_second']} per s"],
+            ["caller invocations, timers per invocation", f"{drain['invocations']:,}, "
+                                                          f"{_f(drain['jobs_per_invocation'], 2)}"],
+            ["invocation time W (s), mean; of it, batch received → its jobs at the service",
+             f"{_f(drain['invocation_seconds'], 3)}; {_f(drain.get('handover_wait_seconds'), 3)}"],
+            ["invocations in flight, mean / most (bound: pollers)",
+             f"{_f(drain['invocations_in_flight_mean'], 2)} / {drain['invocations_in_flight_peak']} ({pollers})"],
+            ["jobs in flight at the service, most (bound)", f"{drain['jobs_in_flight_peak']} ({pollers * each})"],
+            ["emulator busy (share of a core) / CPU per task", f"{_f(drain['moto_busy'], 2)} / "
+                                                              f"{_f(drain['moto_cpu_ms_per_task'], 1)} ms"],
+            ["fleet (Rust) CPU per task", f"{_f(drain['fleet_cpu_ms_per_task'], 2)} ms"],
+        ]
+        fleet_bound = pollers * each / drain["invocation_seconds"] if drain.get("invocation_seconds") else None
+        parts += [
+            f"**Drain** — {drain['tasks']:,} due retries (seeded as above) and a service that accepts at once (no "
+            "callbacks: the tasks stay IN_PROGRESS, their deadline timers 15 minutes away). Time from the due "
+            "instant to the last one handed over (its job arrived at the service).",
+            "",
+            _table(["", ""], rows),
+            "",
+            f"What bounds it here: the fleet hands over at most {pollers} × {each} jobs at once, i.e. "
+            f"{pollers} × {each} / W = {_f(fleet_bound, 0)} jobs/s at the invocation time measured; the emulator "
+            f"serves one DynamoDB request at a time on one core (busy {_f(drain['moto_busy'], 2)} of it). "
+            f"In AWS the same bound is {deployed} × {each} = {deployed * each} jobs at once: at "
+            f"{accept * 1000:.0f} ms per job {deployed * each / accept:,.0f} jobs/s, {drain['tasks']:,} in "
+            f"{_f(aws_flat, 1)} s once the event source runs {deployed} invocations; it starts with {ESM_START} "
+            f"and adds up to {ESM_PER_MINUTE} a minute, so ~{_f(aws, 1)} s in all (`aws_drain_seconds`; the "
+            "jobs' own DynamoDB calls, a few ms each in AWS, not counted). "
+            f"Before: the sweeper moved {sweep_batch} per run, once a minute, each task only after the 60 s grace: "
+            f"{drain['tasks']:,} / {sweep_batch} = {runs} runs, the first 1–2 minutes after due → {runs}–{runs + 1} "
+            "minutes (computed from that design, not run).",
+            "",
+        ]
+    return "\n".join(parts)

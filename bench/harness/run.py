@@ -4,6 +4,8 @@ loopback, each step bounded in count and time, and writes bench/RESULTS.md.
     python bench/harness/run.py [--smoke] [--rust-dir target/release] [--steps cold,warm,...]
     python bench/harness/run.py --steps storage --splice [--save-storage-baseline NOTE]
         step 8 alone; --splice rewrites only its section of RESULTS.md
+    python bench/harness/run.py --steps timers --splice
+        step 9 alone (issue 10's timers, batched caller, backlog drain), the same way
 
 --smoke runs one repetition of everything with tiny counts and asserts only that each step
 worked (every invocation answered correctly, every task finished): it never judges timings.
@@ -28,11 +30,14 @@ import report  # noqa: E402
 import seed  # noqa: E402
 import sizes  # noqa: E402
 import storage  # noqa: E402
+import timers  # noqa: E402
 from stub import ExternalService  # noqa: E402
 
-STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage"]
+STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "timers"]
 # Steps that need the templates (a task taken through the functions, a reference table).
-TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron"}
+TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron", "timers"}
+# Steps whose section of RESULTS.md --splice rewrites alone.
+SPLICED = ("storage", "timers")
 STORAGE_BASELINE = os.path.join(ROOT, "bench", "baseline-storage.json")
 
 # (full run, smoke run): counts, and seconds each step may take before it stops early.
@@ -52,6 +57,14 @@ SETTINGS = {
     "storage_tasks": (500, 10),  # per payload size (1 KiB, 32 KiB), all from one client
     "storage_concurrency": (4, 2),
     "budget_storage": (240, 50),
+    "timers_burst_tasks": (500, 10),
+    "timers_burst_clients": (8, 2),
+    "timers_accept_tasks": (400, 20),  # a backlog, through a service 200 ms slow to accept
+    "timers_accept_before_tasks": (100, 6),  # the same, one job per invocation
+    "timers_drain_tasks": (10_000, 40),
+    "budget_timers_burst": (90, 40),
+    "budget_timers_accept": (60, 30),  # each of the two runs, from the backlog's due time
+    "budget_timers_drain": (300, 40),  # from the backlog's due time
 }
 
 
@@ -163,7 +176,8 @@ def main():
     parser.add_argument("--command", default="make bench", help="the command recorded in the report")
     parser.add_argument("--built-from", default="", help="what the Rust binaries were built from, for the report")
     parser.add_argument("--splice", action="store_true",
-                        help="rewrite only §8 (storage) of --out, keeping the rest (the storage step run alone)")
+                        help="rewrite only the sections of the steps run that have one of their own (§8 storage, "
+                             "§9 timers) in --out, keeping the rest")
     parser.add_argument("--save-storage-baseline", metavar="NOTE", nargs="?", const="",
                         help=f"keep this run's storage numbers as the 'before' of later reports "
                              f"({os.path.relpath(STORAGE_BASELINE, ROOT)}); NOTE says what was measured")
@@ -172,8 +186,8 @@ def main():
     if args.report_only:
         with open(args.json) as saved:
             results = json.load(saved)
-        if args.splice and os.path.exists(args.out) and results.get("storage"):
-            report.splice_storage(args.out, results, ROOT)
+        if args.splice and os.path.exists(args.out) and any(results.get(k) for k in SPLICED):
+            report.splice(args.out, results, ROOT, [k for k in SPLICED if results.get(k)])
         else:
             report.write(args.out, results, ReportContext(args, results), results.get("command", args.command))
         print(f"==> rewrote {os.path.relpath(args.out, ROOT)}")
@@ -206,6 +220,7 @@ def main():
             ("throughput", "throughput", lambda: fleet.throughput(ctx)),
             ("cron", "cron", lambda: fleet.cron_scaling(ctx)),
             ("storage", "storage", lambda: storage.measure(ctx)),
+            ("timers", "timers", lambda: timers.measure(ctx)),
         ]
         for label, key, measure in runs:
             if not any(step in steps for step in label.split("/")):
@@ -223,6 +238,12 @@ def main():
     throughput = results.get("throughput")
     if throughput and not throughput["all_finished"]:
         failures.append(f"throughput: only {throughput['finished']} of {throughput['tasks']} tasks finished in time")
+    for name, part in (results.get("timers") or {}).items():
+        # A backlog that did not drain in its budget is a measurement (reported, with its rate);
+        # in the smoke run, where the counts are tiny, it means the step is broken.
+        if isinstance(part, dict) and "all_handed_over" in part and not part["all_handed_over"] and (
+                args.smoke or name != "drain"):
+            failures.append(f"timers {name}: only {part['handed_over']} of {part['tasks']} tasks handed over in time")
     results["failures"] = failures
     results["seconds"] = time.time() - started
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -239,8 +260,8 @@ def main():
         # code cannot rot.
         out = os.path.join(ROOT, "target", "bench", "RESULTS-smoke.md") if args.smoke else args.out
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        if args.splice and os.path.exists(out) and results.get("storage"):
-            report.splice_storage(out, results, ROOT)
+        if args.splice and os.path.exists(out) and any(results.get(k) for k in SPLICED):
+            report.splice(out, results, ROOT, [k for k in SPLICED if results.get(k)])
         else:
             report.write(out, results, ctx, args.command)
         print(f"==> wrote {os.path.relpath(out, ROOT)} in {results['seconds']:.0f} s")

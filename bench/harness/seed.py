@@ -3,8 +3,9 @@ hard-code a storage layout that keeps evolving:
 
 - tables are created like the one `taskfleet-local` creates (crates/adapters/src/table.rs),
   by copying its definition (keys, indexes, stream);
-- one task is taken through the real Rust functions (ingest -> dispatcher -> caller -> webhook);
-  its item at each stage, the dispatch message and the callback URL are the templates;
+- one task is taken through the real Rust functions (ingest -> dispatcher -> jobs queue -> caller
+  -> webhook); its item at each stage, the start timer the dispatcher set (body and message
+  group) and the callback URL are the templates;
 - the n tasks a run needs are clones of a template under fresh ids, written with BatchWriteItem.
 """
 
@@ -117,16 +118,17 @@ class Templates:
         self.status_hash_key = status_index_key(db, reference_table, "HASH", "status")
         self.table = copy_table(db, reference_table, emulator.unique("bench-templates"))
         self.topic_arn = sns.create_topic(Name=emulator.unique("bench-templates"))["TopicArn"]
+        self.queue_url, self.queue_arn = emulator.create_queue(ctx.clients["sqs"], emulator.unique("bench-templates"))
         self.bucket = emulator.create_bucket(ctx.clients["s3"], emulator.unique("bench-blobs"))
         resources = {"table": self.table, "topic_arn": self.topic_arn, "service_url": ctx.stub.url,
-                     "bucket": self.bucket}
+                     "bucket": self.bucket, "queue_url": self.queue_url, "queue_arn": self.queue_arn}
         api = RuntimeApi()
         try:
             answer = self._run(api, "ingest", resources, events.post_task(functions.API_KEY, functions.PAYLOAD))
             task_id = json.loads(answer["body"])["task_id"]
             self.received = self._item(task_id)
-            self.message = self._dispatch_message(api, resources, task_id)
-            self._run(api, "caller", resources, events.sns(self.topic_arn, self.message))
+            self.message, self.group = self._dispatch_message(api, resources, task_id)
+            self._run(api, "caller", resources, events.sqs(self.queue_arn, [(self.message, self.group)]))
             self.in_progress = self._item(task_id)
             self.callback_url = ctx.stub.callback_urls[task_id]
             self._run(api, "webhook", resources, self.callback(task_id))
@@ -152,20 +154,20 @@ class Templates:
         return self.ctx.clients["dynamodb"].get_item(TableName=self.table, Key=key, ConsistentRead=True)["Item"]
 
     def _dispatch_message(self, api, resources, task_id):
-        """What the dispatcher publishes for a new task, read back through an SQS subscription."""
+        """The timer the dispatcher sets for a new task (its start), read back from the jobs
+        queue: (body, message group)."""
         sqs = self.ctx.clients["sqs"]
-        queue_url = sqs.create_queue(QueueName=emulator.unique("bench-templates"))["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.ctx.clients["sns"].subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn,
-                                          Attributes={"RawMessageDelivery": "true"})
         self._run(api, "dispatcher", resources, events.stream_insert(self.received, self.table))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            for message in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []):
+            answer = sqs.receive_message(QueueUrl=self.queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=10,
+                                         MessageSystemAttributeNames=["All"])
+            for message in answer.get("Messages", []):
                 body = json.loads(message["Body"])
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
                 if body.get("task_id") == task_id:
-                    return body
-        raise RuntimeError("making the templates: the dispatcher published nothing")
+                    return body, message.get("Attributes", {}).get("MessageGroupId")
+        raise RuntimeError("making the templates: the dispatcher set no timer on the jobs queue")
 
     def callback(self, task_id, outcome=None):
         """The external service's callback for `task_id`, at the URL the caller handed out (with

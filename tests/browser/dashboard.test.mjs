@@ -1,11 +1,17 @@
 // The local dashboard in a real browser: Debian's headless chromium, driven by playwright-core,
 // loads /_local/dashboard of a running local fleet that has tasks in flight, and checks that the
-// dashboard's widgets are drawn and that the fleet's own charts have datapoints.
+// dashboard's widgets are drawn, that the fleet's own charts and AWS's metrics (which the local
+// fleet publishes) have datapoints, and that the alarm widget shows every alarm's state. Then a
+// drill: the example service refuses every job, and the page shows ExternalErrorRateAlarm in
+// ALARM (screenshot: the dashboard under a failure, as in the README), until it recovers.
 //
-// Run by scripts/check-dashboard.sh, which starts the fleet and sets:
-//   TASKFLEET_URL       the local API (http://127.0.0.1:PORT)
-//   TASKFLEET_DEV_KEY   a client key of the local fleet
-//   SCREENSHOT          where to save the screenshot (PNG)
+// Run by scripts/check-dashboard.sh, which starts the fleet (alarm periods of a few seconds) and
+// sets:
+//   TASKFLEET_URL         the local API (http://127.0.0.1:PORT)
+//   TASKFLEET_DEV_KEY     a client key of the local fleet
+//   EXAMPLE_SERVICE_URL   the example external service (http://127.0.0.1:PORT), for /_chaos
+//   SCREENSHOT            where to save the screenshot of the calm dashboard (PNG)
+//   ALARM_SCREENSHOT      where to save the screenshot under the failure (PNG)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -14,11 +20,15 @@ import { chromium } from "playwright-core";
 const BASE = process.env.TASKFLEET_URL;
 const KEY = process.env.TASKFLEET_DEV_KEY;
 const SCREENSHOT = process.env.SCREENSHOT || "target/dashboard.png";
+const ALARM_SCREENSHOT = process.env.ALARM_SCREENSHOT || "target/dashboard-alarm.png";
+const SERVICE = process.env.EXAMPLE_SERVICE_URL;
+const ALARM = "ExternalErrorRateAlarm";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 // Flags that keep chromium off the network and quiet on a machine without one.
 const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const definition = JSON.parse(readFileSync(new URL("../../deploy/dashboard.json", import.meta.url)));
+const alarmDefinitions = JSON.parse(readFileSync(new URL("../../deploy/alarms.json", import.meta.url)));
 
 async function submit(payload) {
   const answer = await fetch(`${BASE}/tasks`, {
@@ -30,6 +40,23 @@ async function submit(payload) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Changes how the example service misbehaves (POST /_chaos). */
+async function chaos(change) {
+  const answer = await fetch(`${SERVICE}/_chaos`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(change) });
+  assert.equal(answer.status, 200, await answer.text());
+}
+
+/** { alarm name: state } as the alarm widget shows it. */
+async function alarmStates(page) {
+  return page.$$eval("li.alarm", (items) => Object.fromEntries(items.map((i) => [i.dataset.name, i.dataset.state])));
+}
+
+async function reload(page) {
+  await page.reload();
+  await page.waitForSelector("body[data-loaded=true]", { timeout: 30_000 });
+}
 
 /** { widget title: { series label: points drawn } }, read from the page's DOM. */
 async function drawn(page) {
@@ -51,8 +78,8 @@ function missing(points) {
   return gaps;
 }
 
-test("the local dashboard draws the deployed dashboard's widgets with data", { timeout: 180_000 }, async () => {
-  assert.ok(BASE && KEY, "TASKFLEET_URL and TASKFLEET_DEV_KEY must be set (scripts/check-dashboard.sh)");
+test("the local dashboard draws the deployed dashboard's widgets with data and the alarms' states", { timeout: 360_000 }, async () => {
+  assert.ok(BASE && KEY && SERVICE, "TASKFLEET_URL, TASKFLEET_DEV_KEY and EXAMPLE_SERVICE_URL must be set (scripts/check-dashboard.sh)");
   // Tasks in flight: some finish, some fail, some are still waiting for their callback.
   for (let n = 0; n < 12; n++) await submit(n % 4 === 3 ? { fail: "no capacity" } : { n });
 
@@ -61,7 +88,7 @@ test("the local dashboard draws the deployed dashboard's widgets with data", { t
     const page = await browser.newPage({ viewport: { width: 1600, height: 1400 } });
     const errors = [];
     page.on("pageerror", (error) => errors.push(error.message));
-    await page.goto(`${BASE}/_local/dashboard?minutes=5&period=2`);
+    await page.goto(`${BASE}/_local/dashboard?minutes=2&period=2`);
     await page.waitForSelector("body[data-loaded=true]", { timeout: 30_000 });
 
     const titles = await page.$$eval("section.widget", (ws) => ws.map((w) => w.dataset.title));
@@ -77,15 +104,42 @@ test("the local dashboard draws the deployed dashboard's widgets with data", { t
       await submit({ more: true });
       await submit({ fail: "still no capacity" });
       await sleep(2_000);
-      await page.reload();
-      await page.waitForSelector("body[data-loaded=true]", { timeout: 30_000 });
+      await reload(page);
     }
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     assert.deepEqual(missing(points), [], `drawn so far: ${JSON.stringify(points)}`);
 
-    // Widgets of AWS's own metrics say why they are empty instead of drawing nothing silently.
-    const lambda = await page.$eval('section.widget[data-title="Lambda errors"] .legend', (l) => l.textContent);
-    assert.match(lambda, /produced by AWS/);
+    // AWS's own metrics (Lambda, API Gateway, SQS, DynamoDB), published by the local fleet: every
+    // widget draws a line.
+    const empty = Object.entries(points).filter(([title, lines]) => title !== "Alarms" && !Object.keys(lines).length);
+    assert.deepEqual(empty, [], `widgets without a line: ${JSON.stringify(points)}`);
+    for (const [title, label] of [["Lambda errors", "ingest"], ["HTTP API requests and errors", "requests"],
+      ["Lambda duration p99 (ms)", "caller"], ["Dispatcher stream iterator age (ms)", "dispatcher iterator age"]]) {
+      assert.ok(points[title][label], `"${label}" in "${title}": ${JSON.stringify(points[title])}`);
+    }
+    // The alarm widget: every alarm of deploy/alarms.json, with its state.
+    let states = await alarmStates(page);
+    assert.deepEqual(Object.keys(states).sort(), Object.keys(alarmDefinitions).sort());
+    for (const state of Object.values(states)) assert.match(state, /^(OK|ALARM|INSUFFICIENT_DATA)$/);
+
+    // The drill: the external service refuses every job; the external error rate alarm fires
+    // within a few (shortened) periods, and the page shows it.
+    await chaos({ refuse: 1 });
+    try {
+      const until = Date.now() + 150_000;
+      while (Date.now() < until) {
+        states = await alarmStates(page);
+        if (states[ALARM] === "ALARM") break;
+        await submit({ during: "outage" });
+        await sleep(2_000);
+        await reload(page);
+      }
+      assert.equal(states[ALARM], "ALARM", `alarm states: ${JSON.stringify(states)}`);
+      assert.match(await page.$eval("#firing", (f) => f.textContent), new RegExp(ALARM));
+      await page.screenshot({ path: ALARM_SCREENSHOT, fullPage: true });
+    } finally {
+      await chaos({ refuse: 0 });
+    }
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

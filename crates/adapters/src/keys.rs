@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
-use taskfleet_core::auth::{KeyRecord, KeyStore, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyRecord, KeyRecordStore};
 use taskfleet_core::{ClientId, StoreError, Timestamp};
 
 use crate::config::{self, ConfigError};
 use crate::item::{self, unavailable};
 use crate::table;
 
+/// The DynamoDB [`KeyRecordStore`]: key records as items of the tasks table.
 #[derive(Debug, Clone)]
-pub struct DynamoKeys {
+pub struct DynamoKeyRecords {
     client: Client,
     table: String,
 }
@@ -42,7 +43,7 @@ impl KeyItem {
     }
 }
 
-impl DynamoKeys {
+impl DynamoKeyRecords {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -54,9 +55,9 @@ impl DynamoKeys {
 
     /// The keys in `TASKS_TABLE`, each key found cached for `API_KEY_CACHE_SECONDS` (what the API
     /// functions authenticate with).
-    pub fn cached_from_env(sdk: &aws_config::SdkConfig) -> Result<StoredKeys<Self>, ConfigError> {
+    pub fn cached_from_env(sdk: &aws_config::SdkConfig) -> Result<CachedAuthenticator<Self>, ConfigError> {
         let seconds = config::positive(config::API_KEY_CACHE_SECONDS, config::DEFAULT_API_KEY_CACHE_SECONDS)?;
-        Ok(StoredKeys::new(Self::from_env(sdk)?, std::time::Duration::from_secs(seconds)))
+        Ok(CachedAuthenticator::new(Self::from_env(sdk)?, std::time::Duration::from_secs(seconds)))
     }
 
     fn key(key_id: &str) -> HashMap<String, AttributeValue> {
@@ -78,7 +79,7 @@ impl DynamoKeys {
     }
 }
 
-impl KeyStore for DynamoKeys {
+impl KeyRecordStore for DynamoKeyRecords {
     async fn find(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let answer = self
             .client

@@ -23,6 +23,6 @@ pub use config::ConfigError;
 pub use dynamo::DynamoStore;
 pub use emf::EmfSink;
 pub use external::HttpExternalService;
-pub use keys::DynamoKeys;
+pub use keys::DynamoKeyRecords;
 pub use secrets::SecretsManagerStore;
 pub use sqs::SqsPublisher;

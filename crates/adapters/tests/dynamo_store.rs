@@ -69,13 +69,7 @@ async fn received_task(store: &DynamoStore, payload: Value) -> Task {
 
 /// Starts attempt `attempt` at `at(offset_ms)` with that attempt's token; due `TIMEOUT_MS` later.
 fn start(task_id: &TaskId, attempt: u32, offset_ms: i64) -> Transition {
-    Transition::start(
-        task_id,
-        attempt,
-        token_digest(attempt),
-        (at(offset_ms), at(offset_ms + TIMEOUT_MS)),
-        &taskfleet_core::TtlPolicy::default(),
-    )
+    Transition::start(task_id, attempt, token_digest(attempt), (at(offset_ms), at(offset_ms + TIMEOUT_MS)), &TTL)
 }
 
 async fn apply(store: &DynamoStore, transition: &Transition) -> Task {
@@ -99,13 +93,7 @@ fn failed(task_id: &TaskId, attempt: u32, error: &str, offset_ms: i64) -> Transi
 }
 
 fn heartbeat(task_id: &TaskId, attempt: u32, digest: String, offset_ms: i64) -> Transition {
-    Transition::heartbeat(
-        task_id,
-        attempt,
-        digest,
-        (at(offset_ms), at(offset_ms + TIMEOUT_MS)),
-        &taskfleet_core::TtlPolicy::default(),
-    )
+    Transition::heartbeat(task_id, attempt, digest, (at(offset_ms), at(offset_ms + TIMEOUT_MS)), &TTL)
 }
 
 fn give_up(task_id: &TaskId, from: TaskStatus, attempt: Option<u32>, error: &str, offset_ms: i64) -> Transition {
@@ -190,16 +178,25 @@ async fn inserting_a_taken_id_fails_and_keeps_the_first_task_and_its_payload() {
     let first = received_task(&store, json!({"first": true})).await;
     let payload_item = raw_payload_item(&store, &first.task_id).await;
 
-    let mut second = first.clone();
-    second.status = TaskStatus::Done;
-    second.expires_at += 1;
+    // Another task under the same id: created at another time, or by another client.
+    let mut later = first.clone();
+    later.created_at = at(1);
+    later.status = TaskStatus::Done;
+    let mut other_client = first.clone();
+    other_client.client_id = taskfleet_core::ClientId::parse("someone-else").unwrap();
     for (task, payload) in [
-        (&first, Content::Inline(json!({"first": true}))),
-        (&first, Content::Stored { key: blob::payload_key(&first.task_id) }),
-        (&second, Content::Inline(json!({"second": true}))),
+        (&later, Content::Inline(json!({"first": true}))),
+        (&later, Content::Stored { key: blob::payload_key(&first.task_id) }),
+        (&other_client, Content::Inline(json!({"second": true}))),
     ] {
         assert_eq!(store.insert(task, &payload, payload_expiry(at(0)) + 99).await, Err(StoreError::AlreadyExists));
     }
+    // The very same task again is its own earlier insert having landed (a retried write whose
+    // answer was lost): done, and nothing changes.
+    assert_eq!(
+        store.insert(&first, &Content::Inline(json!({"again": true})), payload_expiry(at(0)) + 99).await,
+        Ok(())
+    );
 
     assert_eq!(store.get(&first.task_id).await.unwrap(), Some(first.clone()));
     assert_eq!(store.payload(&first.task_id).await.unwrap(), Some(Content::Inline(json!({"first": true}))));
@@ -336,7 +333,7 @@ async fn a_started_item_stores_the_token_digest_the_deadline_and_the_step() {
             history_map("IN_PROGRESS", T0 + 1_000, 1, None)
         ]))
     );
-    assert_eq!(item.get("expires_at"), Some(&n(T0 / 1000 + 3_600)), "a start keeps the task TTL");
+    assert_eq!(item.get("expires_at"), Some(&n((T0 + 1_000) / 1000 + 3_600)), "a start renews the task TTL from then");
     assert_eq!(item.get("series_start"), Some(&n(0)));
 }
 
@@ -428,6 +425,7 @@ async fn starting_applies_once_and_a_repeat_is_rejected_with_the_current_task() 
         due_at: at(2_000 + TIMEOUT_MS),
         callback_tokens: tokens([1]),
         history: vec![entry(TaskStatus::Received, 0, 0, None), entry(TaskStatus::InProgress, 2_000, 1, None)],
+        expires_at: at(2_000).as_epoch_seconds() + 3_600,
         ..task.clone()
     };
     assert_eq!(started, expected);
@@ -435,13 +433,7 @@ async fn starting_applies_once_and_a_repeat_is_rejected_with_the_current_task() 
     // The same dispatch again (a repeated message) must not apply.
     assert_eq!(store.apply(&first).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
     // Nor may a later start of the same attempt with another token (a second caller).
-    let again = Transition::start(
-        &task.task_id,
-        1,
-        token_digest(99),
-        (at(9_000), at(9_000 + TIMEOUT_MS)),
-        &taskfleet_core::TtlPolicy::default(),
-    );
+    let again = Transition::start(&task.task_id, 1, token_digest(99), (at(9_000), at(9_000 + TIMEOUT_MS)), &TTL);
     assert_eq!(store.apply(&again).await.unwrap(), WriteOutcome::Rejected(Some(expected.clone())));
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(expected));
 }
@@ -589,7 +581,12 @@ async fn a_heartbeat_moves_the_deadline_only_for_the_current_attempt_in_progress
 
     // The right attempt and token: the deadline moves, nothing else but updated_at.
     let beaten = applied(store.apply(&heartbeat(id, 1, token_digest(1), 600_000)).await.unwrap(), "heartbeat");
-    let expected = Task { due_at: at(600_000 + TIMEOUT_MS), updated_at: at(600_000), ..task.clone() };
+    let expected = Task {
+        due_at: at(600_000 + TIMEOUT_MS),
+        updated_at: at(600_000),
+        expires_at: at(600_000).as_epoch_seconds() + 3_600,
+        ..task.clone()
+    };
     assert_eq!(beaten, expected);
     let item = raw_item(&store, id).await;
     assert_eq!(item.get("due_at"), Some(&n(T0 + 600_000 + TIMEOUT_MS)));

@@ -1,9 +1,9 @@
-//! What `taskfleet-admin` does, against any [`KeyStore`]: issue a key (shown once), list keys,
-//! revoke a key. Functions see a change within their key cache's lifetime.
+//! What `taskfleet-admin` does, against any [`KeyRecordStore`]: issue a key (shown once), list
+//! keys, revoke a key. Functions see a change within their key cache's lifetime.
 
 use std::io::Write;
 
-use taskfleet_core::auth::{self, KeyStore};
+use taskfleet_core::auth::{self, KeyRecordStore};
 use taskfleet_core::{ClientId, StoreError, Timestamp};
 use thiserror::Error;
 
@@ -41,7 +41,7 @@ fn client(raw: &str) -> Result<ClientId, AdminError> {
     ClientId::parse(raw).map_err(|_| AdminError::InvalidClient)
 }
 
-pub async fn run(command: Command, store: &impl KeyStore, out: &mut impl Write) -> Result<(), AdminError> {
+pub async fn run(command: Command, store: &impl KeyRecordStore, out: &mut impl Write) -> Result<(), AdminError> {
     match command {
         Command::Issue { client: owner } => {
             let owner = client(&owner)?;

@@ -2,7 +2,7 @@
 //! usual credentials, or in the emulator with `AWS_ENDPOINT_URL`.
 
 use clap::Parser;
-use taskfleet_adapters::{DynamoKeys, config};
+use taskfleet_adapters::{DynamoKeyRecords, config};
 use taskfleet_admin::{Command, run};
 
 #[derive(Debug, Parser)]
@@ -16,7 +16,7 @@ struct Cli {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let sdk = config::aws().await;
-    let store = match DynamoKeys::from_env(&sdk) {
+    let store = match DynamoKeyRecords::from_env(&sdk) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("taskfleet-admin: {error}");

@@ -3,20 +3,20 @@
 
 use std::time::Duration;
 
-use taskfleet_adapters::{DynamoKeys, table};
+use taskfleet_adapters::{DynamoKeyRecords, table};
 use taskfleet_admin::{AdminError, Command, run};
 use taskfleet_core::ClientId;
-use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 
-async fn keys() -> DynamoKeys {
+async fn keys() -> DynamoKeyRecords {
     let sdk = taskfleet_testkit::sdk_config().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let name = taskfleet_testkit::unique_name("admin");
     table::create(&client, &name).await.unwrap();
-    DynamoKeys::new(client, name)
+    DynamoKeyRecords::new(client, name)
 }
 
-async fn admin(store: &DynamoKeys, command: Command) -> Result<String, AdminError> {
+async fn admin(store: &DynamoKeyRecords, command: Command) -> Result<String, AdminError> {
     let mut out = Vec::new();
     run(command, store, &mut out).await?;
     Ok(String::from_utf8(out).unwrap())
@@ -29,7 +29,7 @@ async fn an_issued_key_authenticates_its_client_until_revoked() {
     let key = printed.lines().nth(1).unwrap().to_owned();
     assert!(key.starts_with("tfk_") && key.len() == 56, "{printed}");
 
-    let auth = StoredKeys::new(store.clone(), Duration::ZERO);
+    let auth = CachedAuthenticator::new(store.clone(), Duration::ZERO);
     assert_eq!(auth.client_for_key(&key).await.unwrap(), Some(ClientId::parse("acme").unwrap()));
     let tampered = format!("{}x", &key[..key.len() - 1]);
     assert_eq!(auth.client_for_key(&tampered).await.unwrap(), None);

@@ -3,7 +3,7 @@
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
-use taskfleet_core::auth::ClientKeys;
+use taskfleet_core::auth::KeyAuthenticator;
 use taskfleet_core::signing::{self, SignatureError, Signed, SigningSecrets};
 use taskfleet_core::trace::{self, TraceId};
 use taskfleet_core::{ClientId, TaskId, Timestamp, token};
@@ -14,7 +14,7 @@ use crate::error::ApiError;
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The client whose key the request carries.
-pub async fn client(request: &Request, keys: &impl ClientKeys) -> Result<ClientId, ApiError> {
+pub async fn client(request: &Request, keys: &impl KeyAuthenticator) -> Result<ClientId, ApiError> {
     let presented = request.headers().get(API_KEY_HEADER).and_then(|value| value.to_str().ok());
     let Some(presented) = presented else { return Err(ApiError::Unauthorized) };
     keys.client_for_key(presented).await?.ok_or(ApiError::Unauthorized)
@@ -114,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_key_names_the_client() {
-        let keys = taskfleet_core::auth::fixed::ApiKeys::parse(&format!("alpha:{KEY}")).unwrap();
+        let keys = taskfleet_core::auth::fixed::FixedKeys::parse(&format!("alpha:{KEY}")).unwrap();
         let found = client(&request(&[("x-api-key", KEY)], Body::Empty), &keys).await.unwrap();
         assert_eq!(found.as_str(), "alpha");
         assert!(matches!(client(&request(&[], Body::Empty), &keys).await, Err(ApiError::Unauthorized)));

@@ -3,9 +3,10 @@
 //! Issued keys look like `tfk_<key id>_<secret>`: the key id (public, 8 characters) names the
 //! stored record, which keeps only the secret's SHA-256 digest; the presented secret is hashed
 //! and compared in constant time. Keys are issued, listed and revoked by the admin CLI, without
-//! a redeploy; functions cache the keys they found briefly ([`StoredKeys`]), so a revocation
-//! takes effect within the cache's lifetime. A fixed in-memory key set for tests is in
-//! `fixed` (feature `test-support`).
+//! a redeploy, in a [`KeyRecordStore`]; functions authenticate through a [`CachedAuthenticator`]
+//! (a [`KeyAuthenticator`] that keeps the records it found briefly), so a revocation takes effect
+//! within the cache's lifetime. A fixed in-memory key set for tests, `fixed::FixedKeys`, comes
+//! with the feature `test-support`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -22,8 +23,9 @@ use crate::token::{self, TokenError};
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixed;
 
-/// Who a presented key belongs to.
-pub trait ClientKeys: Send + Sync {
+/// Authenticates a presented `x-api-key`: which client it belongs to, if any. What the API
+/// functions ask; [`CachedAuthenticator`] answers from a [`KeyRecordStore`].
+pub trait KeyAuthenticator: Send + Sync {
     fn client_for_key(&self, presented: &str) -> impl Future<Output = Result<Option<ClientId>, StoreError>> + Send;
 }
 
@@ -36,8 +38,9 @@ pub struct KeyRecord {
     pub created_at: Timestamp,
 }
 
-/// Where issued keys live.
-pub trait KeyStore: Send + Sync {
+/// Where the records of issued keys ([`KeyRecord`]) live: read by the authenticator, written by
+/// the admin CLI.
+pub trait KeyRecordStore: Send + Sync {
     fn find(&self, key_id: &str) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
     /// Stores a new key; fails with [`StoreError::AlreadyExists`] if its id is taken.
     fn save(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -99,22 +102,23 @@ pub fn adopt(client: &ClientId, key: &str, now: Timestamp) -> Option<IssuedKey> 
     Some(IssuedKey { key: key.to_owned(), record })
 }
 
-/// Keys from a [`KeyStore`], each key found kept for `ttl` per function instance.
+/// A [`KeyAuthenticator`] over a [`KeyRecordStore`] with a bounded cache: each key record found is
+/// kept for `ttl` per function instance.
 ///
-/// The cache is bounded ([`StoredKeys::CAPACITY`] keys, evicted by S3-FIFO: a key read once
-/// leaves before the keys in steady use) and holds only keys that exist: a key id that names no
+/// The cache is bounded ([`CachedAuthenticator::CAPACITY`] keys, evicted by S3-FIFO: a key read
+/// once leaves before the keys in steady use) and holds only keys that exist: a key id that names no
 /// key is looked up again every time and never takes a place. So presenting any number of random
 /// key ids evicts no valid entry (each costs one lookup, as it would with a cache of misses: a
 /// random id is never presented twice). An entry is used for `ttl` after it was read, then read
 /// again (a revoked key is then dropped), so a revocation takes effect within `ttl`.
-pub struct StoredKeys<K> {
+pub struct CachedAuthenticator<K> {
     store: K,
     ttl: Duration,
     /// Found keys by key id, with the instant each was read.
     cache: quick_cache::sync::Cache<String, (KeyRecord, Instant)>,
 }
 
-impl<K> StoredKeys<K> {
+impl<K> CachedAuthenticator<K> {
     /// Most keys remembered at once: far more than a fleet issues, so in practice every key in
     /// use stays cached; the bound caps memory whatever happens.
     pub const CAPACITY: usize = 10_000;
@@ -133,7 +137,7 @@ impl<K> StoredKeys<K> {
     }
 }
 
-impl<K: KeyStore> ClientKeys for StoredKeys<K> {
+impl<K: KeyRecordStore> KeyAuthenticator for CachedAuthenticator<K> {
     async fn client_for_key(&self, presented: &str) -> Result<Option<ClientId>, StoreError> {
         let Some((key_id, secret)) = split_key(presented) else { return Ok(None) };
         let record = match self.cached(key_id) {
@@ -198,7 +202,7 @@ mod tests {
     #[derive(Default)]
     struct Keys(Mutex<Vec<KeyRecord>>, std::sync::atomic::AtomicUsize);
 
-    impl KeyStore for Keys {
+    impl KeyRecordStore for Keys {
         async fn find(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(self.0.lock().unwrap().iter().find(|r| r.key_id == key_id).cloned())
@@ -222,7 +226,7 @@ mod tests {
     async fn stored_keys_name_their_client_only_with_the_right_secret_and_cache_lookups() {
         let alpha = ClientId::parse("alpha").unwrap();
         let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
-        let keys = StoredKeys::new(Keys::default(), Duration::from_secs(60));
+        let keys = CachedAuthenticator::new(Keys::default(), Duration::from_secs(60));
         keys.store().save(&issued.record).await.unwrap();
         assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), Some(alpha.clone()));
         let (key_id, _) = split_key(&issued.key).unwrap();
@@ -236,14 +240,14 @@ mod tests {
     async fn a_revoked_key_stops_working_when_the_cache_expires() {
         let alpha = ClientId::parse("alpha").unwrap();
         let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
-        let keys = StoredKeys::new(Keys::default(), Duration::ZERO);
+        let keys = CachedAuthenticator::new(Keys::default(), Duration::ZERO);
         keys.store().save(&issued.record).await.unwrap();
         assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
         assert!(keys.store().revoke(&issued.record.key_id).await.unwrap());
         assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), None);
     }
 
-    fn lookups(keys: &StoredKeys<Keys>) -> usize {
+    fn lookups(keys: &CachedAuthenticator<Keys>) -> usize {
         keys.store().1.load(Ordering::SeqCst)
     }
 
@@ -256,12 +260,12 @@ mod tests {
     async fn random_unknown_key_ids_evict_no_cached_key_and_are_not_remembered() {
         let alpha = ClientId::parse("alpha").unwrap();
         let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
-        let keys = StoredKeys::new(Keys::default(), Duration::from_secs(600));
+        let keys = CachedAuthenticator::new(Keys::default(), Duration::from_secs(600));
         keys.store().save(&issued.record).await.unwrap();
         assert_eq!(keys.client_for_key(&issued.key).await.unwrap(), Some(alpha.clone()));
         assert_eq!(lookups(&keys), 1);
 
-        let sprayed = StoredKeys::<Keys>::CAPACITY + 2_000;
+        let sprayed = CachedAuthenticator::<Keys>::CAPACITY + 2_000;
         for n in 0..sprayed {
             assert_eq!(keys.client_for_key(&unknown_key(n)).await.unwrap(), None);
         }
@@ -281,7 +285,7 @@ mod tests {
         let alpha = ClientId::parse("alpha").unwrap();
         let issued = issue(&alpha, Timestamp::from_millis(0)).unwrap();
         let ttl = Duration::from_millis(600);
-        let keys = StoredKeys::new(Keys::default(), ttl);
+        let keys = CachedAuthenticator::new(Keys::default(), ttl);
         keys.store().save(&issued.record).await.unwrap();
         assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());
         assert!(keys.client_for_key(&issued.key).await.unwrap().is_some());

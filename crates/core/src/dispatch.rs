@@ -73,7 +73,7 @@ impl DispatchMessage {
     /// Reads a message body back.
     pub fn parse(body: &str) -> Result<Timer, ValidationError> {
         let message: DispatchMessage =
-            serde_json::from_str(body).map_err(|e| ValidationError::Schema(e.to_string()))?;
+            serde_json::from_str(body).map_err(|e| ValidationError::Schema(crate::validation::describe(&e)))?;
         if message.attempt == 0 {
             return Err(ValidationError::Schema("`attempt` starts at 1".into()));
         }

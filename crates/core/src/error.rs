@@ -4,7 +4,8 @@
 use thiserror::Error;
 
 /// Input a caller sent that the fleet will not accept. The message is safe to show the caller
-/// and never echoes the input itself.
+/// and never echoes the input itself (a refused JSON body is described by
+/// `validation::describe`, which leaves out what serde_json would quote).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
     #[error("the task id is not a task id this service issued")]

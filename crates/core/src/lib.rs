@@ -21,6 +21,7 @@ pub mod memory_blobs;
 pub mod metrics;
 pub mod policy;
 pub mod ports;
+pub mod random;
 pub mod retry;
 pub mod secrets;
 pub mod service;

@@ -11,6 +11,7 @@ use crate::lifecycle::{MAX_REPLAYS, Outcome, Transition, token_of};
 use crate::metrics::{self, Gauge, Unit};
 use crate::policy::Policies;
 use crate::ports::{DueTask, ExternalService, IdempotencyRecord, Job, ListPage, ListPosition, TaskStore, WriteOutcome};
+use crate::random::Jitter;
 use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::{Clock, Timestamp};
@@ -242,7 +243,8 @@ pub enum HandOver {
     Accepted { task: Task },
     /// The attempt was already started (a repeated message), or the task moved on: nothing done.
     Skipped,
-    /// The task no longer exists (expired or deleted): nothing to do.
+    /// The task does not exist, or has expired (storage deletes expired items late): nothing to
+    /// do.
     Missing,
     /// The service refused; the task waits for another attempt from `retry_at`.
     Retrying { error: ExternalError, retry_at: Timestamp },
@@ -291,14 +293,15 @@ pub const PAYLOAD_GONE: &str = "the task's payload is no longer stored";
 /// a no-op and the service is called at most once per attempt) and hands the job, with the
 /// task's payload, to the external service. A refusal worth retrying puts the task back for a
 /// later attempt while the series has attempts left; any other refusal, or the last, fails the
-/// task with the reason.
+/// task with the reason. The time is read from `clock`; the random share of that retry's backoff
+/// ([`crate::retry::RetryPolicy::delay`]) is drawn from `jitter`.
 pub async fn hand_over(
     store: &impl TaskStore,
     blobs: &Blobs<impl BlobStore>,
     service: &impl ExternalService,
     (task_id, attempt): (&TaskId, u32),
     callback_base: &str,
-    clock: impl Clock,
+    (clock, jitter): (impl Clock, impl Jitter),
     policies: &Policies,
 ) -> Result<HandOver, HandOverError> {
     let now = clock.now();
@@ -308,6 +311,8 @@ pub async fn hand_over(
     let task = match store.apply(&start).await? {
         WriteOutcome::Applied(task) => task,
         WriteOutcome::Rejected(None) => return Ok(HandOver::Missing),
+        // The start requires an unexpired task: an expired one is as good as gone.
+        WriteOutcome::Rejected(Some(current)) if current.is_expired(now) => return Ok(HandOver::Missing),
         WriteOutcome::Rejected(Some(_)) => return Ok(HandOver::Skipped),
     };
     let payload = match store.payload(task_id).await? {
@@ -349,7 +354,7 @@ pub async fn hand_over(
             }
             _ => None,
         };
-        let retry_at = now.plus(policies.retry.delay(in_series, retry_after, fastrand::f64()));
+        let retry_at = now.plus(policies.retry.delay(in_series, retry_after, jitter.unit()));
         let reason = format!("attempt {attempt}: {error}");
         return Ok(match apply_follow_up(store, &Transition::retry(task_id, attempt, reason, now, retry_at)).await? {
             WriteOutcome::Applied(_) => HandOver::Retrying { error, retry_at },
@@ -495,7 +500,7 @@ pub enum OwnerAction {
     Unchanged(Task),
     /// Not possible in the task's state (cancel a finished task, replay one that has not failed).
     Refused(Task),
-    /// No such task for this client.
+    /// No such task for this client (or it expired).
     Missing,
 }
 

@@ -1,6 +1,8 @@
 //! Validation of what clients and the external service send. Payloads and results may be as
 //! large as a Lambda invocation carries (6 MB, the request's JSON escaped inside the event):
-//! large ones are kept in the blob store, so no task item comes near DynamoDB's 400 KB.
+//! large ones are kept in the blob store, so a task item stays under DynamoDB's 400 KB (the
+//! worst case, with the largest inline limit a deployment may set, is ~286 KB: see
+//! [`crate::blob::MAX_INLINE_MAX_BYTES`]).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -237,10 +239,30 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Validation
     })
 }
 
-/// serde_json's message names the offending type or field and its position; it does not
-/// quote string contents beyond the field names of our own schema.
-fn describe(error: &serde_json::Error) -> String {
-    error.to_string()
+/// What is wrong with a body that serde_json refused, in words that never quote the body.
+///
+/// A syntax or end-of-input message names what the parser expected and where, never the input.
+/// A schema (data) message can quote what the caller sent — an unknown field's name, an unknown
+/// `status`, a string given where an object belongs — so only its kind, what was expected and
+/// where are kept: `unknown field, expected `payload` at line 1 column 20`. A missing or
+/// repeated field is one of the schema's own names and is kept.
+pub(crate) fn describe(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if error.classify() != serde_json::error::Category::Data
+        || message.starts_with("missing field `")
+        || message.starts_with("duplicate field `")
+    {
+        return message;
+    }
+    let kind = ["unknown field", "unknown variant", "invalid type", "invalid value", "invalid length"]
+        .into_iter()
+        .find(|kind| message.starts_with(kind))
+        .unwrap_or("unexpected content");
+    // What was expected comes last and is the schema's: the quoted input is before it.
+    match message.rfind(", expected ") {
+        Some(at) => format!("{kind}{}", &message[at..]),
+        None => format!("{kind} at line {} column {}", error.line(), error.column()),
+    }
 }
 
 fn ensure_size(field: &'static str, value: &Value, limit: usize) -> Result<(), ValidationError> {
@@ -282,10 +304,43 @@ mod tests {
     #[test]
     fn a_submission_has_exactly_the_payload_field() {
         assert!(matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload")));
-        assert!(
-            matches!(parse_submission(br#"{"payload":{},"x":1}"#), Err(ValidationError::Schema(m)) if m.contains("x"))
+        assert_eq!(
+            parse_submission(br#"{"payload":{},"x":1}"#),
+            Err(ValidationError::Schema("unknown field, expected `payload` at line 1 column 17".into()))
         );
         assert!(matches!(parse_submission(br#"[]"#), Err(ValidationError::Schema(_))));
+    }
+
+    /// The message is shown to the caller: it says what is wrong and where, never what was sent.
+    #[test]
+    fn error_messages_never_echo_the_input() {
+        const SENT: &str = "<script>sent-by-caller</script>";
+        let submissions = [
+            format!(r#"{{"payload":{{}},"{SENT}":1}}"#),
+            format!(r#""{SENT}""#),
+            format!(r#"{{"payload":{{}},"payload":"{SENT}"}}"#),
+            format!(r#"{{"{SENT}"}}"#),
+            format!(r#"{{"payload":{{"a":"{SENT}}}"#),
+        ];
+        let callbacks = [
+            format!(r#"{{"status":"{SENT}"}}"#),
+            format!(r#"{{"status":"failed","error":"x","{SENT}":1}}"#),
+            format!(r#"{{"status":"succeeded","result":1,"{SENT}":1}}"#),
+            format!(r#"{{"status":"failed","error":["{SENT}"]}}"#),
+            format!(r#"["{SENT}"]"#),
+            format!(r#"{{"status":"failed","error":"x"}} "{SENT}""#),
+        ];
+        let errors = submissions.iter().map(|body| parse_submission(body.as_bytes()).unwrap_err());
+        let errors = errors.chain(callbacks.iter().map(|body| parse_callback(body.as_bytes()).unwrap_err()));
+        for error in errors {
+            let message = error.to_string();
+            assert!(!message.contains("sent-by-caller"), "{message}");
+        }
+        assert_eq!(
+            parse_callback(format!(r#"{{"status":"{SENT}"}}"#).as_bytes()).unwrap_err().to_string(),
+            "the request body does not match the schema: unknown variant, expected `succeeded` or `failed` \
+             at line 1 column 43"
+        );
     }
 
     #[test]

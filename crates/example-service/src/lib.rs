@@ -5,6 +5,11 @@
 //!
 //! [`Chaos`] makes it misbehave the way real services do — refuse jobs, answer slowly, call back
 //! twice or never — for the fault tests; [`Stats`] counts what it was asked to do.
+//!
+//! `POST /_chaos` changes the misbehaviour while it runs (a game day flips a failure on and off
+//! without a restart): a JSON object with any of `refuse`, `slow`, `duplicate_callback`,
+//! `drop_callback` (ratios 0-1), `slow_ms`, `answer_after_ms`; it answers the settings now in
+//! force, as `GET /_chaos` does. The binary listens on 127.0.0.1 only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,7 +175,72 @@ struct Job {
 
 struct Service {
     settings: Settings,
+    /// The misbehaviour in force: `settings.chaos`, then whatever `POST /_chaos` set.
+    chaos: Mutex<Chaos>,
     client: reqwest::Client,
+}
+
+impl Service {
+    fn chaos(&self) -> Chaos {
+        self.chaos.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// The runtime-adjustable part of [`Chaos`], as `/_chaos` reads and answers it.
+#[derive(Debug, Default, Deserialize, serde::Serialize, PartialEq)]
+pub struct ChaosUpdate {
+    pub refuse: Option<f64>,
+    pub slow: Option<f64>,
+    pub slow_ms: Option<u64>,
+    pub answer_after_ms: Option<u64>,
+    pub duplicate_callback: Option<f64>,
+    pub drop_callback: Option<f64>,
+}
+
+impl ChaosUpdate {
+    fn of(chaos: &Chaos) -> Self {
+        Self {
+            refuse: Some(chaos.refuse),
+            slow: Some(chaos.slow),
+            slow_ms: u64::try_from(chaos.slow_by.as_millis()).ok(),
+            answer_after_ms: u64::try_from(chaos.answer_after.as_millis()).ok(),
+            duplicate_callback: Some(chaos.duplicate_callback),
+            drop_callback: Some(chaos.drop_callback),
+        }
+    }
+
+    /// Applies the fields given; a ratio outside 0-1 is an error.
+    fn apply(&self, chaos: &mut Chaos) -> Result<(), String> {
+        for (name, ratio) in [
+            ("refuse", self.refuse),
+            ("slow", self.slow),
+            ("duplicate_callback", self.duplicate_callback),
+            ("drop_callback", self.drop_callback),
+        ] {
+            if ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(format!("{name} must be a ratio from 0 to 1"));
+            }
+        }
+        if let Some(v) = self.refuse {
+            chaos.refuse = v;
+        }
+        if let Some(v) = self.slow {
+            chaos.slow = v;
+        }
+        if let Some(v) = self.slow_ms {
+            chaos.slow_by = Duration::from_millis(v);
+        }
+        if let Some(v) = self.answer_after_ms {
+            chaos.answer_after = Duration::from_millis(v);
+        }
+        if let Some(v) = self.duplicate_callback {
+            chaos.duplicate_callback = v;
+        }
+        if let Some(v) = self.drop_callback {
+            chaos.drop_callback = v;
+        }
+        Ok(())
+    }
 }
 
 /// The largest job body the service reads.
@@ -178,11 +248,31 @@ pub const JOB_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 pub fn router(settings: Settings) -> Router {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let chaos = Mutex::new(settings.chaos.clone());
     Router::new()
         .route("/jobs", post(accept))
+        .route("/_chaos", get(show_chaos).post(change_chaos))
         // Jobs carry payloads of up to 4 MiB (axum's default limit is 2 MB).
         .layer(axum::extract::DefaultBodyLimit::max(JOB_BODY_LIMIT))
-        .with_state(Arc::new(Service { settings, client }))
+        .with_state(Arc::new(Service { settings, chaos, client }))
+}
+
+async fn show_chaos(State(service): State<Arc<Service>>) -> Json<ChaosUpdate> {
+    Json(ChaosUpdate::of(&service.chaos()))
+}
+
+async fn change_chaos(State(service): State<Arc<Service>>, body: Bytes) -> (StatusCode, Json<Value>) {
+    let update: ChaosUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(error) => return (StatusCode::BAD_REQUEST, Json(json!({"error": error.to_string()}))),
+    };
+    let mut chaos = service.chaos.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(error) = update.apply(&mut chaos) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": error})));
+    }
+    let now = ChaosUpdate::of(&chaos);
+    tracing::info!(?now, "chaos changed");
+    (StatusCode::OK, Json(serde_json::to_value(now).unwrap_or_default()))
 }
 
 async fn accept(
@@ -211,7 +301,7 @@ async fn accept(
         Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": error.to_string()}))),
     };
     job.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let chaos = &service.settings.chaos;
+    let chaos = &service.chaos();
     let stats = &service.settings.stats;
     let arrived = Timestamp::now();
     let in_flight = InFlight::enter(stats);
@@ -306,4 +396,24 @@ async fn call_back(client: &reqwest::Client, signing: Option<&SigningSecrets>, u
 /// Serves until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, settings: Settings) -> std::io::Result<()> {
     axum::serve(listener, router(settings)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chaos_update_changes_only_what_it_names() {
+        let mut chaos = Chaos { refuse: 0.1, slow_by: Duration::from_millis(2_000), ..Chaos::default() };
+        let update: ChaosUpdate = serde_json::from_str(r#"{"refuse": 1, "answer_after_ms": 50}"#).unwrap();
+        update.apply(&mut chaos).unwrap();
+        assert_eq!(chaos.refuse, 1.0);
+        assert_eq!(chaos.answer_after, Duration::from_millis(50));
+        assert_eq!(chaos.slow_by, Duration::from_millis(2_000), "untouched");
+        let now = ChaosUpdate::of(&chaos);
+        assert_eq!((now.refuse, now.slow_ms, now.drop_callback), (Some(1.0), Some(2_000), Some(0.0)));
+        let bad: ChaosUpdate = serde_json::from_str(r#"{"drop_callback": 1.5}"#).unwrap();
+        assert!(bad.apply(&mut chaos).is_err());
+        assert_eq!(chaos.drop_callback, 0.0);
+    }
 }

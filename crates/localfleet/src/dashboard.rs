@@ -4,12 +4,16 @@
 //!
 //! `GET /_local/dashboard/data` answers every widget with its series' datapoints, read with
 //! GetMetricStatistics (not GetMetricData: the emulator's GetMetricData ignores the namespace
-//! when dimensions are given). Rows the emulator cannot have — AWS/Lambda, AWS/SQS and
-//! AWS/ApiGateway metrics, which AWS itself produces — and metric math are listed, not queried;
-//! percentiles, which the emulator does not compute, are drawn from the average or maximum.
-//! The page itself (`deploy/local-dashboard.html`) draws the answer as SVG charts.
+//! when dimensions are given, and test fleets share metric names under their own namespaces).
+//! The placeholders name the local fleet's functions, API and queues ([`crate::local_names`]),
+//! whose AWS metrics the fleet publishes itself ([`crate::aws_metrics`]); metric math is
+//! evaluated here ([`crate::metric_math`]) on buckets aligned to the period; percentiles, which
+//! the emulator does not compute, come from the values the fleet recorded. The alarm widget
+//! shows the local alarms' states ([`crate::alarms`]), and charts annotated with an alarm carry
+//! its threshold. The page itself (`deploy/local-dashboard.html`) draws the answer as SVG charts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::error::DisplayErrorContext;
@@ -22,6 +26,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::alarms::{Alarms, percentile_of};
+use crate::aws_metrics::{AwsMetrics, Series};
+use crate::metric_math;
+
 /// Where the page is served.
 pub const PATH: &str = "/_local/dashboard";
 /// Where the page reads its data.
@@ -29,7 +37,7 @@ pub const DATA_PATH: &str = "/_local/dashboard/data";
 
 /// The dashboard serverless.yml deploys (CloudWatch dashboard body, with `${…}` placeholders).
 pub const DEFINITION: &str = include_str!("../../../deploy/dashboard.json");
-/// The alarms serverless.yml deploys; listed on the page (CloudWatch evaluates them in AWS).
+/// The alarms serverless.yml deploys; evaluated locally by [`crate::alarms`].
 pub const ALARMS: &str = include_str!("../../../deploy/alarms.json");
 const PAGE: &str = include_str!("../../../deploy/local-dashboard.html");
 
@@ -39,12 +47,12 @@ const DEFAULT_MINUTES: u64 = 30;
 const DEFAULT_PERIOD_SECONDS: i32 = 10;
 
 /// What the dashboard reads from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Dashboard {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
-    /// The fleet's metrics namespace (`${Namespace}` in the definition).
-    pub namespace: String,
-    pub region: String,
+    /// The recorder of the AWS metrics: local names, percentiles.
+    pub metrics: Arc<AwsMetrics>,
+    pub alarms: Alarms,
 }
 
 pub fn router(dashboard: Dashboard) -> Router {
@@ -116,10 +124,13 @@ pub fn widget_rows(widget: &Value) -> Vec<Row> {
         .unwrap_or_default()
 }
 
+/// A series' points by the start of their aligned bucket (ms).
+type Points = BTreeMap<i64, f64>;
+
 impl Dashboard {
-    /// The definition with this fleet's namespace and region filled in.
+    /// The definition with this fleet's names filled in.
     fn definition(&self) -> Result<Value, String> {
-        let text = DEFINITION.replace("${Namespace}", &self.namespace).replace("${AWS::Region}", &self.region);
+        let text = self.metrics.names().substitute(DEFINITION);
         serde_json::from_str(&text).map_err(|e| format!("deploy/dashboard.json does not parse: {e}"))
     }
 
@@ -127,43 +138,96 @@ impl Dashboard {
     pub async fn snapshot(&self, minutes: u64, period: i32) -> Result<Value, String> {
         let definition = self.definition()?;
         let end = SystemTime::now();
-        let start = end - Duration::from_secs(minutes * 60);
+        let period_ms = i64::from(period.max(1)) * 1000;
+        let start = millis(end - Duration::from_secs(minutes * 60)) / period_ms * period_ms;
+        let thresholds: HashMap<&str, f64> =
+            self.alarms.definitions().iter().map(|a| (a.name.as_str(), a.rule.threshold)).collect();
+        let statuses = self.alarms.statuses();
+        let state_of = |name: &str| statuses.iter().find(|s| s.name == name).map(|s| s.state.clone());
         let mut widgets = Vec::new();
         for widget in definition["widgets"].as_array().into_iter().flatten() {
             let properties = &widget["properties"];
             let default_stat = properties["stat"].as_str().unwrap_or("Average");
             let mut series = Vec::new();
+            let mut by_id: HashMap<String, Points> = HashMap::new();
+            let mut expressions = Vec::new();
             for row in widget_rows(widget) {
-                series.push(match row {
-                    Row::Metric(metric) => self.series(&metric, default_stat, start, end, period).await?,
-                    Row::Expression { expression, options } => json!({
-                        "label": options.get("label").and_then(Value::as_str).unwrap_or(&expression),
-                        "expression": expression,
-                        "available": false,
-                        "reason": "metric math: computed by CloudWatch in AWS",
-                    }),
-                });
+                match row {
+                    Row::Metric(metric) => {
+                        let (answer, points) = self.series(&metric, default_stat, start, millis(end), period).await?;
+                        if let Some(id) = metric.options.get("id").and_then(Value::as_str) {
+                            by_id.insert(id.to_owned(), points);
+                        }
+                        series.push(answer);
+                    }
+                    Row::Expression { expression, options } => {
+                        expressions.push(series.len());
+                        series.push(json!({
+                            "label": options.get("label").and_then(Value::as_str).unwrap_or(&expression),
+                            "expression": expression,
+                            "visible": options.get("visible").and_then(Value::as_bool).unwrap_or(true),
+                        }));
+                    }
+                }
             }
+            for index in expressions {
+                let expression = series[index]["expression"].as_str().unwrap_or_default().to_owned();
+                match expression_points(&expression, &by_id, start, millis(end), period_ms) {
+                    Ok(points) => {
+                        series[index]["available"] = json!(true);
+                        series[index]["points"] = json!(points.into_iter().collect::<Vec<_>>());
+                    }
+                    Err(error) => {
+                        series[index]["available"] = json!(false);
+                        series[index]["reason"] = json!(format!("metric math: {error}"));
+                    }
+                }
+            }
+            let annotations: Vec<Value> = properties["annotations"]["horizontal"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|line| {
+                    let alarm = line["alarm"].as_str().unwrap_or_default();
+                    json!({
+                        "label": line["label"],
+                        "alarm": alarm,
+                        "value": line.get("value").and_then(Value::as_f64).or_else(|| thresholds.get(alarm).copied()),
+                        "state": state_of(alarm),
+                    })
+                })
+                .collect();
             widgets.push(json!({
                 "type": widget["type"],
                 "title": properties["title"],
                 "x": widget["x"], "y": widget["y"], "width": widget["width"], "height": widget["height"],
                 "series": series,
+                "annotations": annotations,
             }));
         }
-        let alarms: Value =
-            serde_json::from_str(ALARMS).map_err(|e| format!("deploy/alarms.json does not parse: {e}"))?;
-        let alarms: Vec<Value> = alarms
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(name, alarm)| json!({"name": name, "description": alarm["description"]}))
+        let alarms: Vec<Value> = self
+            .alarms
+            .definitions()
+            .iter()
+            .zip(statuses.iter())
+            .map(|(alarm, status)| {
+                json!({
+                    "name": alarm.name,
+                    "description": alarm.description,
+                    "threshold": alarm.rule.threshold,
+                    "period": alarm.period,
+                    "state": status.state,
+                    "reason": status.reason,
+                    "since": status.since,
+                })
+            })
             .collect();
+        let names = self.metrics.names();
         Ok(json!({
-            "namespace": self.namespace,
-            "region": self.region,
+            "namespace": names.namespace,
+            "region": names.region,
             "period": period,
-            "start": millis(start),
+            "start": start,
             "end": millis(end),
             "widgets": widgets,
             "alarms": alarms,
@@ -174,10 +238,10 @@ impl Dashboard {
         &self,
         row: &MetricRow,
         default_stat: &str,
-        start: SystemTime,
-        end: SystemTime,
+        start: i64,
+        end: i64,
         period: i32,
-    ) -> Result<Value, String> {
+    ) -> Result<(Value, Points), String> {
         let stat = row.options.get("stat").and_then(Value::as_str).unwrap_or(default_stat).to_owned();
         let label = row.options.get("label").and_then(Value::as_str).unwrap_or(&row.name).to_owned();
         let mut answer = json!({
@@ -186,47 +250,80 @@ impl Dashboard {
             "metric": row.name,
             "dimensions": row.dimensions,
             "stat": stat,
+            "visible": row.options.get("visible").and_then(Value::as_bool).unwrap_or(true),
         });
-        if row.namespace != self.namespace || row.dimensions.values().any(|v| v.contains("${")) {
+        if row.dimensions.values().any(|v| v.contains("${")) {
             answer["available"] = json!(false);
-            answer["reason"] = json!(format!("{} metric: produced by AWS, not by the emulator", row.namespace));
-            return Ok(answer);
+            answer["reason"] = json!("a placeholder without a local name");
+            return Ok((answer, Points::new()));
         }
-        let dimensions =
-            row.dimensions.iter().map(|(name, value)| Dimension::builder().name(name).value(value).build()).collect();
-        // The emulator computes no percentiles: a percentile is drawn from the average (p50 and
-        // below) or the maximum, and says so.
-        let (statistic, stand_in) = match Statistic::try_parse(&stat) {
-            Ok(statistic) => (statistic, None),
-            Err(_) if percentile(&stat).is_some_and(|p| p <= 50.0) => (Statistic::Average, Some("average")),
-            Err(_) => (Statistic::Maximum, Some("maximum")),
-        };
-        let statistics = self
-            .cloudwatch
-            .get_metric_statistics()
-            .namespace(&row.namespace)
-            .metric_name(&row.name)
-            .set_dimensions(Some(dimensions))
-            .start_time(DateTime::from(start))
-            .end_time(DateTime::from(end))
-            .period(period)
-            .statistics(statistic.clone())
-            .send()
-            .await
-            .map_err(|e| DisplayErrorContext(&e).to_string())?;
-        let mut points: Vec<(i64, f64)> = statistics
-            .datapoints()
-            .iter()
-            .filter_map(|point| Some((point_millis(point)?, value(point, &statistic)?)))
-            .collect();
-        points.sort_by_key(|(at, _)| *at);
+        let period_ms = i64::from(period.max(1)) * 1000;
+        let mut points = Points::new();
+        if let Some(p) = percentile_of(&stat) {
+            // The emulator computes no percentiles: the recorder kept the values.
+            let series =
+                Series { namespace: row.namespace.clone(), name: row.name.clone(), dimensions: row.dimensions.clone() };
+            let periods = usize::try_from((end - start) / period_ms + 1).unwrap_or(0);
+            for (i, value) in self.metrics.percentiles(&series, p, start, period_ms, periods).into_iter().enumerate() {
+                if let Some(value) = value {
+                    points.insert(start + period_ms * i as i64, value);
+                }
+            }
+        } else {
+            let dimensions = row
+                .dimensions
+                .iter()
+                .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+                .collect();
+            let statistic = Statistic::from(stat.as_str());
+            let statistics = self
+                .cloudwatch
+                .get_metric_statistics()
+                .namespace(&row.namespace)
+                .metric_name(&row.name)
+                .set_dimensions(Some(dimensions))
+                .start_time(DateTime::from_millis(start))
+                .end_time(DateTime::from_millis(end))
+                .period(period)
+                .statistics(statistic.clone())
+                .send()
+                .await
+                .map_err(|e| DisplayErrorContext(&e).to_string())?;
+            for point in statistics.datapoints() {
+                if let (Some(at), Some(value)) = (point_millis(point), value(point, &statistic)) {
+                    // The emulator's buckets start at the first datapoint; align them.
+                    points.insert(at.div_euclid(period_ms) * period_ms, value);
+                }
+            }
+        }
         answer["available"] = json!(true);
-        answer["points"] = json!(points);
-        if let Some(stand_in) = stand_in {
-            answer["reason"] = json!(format!("the emulator computes no percentiles: drawn from the {stand_in}"));
-        }
-        Ok(answer)
+        answer["points"] = json!(points.iter().map(|(at, v)| (*at, *v)).collect::<Vec<_>>());
+        Ok((answer, points))
     }
+}
+
+/// A math expression's points over the aligned buckets from `start` to `end`.
+fn expression_points(
+    expression: &str,
+    by_id: &HashMap<String, Points>,
+    start: i64,
+    end: i64,
+    period_ms: i64,
+) -> Result<Points, metric_math::MathError> {
+    let expr = metric_math::parse(expression)?;
+    let mut points = Points::new();
+    let mut at = start;
+    while at < end {
+        let lookup = |id: &str| match by_id.get(id) {
+            Some(points) => Ok(points.get(&at).copied()),
+            None => Err(metric_math::MathError(format!("no row with id {id}"))),
+        };
+        if let Some(value) = expr.eval(&lookup)? {
+            points.insert(at, value);
+        }
+        at += period_ms;
+    }
+    Ok(points)
 }
 
 fn millis(at: SystemTime) -> i64 {
@@ -245,11 +342,6 @@ fn value(point: &Datapoint, statistic: &Statistic) -> Option<f64> {
         Statistic::SampleCount => point.sample_count(),
         _ => point.average(),
     }
-}
-
-/// The percentile of a `pNN` statistic.
-fn percentile(stat: &str) -> Option<f64> {
-    stat.strip_prefix('p')?.parse().ok()
 }
 
 #[cfg(test)]

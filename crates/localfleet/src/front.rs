@@ -1,23 +1,29 @@
 //! The HTTP front: what API Gateway's HTTP API does in AWS. It matches a route, turns the request
 //! into a payload-format-2.0 event for the route's function, and turns the function's answer back
-//! into an HTTP response.
+//! into an HTTP response. It publishes what API Gateway and Lambda would: `AWS/ApiGateway`
+//! Count, 4xx, 5xx, Latency (every request, unmatched routes too) and IntegrationLatency, and
+//! the functions' `AWS/Lambda` metrics ([`crate::aws_metrics`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use base64::Engine;
 use lambda_http::aws_lambda_events::encodings::Body as LambdaBody;
 use serde_json::json;
 
+use crate::aws_metrics::AwsMetrics;
 use crate::events::{self, HttpRequest};
 use crate::functions::{Functions, HttpFunction};
+use crate::local_names::Function;
 
 /// One route of the HTTP API, in API Gateway's route-key syntax.
 #[derive(Debug)]
@@ -48,21 +54,25 @@ pub const ROUTES: &[Route] = &[
 /// API Gateway HTTP APIs refuse bodies over 10 MB before any function runs.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
-type Shared = Arc<Functions>;
+#[derive(Clone)]
+struct Shared {
+    functions: Arc<Functions>,
+    metrics: Arc<AwsMetrics>,
+}
 
-pub fn router(functions: Shared) -> Router {
+pub fn router(functions: Arc<Functions>, metrics: Arc<AwsMetrics>) -> Router {
     let mut by_path: BTreeMap<&'static str, MethodRouter<Shared>> = BTreeMap::new();
     for route in ROUTES {
         let filter = match Method::from_bytes(route.method.as_bytes()).map(MethodFilter::try_from) {
             Ok(Ok(filter)) => filter,
             _ => continue,
         };
-        let handler = move |State(functions): State<Shared>,
+        let handler = move |State(shared): State<Shared>,
                             ConnectInfo(peer): ConnectInfo<SocketAddr>,
                             parameters: Option<Path<HashMap<String, String>>>,
                             request: Request| async move {
             let parameters = parameters.map(|Path(p)| p).unwrap_or_default();
-            invoke(&functions, route, parameters, peer, request).await
+            invoke(&shared, route, parameters, peer, request).await
         };
         let methods = by_path.remove(route.path).unwrap_or_default();
         by_path.insert(route.path, methods.merge(on(filter, handler)));
@@ -74,11 +84,20 @@ pub fn router(functions: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::disable())
-        .with_state(functions)
+        .layer(middleware::from_fn_with_state(metrics.clone(), measure))
+        .with_state(Shared { functions, metrics })
+}
+
+/// API Gateway's request metrics: every request the HTTP API answers.
+async fn measure(State(metrics): State<Arc<AwsMetrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.api_request(response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn invoke(
-    functions: &Functions,
+    shared: &Shared,
     route: &'static Route,
     parameters: HashMap<String, String>,
     peer: SocketAddr,
@@ -102,7 +121,16 @@ async fn invoke(
         source_ip: &peer.ip().to_string(),
         request_id: &request_id,
     });
-    let mut response = match functions.invoke_http(route.function, event, &request_id).await {
+    let function = match route.function {
+        HttpFunction::Ingest => Function::Ingest,
+        HttpFunction::Status => Function::Status,
+        HttpFunction::Webhook => Function::Webhook,
+    };
+    let integration = Instant::now();
+    let answer =
+        shared.metrics.invoke(function, shared.functions.invoke_http(route.function, event, &request_id)).await;
+    shared.metrics.integration_latency(integration.elapsed());
+    let mut response = match answer {
         Ok(answer) => http_response(answer),
         Err(error) => {
             tracing::error!(route = %route_key, %error, "integration failed");

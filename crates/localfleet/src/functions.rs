@@ -18,8 +18,8 @@ use taskfleet_adapters::{
     CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SqsPublisher, blobs,
 };
 
-use taskfleet_adapters::DynamoKeys;
-use taskfleet_core::auth::StoredKeys;
+use taskfleet_adapters::DynamoKeyRecords;
+use taskfleet_core::auth::CachedAuthenticator;
 use taskfleet_core::blob::Blobs;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::EventSink;
@@ -84,7 +84,10 @@ impl Functions {
         let publisher = || SqsPublisher::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url);
         let events = || settings.events.clone();
         let keys = || {
-            StoredKeys::new(DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table), settings.key_cache)
+            CachedAuthenticator::new(
+                DynamoKeyRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+                settings.key_cache,
+            )
         };
         let policies = settings.policies;
         Ok(Self {

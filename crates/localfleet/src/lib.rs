@@ -9,13 +9,24 @@
 //!
 //! Every function gets its event as the JSON AWS would send ([`events`]) and runs the same
 //! handler and adapters as the deployed binary ([`functions`]).
+//!
+//! Operations, as in AWS: the stand-ins publish the metrics AWS publishes ([`aws_metrics`],
+//! [`queue_metrics`]) beside the fleet's own ([`local_metrics`]), the alarms of deploy/ are
+//! evaluated locally ([`alarms`], `/_local/alarms`) and the deployed dashboard is drawn at
+//! `/_local/dashboard` ([`dashboard`]).
 
+pub mod alarm_rules;
+pub mod alarms;
+pub mod aws_metrics;
 pub mod dashboard;
 pub mod events;
 pub mod front;
 pub mod functions;
 pub mod local_metrics;
+pub mod local_names;
+pub mod metric_math;
 pub mod queue;
+pub mod queue_metrics;
 pub mod resources;
 pub mod schedule;
 pub mod stream;
@@ -89,6 +100,16 @@ pub struct DeliveryChaos {
     pub duplicate_message: f64,
 }
 
+/// The local operations: alarms and the AWS metrics they read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpsSettings {
+    /// Every alarm's period (`LOCAL_ALARM_PERIOD_SECONDS`); None: the definitions' own.
+    pub alarm_period: Option<Duration>,
+    /// Between two reads of the queues' attributes (`AWS/SQS` metrics); None: the alarm period
+    /// or 5 s, whichever is shorter, at least a second.
+    pub queue_poll: Option<Duration>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error(transparent)]
@@ -97,6 +118,8 @@ pub enum FleetError {
     Config(#[from] ConfigError),
     #[error("cannot serve HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the alarms of deploy/alarms.json: {0}")]
+    Alarms(String),
 }
 
 /// A running fleet; dropping it stops everything it started.
@@ -105,18 +128,39 @@ pub struct Fleet {
     pub resources: Resources,
     pub callback_base_url: String,
     pub dead_letters: DeadLetters,
+    /// The local alarms (also at `/_local/alarms`).
+    pub alarms: alarms::Alarms,
+    /// The recorder of the AWS metrics.
+    pub metrics: Arc<aws_metrics::AwsMetrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Fleet {
     /// Creates the emulator resources and starts the front (on `listener`), the stream poller,
-    /// the jobs queue pollers and the schedules.
+    /// the jobs queue pollers and the schedules, with the alarms' own periods.
     pub async fn start(sdk: &SdkConfig, settings: FleetSettings, listener: TcpListener) -> Result<Self, FleetError> {
+        Self::start_with(sdk, settings, listener, OpsSettings::default()).await
+    }
+
+    /// [`Fleet::start`], with the local operations set up as `ops` says.
+    pub async fn start_with(
+        sdk: &SdkConfig,
+        settings: FleetSettings,
+        listener: TcpListener,
+        ops: OpsSettings,
+    ) -> Result<Self, FleetError> {
         let addr = listener.local_addr()?;
         let resources = resources::ensure(sdk, &settings.names).await?;
         resources::ensure_keys(sdk, &resources.table, &settings.client_keys).await?;
         let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-        let local_metrics = Arc::new(local_metrics::LocalMetrics::default());
+        let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        let names = local_names::LocalNames::new(&settings.names, &settings.metrics_namespace, &region);
+        let metrics = Arc::new(aws_metrics::AwsMetrics::new(names.clone()));
+        let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
+        let alarm_period = ops.alarm_period.map(|p| u32::try_from(p.as_secs().max(1)).unwrap_or(u32::MAX));
+        let alarms =
+            alarms::Alarms::load(cloudwatch.clone(), metrics.clone(), alarm_period).map_err(FleetError::Alarms)?;
+        let local_metrics = Arc::new(local_metrics::LocalMetrics::new(metrics.clone(), &settings.metrics_namespace));
         let functions = Arc::new(Functions::new(
             sdk,
             &FunctionSettings {
@@ -137,34 +181,38 @@ impl Fleet {
                 events: local_metrics.clone(),
             },
         )?);
-        let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
         let dead_letters = DeadLetters::default();
         let mut tasks = Vec::new();
 
-        let dashboard = dashboard::Dashboard {
-            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
-            namespace: settings.metrics_namespace.clone(),
-            region: region.clone(),
-        };
-        let app = front::router(functions.clone())
+        let dashboard =
+            dashboard::Dashboard { cloudwatch: cloudwatch.clone(), metrics: metrics.clone(), alarms: alarms.clone() };
+        let app = front::router(functions.clone(), metrics.clone())
             .merge(dashboard::router(dashboard))
+            .merge(alarms::router(alarms.clone()))
             .into_make_service_with_connect_info::<SocketAddr>();
         tasks.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "HTTP front stopped");
             }
         }));
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         let stream_source = stream::StreamSource {
             client: aws_sdk_dynamodbstreams::Client::new(sdk),
             stream_arn: resources.stream_arn.clone(),
             region: region.clone(),
+            metrics: metrics.clone(),
+            sqs: sqs.clone(),
+            dead_letter_queue_url: resources.dispatcher_dlq_url.clone(),
         };
         tasks.push(tokio::spawn(stream::run(stream_source, functions.clone(), dead_letters.clone(), settings.chaos)));
+        let watch = Arc::new(queue_metrics::QueueWatch::default());
         let queue_source = Arc::new(queue::QueueSource {
-            client: aws_sdk_sqs::Client::new(sdk),
+            client: sqs.clone(),
             queue_url: resources.queue_url.clone(),
             queue_arn: resources.queue_arn.clone(),
             region: region.clone(),
+            metrics: metrics.clone(),
+            watch: watch.clone(),
         });
         for _ in 0..settings.event_source.max_concurrency.max(1) {
             let poller = queue::run(queue_source.clone(), settings.event_source, functions.clone(), settings.chaos);
@@ -173,15 +221,52 @@ impl Fleet {
         let metrics_every = settings.metrics_interval;
         tasks.push(tokio::spawn(schedule::run(
             functions.clone(),
+            metrics.clone(),
             schedule::Job::Metrics,
             metrics_every,
             region.clone(),
         )));
-        tasks.push(tokio::spawn(schedule::run(functions, schedule::Job::Sweeper, settings.sweep_interval, region)));
-        let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
-        let forward = local_metrics.forward(cloudwatch, settings.metrics_namespace.clone(), Duration::from_secs(1));
-        tasks.push(tokio::spawn(forward));
-        Ok(Self { addr, resources, callback_base_url, dead_letters, tasks })
+        tasks.push(tokio::spawn(schedule::run(
+            functions,
+            metrics.clone(),
+            schedule::Job::Sweeper,
+            settings.sweep_interval,
+            region,
+        )));
+        let queue_poll = ops.queue_poll.unwrap_or_else(|| {
+            ops.alarm_period.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(5)).max(Duration::from_secs(1))
+        });
+        let queue_name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_owned();
+        let resource_metrics = queue_metrics::ResourceMetrics {
+            sqs,
+            recorder: metrics.clone(),
+            jobs: queue_metrics::WatchedQueue {
+                name: queue_name(&resources.queue_url),
+                url: resources.queue_url.clone(),
+            },
+            jobs_dlq: queue_metrics::WatchedQueue {
+                name: queue_name(&resources.dead_letter_queue_url),
+                url: resources.dead_letter_queue_url.clone(),
+            },
+            dispatcher_dlq: queue_metrics::WatchedQueue {
+                name: queue_name(&resources.dispatcher_dlq_url),
+                url: resources.dispatcher_dlq_url.clone(),
+            },
+            watch,
+            table: resources.table.clone(),
+            indexes: [
+                taskfleet_adapters::table::STATUS_INDEX,
+                taskfleet_adapters::table::CLIENT_INDEX,
+                taskfleet_adapters::table::KEY_OWNER_INDEX,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            visibility_timeout: Duration::from_secs(u64::try_from(resources::VISIBILITY_TIMEOUT_SECONDS).unwrap_or(5)),
+        };
+        tasks.push(tokio::spawn(resource_metrics.run(queue_poll)));
+        tasks.push(tokio::spawn(metrics.clone().forward(cloudwatch, Duration::from_secs(1))));
+        tasks.push(tokio::spawn(alarms.clone().run()));
+        Ok(Self { addr, resources, callback_base_url, dead_letters, alarms, metrics, tasks })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use taskfleet_adapters::config;
-use taskfleet_localfleet::{Fleet, FleetSettings, Names};
+use taskfleet_localfleet::{Fleet, FleetSettings, Names, OpsSettings};
 use tracing_subscriber::EnvFilter;
 
 /// Port of the HTTP front.
@@ -22,6 +22,8 @@ const CALLER_BATCH_WINDOW_MS: &str = "CALLER_BATCH_WINDOW_MS";
 const CALLER_MAX_CONCURRENCY: &str = "CALLER_MAX_CONCURRENCY";
 /// Seconds between metrics runs.
 const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
+/// Every alarm's period locally, in seconds (unset: the periods of deploy/alarms.json).
+const LOCAL_ALARM_PERIOD_SECONDS: &str = taskfleet_localfleet::alarms::PERIOD_ENV;
 
 /// A client key to make sure exists, for the development client.
 const DEV_KEY: &str = "TASKFLEET_DEV_KEY";
@@ -109,10 +111,15 @@ async fn run() -> Result<(), StartError> {
         .unwrap_or(10),
         chaos: Default::default(),
     };
+    let alarm_period = match std::env::var(LOCAL_ALARM_PERIOD_SECONDS).ok().filter(|v| !v.trim().is_empty()) {
+        None => None,
+        Some(_) => Some(Duration::from_secs(config::bounded(LOCAL_ALARM_PERIOD_SECONDS, 60, 86_400)?)),
+    };
+    let ops = OpsSettings { alarm_period, ..OpsSettings::default() };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
         .await
         .map_err(|error| StartError::Listen { port, error })?;
-    let fleet = Fleet::start(&sdk, settings.clone(), listener).await?;
+    let fleet = Fleet::start_with(&sdk, settings.clone(), listener, ops).await?;
     println!("taskfleet local fleet is up");
     println!("  API (API Gateway stand-in)   http://{}", fleet.addr);
     println!("  callbacks go to              {}/callbacks/{{task_id}}", fleet.callback_base_url);
@@ -129,6 +136,12 @@ async fn run() -> Result<(), StartError> {
         "  metrics every                {:?} → CloudWatch namespace {}",
         settings.metrics_interval, settings.metrics_namespace
     );
+    println!(
+        "  alarms (periods {})   http://{}/_local/alarms",
+        alarm_period.map_or_else(|| "as deployed".to_owned(), |p| format!("{} s", p.as_secs())),
+        fleet.addr
+    );
+    println!("  dashboard                    http://{}/_local/dashboard", fleet.addr);
     tokio::signal::ctrl_c().await.ok();
     println!("taskfleet-local: stopping");
     drop(fleet);

@@ -7,6 +7,9 @@
 //!
 //! Fairness between clients is the queue's (a standard queue whose messages carry a message
 //! group: an SQS fair queue); the emulator serves groups in turn (scripts/emulator.py).
+//!
+//! Each invocation is recorded as Lambda records it ([`crate::aws_metrics`]), and what is received
+//! and deleted is told to the queue's metrics ([`crate::queue_metrics::QueueWatch`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +21,19 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use tokio::time::Instant;
 
 use crate::DeliveryChaos;
+use crate::aws_metrics::AwsMetrics;
 use crate::events;
 use crate::functions::Functions;
+use crate::local_names::Function;
+use crate::queue_metrics::QueueWatch;
 
 pub struct QueueSource {
     pub client: Client,
     pub queue_url: String,
     pub queue_arn: String,
     pub region: String,
+    pub metrics: Arc<AwsMetrics>,
+    pub watch: Arc<QueueWatch>,
 }
 
 /// The event source mapping's settings (serverless.yml: `batchSize`, `maximumBatchingWindow`,
@@ -102,11 +110,12 @@ pub async fn run(source: Arc<QueueSource>, settings: EventSource, functions: Arc
         if batch.is_empty() {
             continue;
         }
+        source.watch.received(&batch);
         let event = events::sqs_event(&batch, &source.queue_arn, &source.region);
         if fastrand::f64() < chaos.duplicate_message {
-            let _ = functions.invoke_caller(event.clone()).await;
+            let _ = source.metrics.invoke(Function::Caller, functions.invoke_caller(event.clone())).await;
         }
-        let failed: Vec<String> = match functions.invoke_caller(event).await {
+        let failed: Vec<String> = match source.metrics.invoke(Function::Caller, functions.invoke_caller(event)).await {
             Ok(answer) => serde_json::from_value::<SqsBatchResponse>(answer)
                 .map(|answer| answer.batch_item_failures.into_iter().map(|f| f.item_identifier).collect())
                 .unwrap_or_else(|error| {
@@ -139,8 +148,17 @@ async fn delete(source: &QueueSource, messages: &[&Message]) {
             .collect();
         let deleted =
             source.client.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await;
-        if let Err(e) = deleted {
-            tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete handled messages; they will come back");
+        match deleted {
+            Ok(answer) => source.watch.deleted(
+                answer
+                    .successful
+                    .iter()
+                    .filter_map(|entry| entry.id.parse::<usize>().ok())
+                    .filter_map(|index| chunk.get(index).and_then(|m| m.message_id.as_deref())),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "cannot delete handled messages; they will come back")
+            }
         }
     }
 }

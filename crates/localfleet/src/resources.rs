@@ -1,7 +1,7 @@
 //! Creates what serverless.yml creates in AWS, in the emulator: the tasks table (with stream,
 //! TTL and status index), the jobs queue (timers; a standard queue, its messages grouped by
-//! client, with a dead-letter queue after five receives) and the bucket of large payloads and
-//! results.
+//! client, with a dead-letter queue after five receives), the dispatcher's dead-letter queue (its
+//! on-failure destination) and the bucket of large payloads and results.
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -9,9 +9,16 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 /// Names of the emulator resources; one set per fleet, so tests can run fleets side by side.
 #[derive(Debug, Clone)]
 pub struct Names {
+    /// What every name starts with; the functions are `{prefix}-ingest` …, as serverless names
+    /// them `taskfleet-<stage>-ingest` ….
+    pub prefix: String,
     pub table: String,
     /// The jobs queue (`JOBS_QUEUE_URL`).
     pub queue: String,
+    /// The jobs queue's dead-letter queue.
+    pub jobs_dlq: String,
+    /// The dispatcher's on-failure destination (stream records it gave up on).
+    pub dispatcher_dlq: String,
     /// The blobs bucket (`BLOBS_BUCKET`): a valid S3 bucket name whatever the prefix.
     pub bucket: String,
 }
@@ -19,7 +26,14 @@ pub struct Names {
 impl Names {
     /// Resource names derived from one prefix (e.g. `taskfleet-dev`).
     pub fn with_prefix(prefix: &str) -> Self {
-        Self { table: format!("{prefix}-tasks"), queue: format!("{prefix}-jobs"), bucket: bucket_name(prefix) }
+        Self {
+            prefix: prefix.to_owned(),
+            table: format!("{prefix}-tasks"),
+            queue: format!("{prefix}-jobs"),
+            jobs_dlq: format!("{prefix}-jobs-dlq"),
+            dispatcher_dlq: format!("{prefix}-dispatcher-dlq"),
+            bucket: bucket_name(prefix),
+        }
     }
 }
 
@@ -47,6 +61,8 @@ pub struct Resources {
     pub queue_url: String,
     pub queue_arn: String,
     pub dead_letter_queue_url: String,
+    /// The dispatcher's dead-letter queue (its on-failure destination).
+    pub dispatcher_dlq_url: String,
     /// The blobs bucket's name (what the functions get as `BLOBS_BUCKET`).
     pub bucket: String,
 }
@@ -86,7 +102,8 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         .map_err(|e| failed("the blobs bucket")(e.to_string()))?;
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let dead_letter_queue_url = create_queue(&sqs, &format!("{}-dlq", names.queue), None).await?;
+    let dead_letter_queue_url = create_queue(&sqs, &names.jobs_dlq, None).await?;
+    let dispatcher_dlq_url = create_queue(&sqs, &names.dispatcher_dlq, None).await?;
     let dead_letter_arn = queue_arn(&sqs, &dead_letter_queue_url).await?;
     let redrive =
         serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": MAX_RECEIVES.to_string()})
@@ -100,6 +117,7 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         queue_url,
         queue_arn,
         dead_letter_queue_url,
+        dispatcher_dlq_url,
         bucket: names.bucket.clone(),
     })
 }
@@ -111,8 +129,8 @@ pub async fn ensure_keys(
     table: &str,
     keys: &[(taskfleet_core::ClientId, String)],
 ) -> Result<(), ProvisionError> {
-    use taskfleet_core::auth::KeyStore;
-    let store = taskfleet_adapters::DynamoKeys::new(aws_sdk_dynamodb::Client::new(sdk), table);
+    use taskfleet_core::auth::KeyRecordStore;
+    let store = taskfleet_adapters::DynamoKeyRecords::new(aws_sdk_dynamodb::Client::new(sdk), table);
     for (client, key) in keys {
         let issued = taskfleet_core::auth::adopt(client, key, taskfleet_core::Timestamp::now())
             .ok_or_else(|| failed("a client key")("not shaped tfk_<8 alphanumerics>_<43 base64url>".into()))?;

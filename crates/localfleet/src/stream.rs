@@ -1,7 +1,10 @@
 //! What Lambda's DynamoDB event source mapping does in AWS: reads the table's stream, hands the
 //! dispatcher batches of records, and honours its batch item failures — a failed record and
 //! those after it are retried (with backoff), and after `MAX_RETRIES` the failing record goes
-//! to the dead letters and the rest of the batch goes on.
+//! to the dead letters and the rest of the batch goes on. A record set aside is also sent, as
+//! the invocation record Lambda sends an on-failure destination, to the dispatcher's dead-letter
+//! queue. Each invocation is recorded as Lambda records it, with the batch's `IteratorAge`
+//! ([`crate::aws_metrics`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,8 +15,10 @@ use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::error::DisplayErrorContext;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
+use crate::aws_metrics::AwsMetrics;
 use crate::events;
 use crate::functions::Functions;
+use crate::local_names::Function;
 use crate::{DeadLetters, DeliveryChaos};
 
 /// Records per dispatcher invocation (the event source mapping's BatchSize).
@@ -26,6 +31,10 @@ pub struct StreamSource {
     pub client: Client,
     pub stream_arn: String,
     pub region: String,
+    pub metrics: Arc<AwsMetrics>,
+    /// The dispatcher's dead-letter queue (its on-failure destination).
+    pub sqs: aws_sdk_sqs::Client,
+    pub dead_letter_queue_url: String,
 }
 
 /// Follows every shard of the stream until the task is dropped.
@@ -102,9 +111,9 @@ async fn follow(
             continue;
         }
         if fastrand::f64() < chaos.duplicate_stream_batch {
-            deliver(source, records.clone(), functions, dead_letters).await;
+            deliver(source, shard, records.clone(), functions, dead_letters).await;
         }
-        deliver(source, records, functions, dead_letters).await;
+        deliver(source, shard, records, functions, dead_letters).await;
     }
 }
 
@@ -112,13 +121,27 @@ fn sequence(record: &Record) -> Option<&str> {
     record.dynamodb.as_ref().and_then(|d| d.sequence_number.as_deref())
 }
 
-async fn deliver(source: &StreamSource, mut pending: Vec<Record>, functions: &Functions, dead_letters: &DeadLetters) {
+fn created_millis(record: &Record) -> Option<i64> {
+    record.dynamodb.as_ref()?.approximate_creation_date_time?.to_millis().ok()
+}
+
+async fn deliver(
+    source: &StreamSource,
+    shard: &str,
+    mut pending: Vec<Record>,
+    functions: &Functions,
+    dead_letters: &DeadLetters,
+) {
     let mut retries = 0;
     while !pending.is_empty() {
         let event = events::dynamodb_event(
             pending.iter().map(|r| events::dynamodb_record(r, &source.stream_arn, &source.region)).collect(),
         );
-        let failed: HashSet<String> = match functions.invoke_dispatcher(event).await {
+        if let Some(created) = pending.last().and_then(created_millis) {
+            source.metrics.iterator_age(created);
+        }
+        let invoked = source.metrics.invoke(Function::Dispatcher, functions.invoke_dispatcher(event)).await;
+        let failed: HashSet<String> = match invoked {
             Ok(answer) => serde_json::from_value::<DynamoDbEventResponse>(answer)
                 .map(|a| a.batch_item_failures.into_iter().filter_map(|f| f.item_identifier).collect())
                 .unwrap_or_else(|_| pending.iter().filter_map(sequence).map(str::to_owned).collect()),
@@ -141,9 +164,45 @@ async fn deliver(source: &StreamSource, mut pending: Vec<Record>, functions: &Fu
                 "stream record failed {MAX_RETRIES} retries; sent to the dead letters"
             );
             dead_letters.push(record);
+            send_to_dead_letter_queue(source, shard, &poison).await;
             retries = 0;
             continue;
         }
         tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(retries))).await;
+    }
+}
+
+/// What Lambda sends a stream event source's on-failure destination for a batch it gave up on:
+/// where the records are, not the records.
+async fn send_to_dead_letter_queue(source: &StreamSource, shard: &str, poison: &Record) {
+    let sequence = sequence(poison);
+    let arrived = created_millis(poison)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let function = source.metrics.names().function(Function::Dispatcher);
+    let body = serde_json::json!({
+        "requestContext": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "functionArn": format!("arn:aws:lambda:{}:{}:function:{function}", source.region, events::ACCOUNT),
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": MAX_RETRIES + 1,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "DDBStreamBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": sequence,
+            "endSequenceNumber": sequence,
+            "approximateArrivalOfFirstRecord": arrived,
+            "approximateArrivalOfLastRecord": arrived,
+            "batchSize": 1,
+            "streamArn": source.stream_arn,
+        },
+    });
+    let sent =
+        source.sqs.send_message().queue_url(&source.dead_letter_queue_url).message_body(body.to_string()).send().await;
+    if let Err(error) = sent {
+        tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "cannot send to the dispatcher's dead-letter queue");
     }
 }

@@ -28,6 +28,7 @@ use taskfleet_core::dispatch::{Dispatch, DispatchMessage, Step, Timer, When};
 use taskfleet_core::hold::{self, HoldGate};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, ExternalService, HoldStore, Publisher, TaskEvent, TaskStore};
+use taskfleet_core::random::SystemJitter;
 use taskfleet_core::service::{self, HandOver, HandOverError};
 use taskfleet_core::time::SystemClock;
 use taskfleet_core::{PublishError, StoreError, TaskStatus, Timestamp, trace};
@@ -224,7 +225,7 @@ where
         &app.service,
         (task_id, attempt),
         &app.callback_base,
-        SystemClock,
+        (SystemClock, SystemJitter),
         &app.policies,
     )
     .await

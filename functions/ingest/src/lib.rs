@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use lambda_http::http::header::LOCATION;
 use lambda_http::http::{HeaderValue, StatusCode};
-use taskfleet_adapters::DynamoKeys;
+use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, S3Blobs, SdkConfig, config};
 use taskfleet_api::view::{Accepted, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::lifecycle::MAX_REPLAYS;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
@@ -48,7 +48,7 @@ use tracing::Instrument;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
+pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
     /// Where large payloads go.
@@ -61,7 +61,7 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: DynamoKeys::cached_from_env(sdk)?,
+            keys: DynamoKeyRecords::cached_from_env(sdk)?,
             blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
@@ -69,13 +69,16 @@ impl App<DynamoStore> {
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: Request,
+) -> Response<Body> {
     // The request's lines (its refusal too) are in the span of the task it is about.
     let span = trace::task_span(None);
     async { route(app, &request).await.unwrap_or_else(ApiError::into_response) }.instrument(span).await
 }
 
-async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -88,7 +91,7 @@ async fn route<S: TaskStore, K: ClientKeys, B: BlobStore>(
     }
 }
 
-async fn submit<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
@@ -183,7 +186,7 @@ async fn submit_batch<S: TaskStore, K, B: BlobStore>(
     Ok(response::json(StatusCode::OK, &json!({ "results": results })))
 }
 
-async fn cancel<S: TaskStore, K: ClientKeys, B>(
+async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,
@@ -207,7 +210,7 @@ async fn cancel<S: TaskStore, K: ClientKeys, B>(
     }
 }
 
-async fn replay<S: TaskStore, K: ClientKeys, B>(
+async fn replay<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     client: &ClientId,
     request: &Request,

@@ -12,12 +12,12 @@
 use lambda_http::http::StatusCode;
 use std::time::Duration;
 
-use taskfleet_adapters::DynamoKeys;
+use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, S3Blobs, SdkConfig};
 use taskfleet_api::error::{self, REQUEST_DEADLINE};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
-use taskfleet_core::auth::{ClientKeys, StoredKeys};
+use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Content};
 use taskfleet_core::ports::TaskStore;
 use taskfleet_core::{Timestamp, service, trace, validation};
@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = StoredKeys<DynamoKeys>, B = S3Blobs> {
+pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
     pub store: S,
     pub keys: K,
     /// Where large results are (the function only presigns reads of them).
@@ -38,13 +38,16 @@ impl App<DynamoStore> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
-            keys: DynamoKeys::cached_from_env(sdk)?,
+            keys: DynamoKeyRecords::cached_from_env(sdk)?,
             blobs: S3Blobs::from_env(sdk)?,
         })
     }
 }
 
-pub async fn handle<S: TaskStore, K: ClientKeys, B: BlobStore>(app: &App<S, K, B>, request: Request) -> Response<Body> {
+pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
+    app: &App<S, K, B>,
+    request: Request,
+) -> Response<Body> {
     let listing = request::route_key(&request).as_deref() == Some("GET /tasks");
     // A waiting read may take its wait on top of a normal request's budget (a `wait` that is not
     // one is refused at once, below).
@@ -60,7 +63,7 @@ fn wait_of(request: &Request) -> Result<Duration, ApiError> {
     Ok(validation::parse_wait(request::query(request, "wait").as_deref())?)
 }
 
-async fn list<S: TaskStore, K: ClientKeys, B>(
+async fn list<S: TaskStore, K: KeyAuthenticator, B>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -76,7 +79,7 @@ async fn list<S: TaskStore, K: ClientKeys, B>(
     Ok(response::json(StatusCode::OK, &TaskList::from(&page)))
 }
 
-async fn show<S: TaskStore, K: ClientKeys, B: BlobStore>(
+async fn show<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {

@@ -2,7 +2,7 @@ use super::*;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
-use taskfleet_core::auth::fixed::ApiKeys;
+use taskfleet_core::auth::fixed::FixedKeys;
 use taskfleet_core::blob::result_key;
 use taskfleet_core::lifecycle::{HISTORY_KEPT, Kind, Outcome, Transition};
 use taskfleet_core::memory::MemoryStore;
@@ -58,12 +58,12 @@ const GET_TASK_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-type TestApp = App<MemoryStore, ApiKeys, MemoryBlobs>;
+type TestApp = App<MemoryStore, FixedKeys, MemoryBlobs>;
 
 fn app() -> TestApp {
     App {
         store: MemoryStore::new(),
-        keys: ApiKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
+        keys: FixedKeys::parse(&format!("alpha:{ALPHA_KEY},beta:{BETA_KEY}")).unwrap(),
         blobs: MemoryBlobs::new(),
     }
 }
@@ -116,7 +116,9 @@ fn expiring_at(mut transition: Transition, expires_at: i64) -> Transition {
     match &mut transition.kind {
         Kind::Finish { expires_at: ttl, .. }
         | Kind::GiveUp { expires_at: ttl, .. }
-        | Kind::Replay { expires_at: ttl, .. } => {
+        | Kind::Replay { expires_at: ttl, .. }
+        | Kind::Start { expires_at: ttl, .. }
+        | Kind::Heartbeat { expires_at: ttl, .. } => {
             *ttl = expires_at;
         }
         other => panic!("{other:?} sets no TTL"),
@@ -134,15 +136,17 @@ async fn apply(app: &TestApp, transition: Transition) {
     assert!(matches!(outcome, WriteOutcome::Applied(_)), "{transition:?}: {outcome:?}");
 }
 
-/// Starts attempt `attempt` at `CREATED_MS + millis`, as the caller does.
+/// Starts attempt `attempt` at `CREATED_MS + millis`, as the caller does (the task living on
+/// until `FAR_EXPIRY`: these tasks were made a year ago and are read now).
 fn start(task: &Task, attempt: u32, millis: i64) -> Transition {
-    Transition::start(
+    let start = Transition::start(
         &task.task_id,
         attempt,
         token::digest(&format!("token-{attempt}")),
         (at(millis), at(millis + 900_000)),
         &TtlPolicy::default(),
-    )
+    );
+    expiring_at(start, FAR_EXPIRY)
 }
 
 mod wait;

@@ -163,7 +163,7 @@ async fn hand_over(app: &TestApp, task_id: &TaskId, attempt: u32) -> Attempt {
         &service,
         (task_id, attempt),
         CALLBACK_BASE,
-        minutes_ago(1),
+        (minutes_ago(1), 0.5),
         &app.policies,
     )
     .await

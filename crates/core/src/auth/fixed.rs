@@ -1,13 +1,13 @@
 //! A fixed, in-memory key set for tests: keys given up front as `client_id:key` pairs, compared
 //! by SHA-256 digest. Only with the `test-support` feature (and in this crate's own tests): the
-//! functions authenticate against stored keys ([`super::StoredKeys`]).
+//! functions authenticate against stored key records ([`super::CachedAuthenticator`]).
 
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::ClientKeys;
+use super::KeyAuthenticator;
 use crate::error::StoreError;
 use crate::task::ClientId;
 
@@ -17,25 +17,26 @@ pub enum KeyConfigError {
     Malformed(usize),
     #[error("entry {0} has an invalid client id")]
     InvalidClient(usize),
-    #[error("entry {0} has a key shorter than {min} characters", min = ApiKeys::MIN_KEY_LEN)]
+    #[error("entry {0} has a key shorter than {min} characters", min = FixedKeys::MIN_KEY_LEN)]
     KeyTooShort(usize),
     #[error("entry {0} repeats a key")]
     DuplicateKey(usize),
 }
 
-/// A fixed, in-memory set of client keys (any string of 16+ characters), for tests.
+/// A [`KeyAuthenticator`] over a fixed, in-memory set of client keys (any string of 16+
+/// characters), for tests.
 #[derive(Clone, Default)]
-pub struct ApiKeys {
+pub struct FixedKeys {
     by_digest: HashMap<[u8; 32], ClientId>,
 }
 
-impl std::fmt::Debug for ApiKeys {
+impl std::fmt::Debug for FixedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeys").field("keys", &self.by_digest.len()).finish()
+        f.debug_struct("FixedKeys").field("keys", &self.by_digest.len()).finish()
     }
 }
 
-impl ApiKeys {
+impl FixedKeys {
     pub const MIN_KEY_LEN: usize = 16;
 
     /// Parses `client_id:key,client_id:key` (whitespace around entries is ignored).
@@ -66,7 +67,7 @@ impl ApiKeys {
     }
 }
 
-impl ClientKeys for ApiKeys {
+impl KeyAuthenticator for FixedKeys {
     async fn client_for_key(&self, presented: &str) -> Result<Option<ClientId>, StoreError> {
         Ok(self.client_for(presented).cloned())
     }
@@ -85,14 +86,14 @@ mod tests {
 
     #[test]
     fn a_known_key_names_its_client() {
-        let keys = ApiKeys::parse(&format!("alpha:{KEY_A}, beta:{KEY_B}")).unwrap();
+        let keys = FixedKeys::parse(&format!("alpha:{KEY_A}, beta:{KEY_B}")).unwrap();
         assert_eq!(keys.client_for(KEY_A).map(ClientId::as_str), Some("alpha"));
         assert_eq!(keys.client_for(KEY_B).map(ClientId::as_str), Some("beta"));
     }
 
     #[test]
     fn an_unknown_or_altered_key_names_no_client() {
-        let keys = ApiKeys::parse(&format!("alpha:{KEY_A}")).unwrap();
+        let keys = FixedKeys::parse(&format!("alpha:{KEY_A}")).unwrap();
         assert_eq!(keys.client_for(""), None);
         assert_eq!(keys.client_for(&KEY_A[1..]), None);
         assert_eq!(keys.client_for(&KEY_A.to_uppercase()), None);
@@ -100,24 +101,24 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_refused_with_the_entry_position() {
-        assert_eq!(ApiKeys::parse("alpha").unwrap_err(), KeyConfigError::Malformed(1));
+        assert_eq!(FixedKeys::parse("alpha").unwrap_err(), KeyConfigError::Malformed(1));
         assert_eq!(
-            ApiKeys::parse(&format!("a:{KEY_A},bad client:{KEY_B}")).unwrap_err(),
+            FixedKeys::parse(&format!("a:{KEY_A},bad client:{KEY_B}")).unwrap_err(),
             KeyConfigError::InvalidClient(2)
         );
-        assert_eq!(ApiKeys::parse("alpha:short").unwrap_err(), KeyConfigError::KeyTooShort(1));
-        assert_eq!(ApiKeys::parse(&format!("a:{KEY_A},b:{KEY_A}")).unwrap_err(), KeyConfigError::DuplicateKey(2));
+        assert_eq!(FixedKeys::parse("alpha:short").unwrap_err(), KeyConfigError::KeyTooShort(1));
+        assert_eq!(FixedKeys::parse(&format!("a:{KEY_A},b:{KEY_A}")).unwrap_err(), KeyConfigError::DuplicateKey(2));
     }
 
     #[test]
     fn an_empty_spec_has_no_keys() {
-        assert!(ApiKeys::parse("").unwrap().is_empty());
-        assert!(ApiKeys::parse(" , ").unwrap().is_empty());
+        assert!(FixedKeys::parse("").unwrap().is_empty());
+        assert!(FixedKeys::parse(" , ").unwrap().is_empty());
     }
 
     #[test]
     fn debug_output_never_shows_keys_or_digests() {
-        let keys = ApiKeys::parse(&format!("alpha:{KEY_A}")).unwrap();
-        assert_eq!(format!("{keys:?}"), "ApiKeys { keys: 1 }");
+        let keys = FixedKeys::parse(&format!("alpha:{KEY_A}")).unwrap();
+        assert_eq!(format!("{keys:?}"), "FixedKeys { keys: 1 }");
     }
 }

@@ -107,7 +107,8 @@ async fn submitted(store: &MemoryStore) -> Task {
 
 async fn started(store: &MemoryStore, service: &Service) -> Task {
     let task = submitted(store).await;
-    let outcome = hand_over(store, &blobs(), service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    let outcome =
+        hand_over(store, &blobs(), service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Accepted { .. }), "{outcome:?}");
     store.get(&task.task_id).await.unwrap().unwrap()
 }
@@ -299,7 +300,8 @@ async fn handing_over_starts_the_attempt_and_calls_the_service_once() {
     let (store, service) = (MemoryStore::new(), Service::default());
     let task = started(&store, &service).await;
     assert_eq!((task.status, task.attempts, task.due_at), (TaskStatus::InProgress, 1, at(1_101)));
-    let repeat = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await.unwrap();
+    let repeat =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_002), 0.5), &policies()).await.unwrap();
     assert_eq!(repeat, HandOver::Skipped);
     let jobs = service.jobs();
     assert_eq!(jobs.len(), 1);
@@ -313,9 +315,23 @@ async fn handing_over_starts_the_attempt_and_calls_the_service_once() {
 async fn handing_over_a_missing_task_does_nothing() {
     let (store, service) = (MemoryStore::new(), Service::default());
     let outcome =
-        hand_over(&store, &blobs(), &service, (&TaskId::generate(), 1), BASE, at(0), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&TaskId::generate(), 1), BASE, (at(0), 0.5), &policies()).await.unwrap();
     assert_eq!(outcome, HandOver::Missing);
     assert!(service.jobs().is_empty());
+}
+
+/// An expired task that storage has not deleted yet is handed over like a missing one: nothing
+/// is written and the service is not called.
+#[tokio::test]
+async fn handing_over_an_expired_task_finds_it_missing() {
+    let (store, service) = (MemoryStore::new(), Service::default());
+    let task = submitted(&store).await;
+    assert_eq!(task.expires_at, 4_600);
+    let outcome =
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(4_600), 0.5), &policies()).await.unwrap();
+    assert_eq!(outcome, HandOver::Missing);
+    assert!(service.jobs().is_empty());
+    assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
 }
 
 #[tokio::test]
@@ -324,7 +340,7 @@ async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
     let outcome =
-        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts, stored.due_at), (TaskStatus::Received, 1, retry_at));
@@ -333,13 +349,30 @@ async fn a_retryable_refusal_puts_the_task_back_after_a_backoff() {
     assert_eq!(stored.history.last().unwrap().reason.as_deref(), Some("attempt 1: the external service answered 503"));
 }
 
+/// The backoff's random share is drawn from the jitter passed in, so a test pins the exact
+/// retry time: the first backoff is 10 s (`policies()`), half fixed and half jitter (a draw out
+/// of [0, 1) is clamped, so never more than the whole 10 s).
+#[tokio::test]
+async fn a_pinned_jitter_gives_the_exact_retry_time() {
+    for (jitter, wait_ms) in [(0.0, 5_000), (0.5, 7_500), (0.999, 9_995), (-1.0, 5_000), (7.0, 10_000)] {
+        let store = MemoryStore::new();
+        let task = submitted(&store).await;
+        let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
+        let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), jitter), &policies())
+            .await
+            .unwrap();
+        let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(retry_at, at(1_001).plus(Duration::from_millis(wait_ms)), "jitter {jitter}");
+    }
+}
+
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 429, retry_after_seconds: Some(45) });
     let outcome =
-        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     let HandOver::Retrying { retry_at, .. } = outcome else { panic!("{outcome:?}") };
     assert!(retry_at.millis_since(at(1_001)) >= 45_000);
 }
@@ -350,7 +383,7 @@ async fn a_permanent_refusal_fails_the_task_at_once() {
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 422, retry_after_seconds: None });
     let outcome =
-        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Failed { .. }), "{outcome:?}");
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
@@ -364,9 +397,10 @@ async fn the_last_attempt_of_a_series_fails_with_the_last_error() {
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Timeout { timeout_ms: 10 });
     for attempt in 1..=3 {
-        let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(1_000), &policies())
-            .await
-            .unwrap();
+        let outcome =
+            hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, (at(1_000), 0.5), &policies())
+                .await
+                .unwrap();
         assert_eq!(matches!(outcome, HandOver::Failed { .. }), attempt == 3, "attempt {attempt}: {outcome:?}");
     }
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
@@ -444,7 +478,7 @@ async fn a_late_callback_for_attempt_one_does_not_finish_the_task_while_attempt_
     let first_token = service.token(&task.task_id);
     let timer = deadline_timer(&store, &task.task_id).await;
     assert!(deadline(&store, &timer, at(1_102), &policies()).await.unwrap().is_some());
-    let second = hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, at(1_200), &policies()).await;
+    let second = hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, (at(1_200), 0.5), &policies()).await;
     assert!(matches!(second, Ok(HandOver::Accepted { .. })), "{second:?}");
     let running = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((running.status, running.attempts), (TaskStatus::InProgress, 2));
@@ -493,7 +527,9 @@ async fn an_attempt_that_times_out_with_no_attempts_left_fails_the_task() {
     let mut now = 1_001;
     let mut gave_up_at = 0;
     for attempt in 1..=3 {
-        hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, at(now), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, attempt), BASE, (at(now), 0.5), &policies())
+            .await
+            .unwrap();
         now += 101;
         let timer = deadline_timer(&store, &task.task_id).await;
         let task = deadline(&store, &timer, at(now), &policies()).await.unwrap().unwrap();
@@ -666,7 +702,7 @@ async fn replaying_a_failed_task_starts_a_fresh_series() {
     let store = MemoryStore::new();
     let task = submitted(&store).await;
     let refusing = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
-    hand_over(&store, &blobs(), &refusing, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &refusing, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     let ttl = policies().ttl;
     assert_eq!(replay(&store, &client("beta"), &task.task_id, at(1_010), &ttl).await.unwrap(), OwnerAction::Missing);
     let replayed = replay(&store, &client("alpha"), &task.task_id, at(1_010), &ttl).await.unwrap();
@@ -677,7 +713,7 @@ async fn replaying_a_failed_task_starts_a_fresh_series() {
 
     let service = Service::default();
     let outcome =
-        hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, at(1_012), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 2), BASE, (at(1_012), 0.5), &policies()).await.unwrap();
     assert!(matches!(outcome, HandOver::Accepted { task } if task.attempt_in_series() == 1));
 }
 
@@ -691,12 +727,12 @@ async fn gauges_count_active_tasks_overdue_attempts_and_backlog_age() {
     let Submitted::Created(_waiting) = new(100).await.unwrap() else { panic!() };
     new(150).await.unwrap();
     let Submitted::Created(overdue) = new(100).await.unwrap() else { panic!() };
-    hand_over(&store, &blobs(), &service, (&overdue.task_id, 1), BASE, at(10), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &service, (&overdue.task_id, 1), BASE, (at(10), 0.5), &policies()).await.unwrap();
     let Submitted::Created(running) = new(100).await.unwrap() else { panic!() };
-    hand_over(&store, &blobs(), &service, (&running.task_id, 1), BASE, at(190), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &service, (&running.task_id, 1), BASE, (at(190), 0.5), &policies()).await.unwrap();
     for (seconds, status) in [(102, "old"), (190, "new")] {
         let Submitted::Created(task) = new(100).await.unwrap() else { panic!() };
-        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(101), &policies()).await.unwrap();
+        hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(101), 0.5), &policies()).await.unwrap();
         let token = service.token(&task.task_id);
         let done = Outcome::Succeeded { result: inline(json!(status)) };
         record_outcome(&store, &blobs(), &task.task_id, (1, &token), done, at(seconds), &ttl).await.unwrap();
@@ -778,7 +814,7 @@ async fn a_large_payload_is_kept_in_the_blob_store_and_handed_over_whole() {
     let key = blob::payload_key(&task.task_id);
     assert_eq!(store.payload(&task.task_id).await.unwrap(), Some(Content::Stored { key: key.clone() }));
     assert_eq!(blobs.store.keys(), [key]);
-    hand_over(&store, &blobs, &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    hand_over(&store, &blobs, &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     assert_eq!(service.payloads(), [payload]);
 }
 
@@ -798,7 +834,8 @@ async fn a_task_whose_payload_is_gone_fails_instead_of_calling_the_service() {
     let answer = submit(&store, &blobs, &alpha, json!({"data": "x".repeat(64)}), None, at(1_000), &ttl);
     let Ok(Submitted::Created(task)) = answer.await else { panic!() };
     let empty = blobs_above(16);
-    let outcome = hand_over(&store, &empty, &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    let outcome =
+        hand_over(&store, &empty, &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     assert!(
         matches!(outcome, HandOver::PayloadGone { task: Some(ref t) } if t.status == TaskStatus::Failed),
         "{outcome:?}"
@@ -860,7 +897,7 @@ async fn a_follow_up_write_that_fails_after_the_start_is_tried_again() {
     let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
     // The start applies; the next two writes (tries of the retry) fail as throttled.
     store.fail_writes(1, 2);
-    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await;
     assert!(matches!(outcome, Ok(HandOver::Retrying { .. })), "{outcome:?}");
     let stored = store.get(&task.task_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts), (TaskStatus::Received, 1), "put back for attempt 2");
@@ -869,7 +906,7 @@ async fn a_follow_up_write_that_fails_after_the_start_is_tried_again() {
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 400, retry_after_seconds: None });
     store.fail_writes(1, 2);
-    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await;
     assert!(matches!(outcome, Ok(HandOver::Failed { task: Some(_), .. })), "{outcome:?}");
 }
 
@@ -879,11 +916,11 @@ async fn a_follow_up_write_that_keeps_failing_is_an_error_and_the_sweeper_recove
     let task = submitted(&store).await;
     let service = Service::refusing(ExternalError::Rejected { status: 503, retry_after_seconds: None });
     store.fail_writes(1, FOLLOW_UP_TRIES as usize);
-    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_001), &policies()).await;
+    let outcome = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await;
     assert!(matches!(outcome, Err(HandOverError::Store(StoreError::Unavailable(_)))), "{outcome:?}");
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap().status, TaskStatus::InProgress);
     // The redelivered message finds the attempt started and does nothing …
-    let again = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, at(1_002), &policies()).await;
+    let again = hand_over(&store, &blobs(), &service, (&task.task_id, 1), BASE, (at(1_002), 0.5), &policies()).await;
     assert!(matches!(again, Ok(HandOver::Skipped)), "{again:?}");
     assert_eq!(service.jobs().len(), 1, "the service is called once per attempt");
     // … and its deadline timer puts it back when the callback is due.

@@ -111,7 +111,9 @@ async fn run(seed: u64) {
         match rng.u8(..9) {
             // A dispatch for the next attempt, a duplicate, or a stale one.
             0 | 1 => {
-                hand_over(&store, &blobs(), &service, (&id, attempt), BASE, at(now), &policies).await.unwrap();
+                hand_over(&store, &blobs(), &service, (&id, attempt), BASE, (at(now), rng.f64()), &policies)
+                    .await
+                    .unwrap();
             }
             // A callback with the attempt's real token: success or failure, maybe repeated or
             // contradicting what was recorded before.

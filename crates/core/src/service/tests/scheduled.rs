@@ -159,7 +159,8 @@ async fn a_scheduled_task_cancelled_while_it_waits_is_never_started() {
     // Its start timer fires at its run_at and finds nothing to start.
     let timer = start_timer(&task);
     let outcome =
-        hand_over(&store, &blobs(), &service, (&timer.task_id, timer.attempt), BASE, at(6_000), &policies()).await;
+        hand_over(&store, &blobs(), &service, (&timer.task_id, timer.attempt), BASE, (at(6_000), 0.5), &policies())
+            .await;
     assert!(matches!(outcome, Ok(HandOver::Skipped)), "{outcome:?}");
     assert!(service.jobs().is_empty());
 }
@@ -203,7 +204,7 @@ async fn every_job_carries_the_tasks_trace_id_in_a_new_span() {
             &service,
             (&task.task_id, attempt),
             BASE,
-            at(1_000 + i64::from(attempt)),
+            (at(1_000 + i64::from(attempt)), 0.5),
             &policies(),
         )
         .await
@@ -223,7 +224,7 @@ async fn every_job_carries_the_tasks_trace_id_in_a_new_span() {
     // A task stored before trace ids were kept sends none.
     let old = submitted(&store).await;
     assert_eq!(old.trace_id, None);
-    hand_over(&store, &blobs(), &service, (&old.task_id, 1), BASE, at(1_001), &policies()).await.unwrap();
+    hand_over(&store, &blobs(), &service, (&old.task_id, 1), BASE, (at(1_001), 0.5), &policies()).await.unwrap();
     assert_eq!(service.0.lock().unwrap().last(), Some(&None));
 }
 
