@@ -302,11 +302,11 @@ mod tests {
     }
 
     #[test]
-    fn a_submission_has_exactly_the_payload_field() {
+    fn a_submission_has_the_payload_field_and_maybe_run_at_and_nothing_else() {
         assert!(matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload")));
         assert_eq!(
             parse_submission(br#"{"payload":{},"x":1}"#),
-            Err(ValidationError::Schema("unknown field, expected `payload` at line 1 column 17".into()))
+            Err(ValidationError::Schema("unknown field, expected `payload` or `run_at` at line 1 column 17".into()))
         );
         assert!(matches!(parse_submission(br#"[]"#), Err(ValidationError::Schema(_))));
     }

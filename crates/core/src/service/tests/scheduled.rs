@@ -161,7 +161,8 @@ async fn a_scheduled_task_cancelled_while_it_waits_is_never_started() {
     let outcome =
         hand_over(&store, &blobs(), &service, (&timer.task_id, timer.attempt), BASE, (at(6_000), 0.5), &policies())
             .await;
-    assert!(matches!(outcome, Ok(HandOver::Skipped)), "{outcome:?}");
+    // (By then the cancelled task has also outlived its retention: either way, nothing starts.)
+    assert!(matches!(outcome, Ok(HandOver::Skipped | HandOver::Missing)), "{outcome:?}");
     assert!(service.jobs().is_empty());
 }
 
