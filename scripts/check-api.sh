@@ -146,6 +146,8 @@ print(f"tasks: {done} (DONE), {failed} (FAILED), {cancelled} (cancelled)")
 PY
 
 log "schemathesis against $API"
+# Requests may take up to API Gateway's 30 s: GET /tasks/{task_id}?wait=20 holds one up to 20 s,
+# and a POST /tasks/batch of 100 items takes ~10 s against the emulator (one request at a time).
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
 # `st` writes .hypothesis/ into its working directory: run it in the scratch directory.
 status=0
@@ -159,7 +161,7 @@ status=0
     --max-examples "${CHECK_API_MAX_EXAMPLES:-25}" \
     --seed "${CHECK_API_SEED:-20261127}" \
     --workers 1 \
-    --request-timeout 10 \
+    --request-timeout 30 \
     --report junit,har --report-dir "$WORK/report" \
     --no-color \
     ${CHECK_API_ARGS:-}

@@ -222,6 +222,27 @@ fn the_http_api_routes_are_the_local_fronts_routes() {
 }
 
 #[test]
+fn the_api_functions_outlast_their_request_deadline_and_a_waiting_read_within_the_integration_timeout() {
+    use taskfleet_api::error::REQUEST_DEADLINE;
+    let template = template();
+    let deployed = functions(&template);
+    // API Gateway HTTP APIs give an integration at most 30 s.
+    for integration in of_type(&template, "AWS::ApiGatewayV2::Integration") {
+        assert_eq!(whole(&integration.1["Properties"]["TimeoutInMillis"]), 30_000, "{}", integration.0);
+    }
+    let wait = taskfleet_core::validation::MAX_WAIT_SECONDS;
+    for (function, longest) in [
+        ("ingest", REQUEST_DEADLINE.as_secs()),
+        ("webhook", REQUEST_DEADLINE.as_secs()),
+        ("status", REQUEST_DEADLINE.as_secs() + wait),
+    ] {
+        let timeout = whole(&deployed[function]["Properties"]["Timeout"]);
+        assert!(timeout > longest, "{function}: a {timeout} s timeout cuts a {longest} s request off");
+        assert!(timeout < 30, "{function}: a {timeout} s timeout outlasts the HTTP API's 30 s");
+    }
+}
+
+#[test]
 fn every_function_package_is_deployed_under_its_binary_name() {
     let mut binaries = BTreeSet::new();
     for entry in std::fs::read_dir(root().join("functions")).expect("functions/") {
@@ -643,8 +664,9 @@ fn the_blobs_bucket_is_private_encrypted_tls_only_and_expires_both_prefixes() {
     });
     assert!(denies_plain_http, "no TLS-only statement: {policy}");
 
-    // Lifecycle: payloads live while their task can (TTL + retention), results a retention
-    // longer, each rounded up to whole days plus one; incomplete uploads go after a day.
+    // Lifecycle: payloads live while their task can (its run_at, at most 7 days ahead, + TTL +
+    // retention), results a retention longer than a task (they are written when it finishes),
+    // each rounded up to whole days plus one; incomplete uploads go after a day.
     let deployed = functions(&template);
     let environment = &deployed["ingest"]["Properties"]["Environment"]["Variables"];
     let ttl = whole(&environment[config::TASK_TTL_SECONDS]);
@@ -656,7 +678,9 @@ fn the_blobs_bucket_is_private_encrypted_tls_only_and_expires_both_prefixes() {
         .iter()
         .map(|rule| (text(&rule["Prefix"]), rule))
         .collect();
-    let expected = BTreeMap::from([("payloads/", days(ttl + retention)), ("results/", days(ttl + 2 * retention))]);
+    let ahead = taskfleet_core::validation::MAX_RUN_AT_AHEAD.as_secs();
+    let expected =
+        BTreeMap::from([("payloads/", days(ahead + ttl + retention)), ("results/", days(ttl + 2 * retention))]);
     assert_eq!(rules.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected.keys().copied().collect());
     for (prefix, expiry_days) in expected {
         let rule = rules[prefix];

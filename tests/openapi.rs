@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 
 use taskfleet_core::validation::{
-    MAX_BODY_BYTES, MAX_ERROR_BYTES, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_RESULT_BYTES,
+    MAX_BATCH, MAX_BODY_BYTES, MAX_ERROR_BYTES, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_RESULT_BYTES,
+    MAX_RUN_AT_AHEAD, MAX_WAIT_SECONDS,
 };
 use taskfleet_localfleet::front::ROUTES;
 
@@ -85,6 +86,11 @@ fn the_spec_states_the_limits_the_code_enforces() {
         format!("maxLength: {MAX_ERROR_BYTES}\n"),
         format!("maxLength: {MAX_IDEMPOTENCY_KEY_LEN}\n"),
         format!("{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"),
+        format!("| `run_at` | at most {} days ahead | 400 `run_at_too_far` |", MAX_RUN_AT_AHEAD.as_secs() / 86_400),
+        format!("| tasks in one `POST /tasks/batch` | 1–{MAX_BATCH} | 400 `invalid_request` |"),
+        format!("| `wait` of `GET /tasks/{{task_id}}` | 0–{MAX_WAIT_SECONDS} whole seconds | 400 `invalid_request` |"),
+        format!("          minItems: 1\n          maxItems: {MAX_BATCH}\n"),
+        format!("        minimum: 0\n        maximum: {MAX_WAIT_SECONDS}\n"),
     ] {
         assert!(SPEC.contains(&expected), "openapi.yaml does not say {expected:?}");
     }

@@ -1,4 +1,5 @@
-//! The HTTP client of the external service: one JSON POST per attempt, with a timeout.
+//! The HTTP client of the external service: one JSON POST per attempt, with a timeout, carrying
+//! the attempt's `traceparent` (the task's trace id, a new span id per attempt).
 //!
 //! Redirects are never followed: a 307/308 would re-send the payload, the callback URL (with the
 //! attempt's token) and the signature to wherever the `Location` points. A 3xx answer is a
@@ -12,6 +13,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use taskfleet_core::ports::{ExternalService, Job};
 use taskfleet_core::secrets::SecretSource;
 use taskfleet_core::signing;
+use taskfleet_core::trace;
 use taskfleet_core::{ExternalError, Timestamp};
 
 use crate::config::{self, ConfigError};
@@ -54,6 +56,9 @@ impl ExternalService for HttpExternalService {
         let body =
             serde_json::to_vec(job).map_err(|e| ExternalError::Unreachable(format!("cannot encode the job: {e}")))?;
         let mut request = self.client.post(&self.url).header(CONTENT_TYPE, "application/json");
+        if let Some(traceparent) = job.traceparent {
+            request = request.header(trace::TRACEPARENT, traceparent);
+        }
         if let Some(source) = &self.signing {
             let secrets = source.current().await;
             // One message per attempt: the service can de-duplicate on webhook-id.

@@ -11,6 +11,7 @@ use taskfleet_core::blob::Content;
 use taskfleet_core::dispatch::Snapshot;
 use taskfleet_core::ports::IdempotencyRecord;
 use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::trace::TraceId;
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 use crate::table::{self, Layout};
@@ -60,6 +61,13 @@ pub struct TaskRecord {
     pub history_omitted: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replays: u32,
+    /// Milliseconds since the epoch: when the client scheduled the task to start (absent when it
+    /// was due at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<i64>,
+    /// The task's trace id, 32 hex digits (absent on items written before trace ids were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -127,6 +135,8 @@ impl TaskRecord {
             history: task.history.iter().map(HistoryRecord::from).collect(),
             history_omitted: task.history_omitted,
             replays: task.replays,
+            run_at: task.run_at.map(Timestamp::as_millis),
+            trace_id: task.trace_id.as_ref().map(|trace| trace.as_str().to_owned()),
         }
     }
 }
@@ -174,6 +184,12 @@ impl TryFrom<TaskRecord> for Task {
                 .collect::<Result<_, StoreError>>()?,
             history_omitted: record.history_omitted,
             replays: record.replays,
+            run_at: record.run_at.map(Timestamp::from_millis),
+            trace_id: record
+                .trace_id
+                .as_deref()
+                .map(|trace| TraceId::parse(trace).ok_or_else(|| corrupt("bad trace_id")))
+                .transpose()?,
         };
         // A write appends before a follow-up write trims (see the store): read as trimmed.
         task.bound_history();
@@ -330,6 +346,31 @@ mod tests {
         let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&cancelled)).unwrap();
         assert_eq!(item["cancelled"], serde_dynamo::AttributeValue::Bool(true));
         assert_eq!(task_from_item(item).unwrap(), cancelled);
+    }
+
+    #[test]
+    fn a_scheduled_traced_task_round_trips_and_an_item_without_either_reads_as_neither() {
+        let mut task = task();
+        task = task.scheduled(Some(Timestamp::from_millis(9_000))).traced(Some(TraceId::generate()));
+        let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&task)).unwrap();
+        assert_eq!(item["run_at"], serde_dynamo::AttributeValue::N("9000".into()));
+        assert_eq!(
+            item["trace_id"],
+            serde_dynamo::AttributeValue::S(task.trace_id.as_ref().unwrap().as_str().to_owned())
+        );
+        assert_eq!(task_from_item(item.clone()).unwrap(), task);
+
+        // An item written before either was kept.
+        let mut old = item;
+        old.remove("run_at");
+        old.remove("trace_id");
+        let read = task_from_item(old).unwrap();
+        assert_eq!((read.run_at, read.trace_id), (None, None));
+
+        let mut broken = record(&task);
+        broken.trace_id = Some("not-a-trace".into());
+        let item: serde_dynamo::Item = serde_dynamo::to_item(broken).unwrap();
+        assert!(matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("trace_id")));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use taskfleet_core::blob::{self, Content};
 use taskfleet_core::lifecycle::{CANCELLED, HISTORY_KEPT, MAX_REPLAYS, Outcome, TOKENS_KEPT, Transition};
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
 use taskfleet_core::task::HistoryEntry;
+use taskfleet_core::trace::TraceId;
 use taskfleet_core::{ClientId, StoreError, Task, TaskId, TaskStatus, Timestamp};
 
 /// How long after its start an attempt's callback is due in these tests (15 minutes).
@@ -163,6 +164,8 @@ async fn a_task_with_every_field_set_round_trips_exactly() {
             ],
             history_omitted: 3,
             replays: 1,
+            run_at: Some(at(2_000)),
+            trace_id: Some(TraceId::generate()),
         };
         common::insert(&store, &task).await;
         assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
@@ -1149,6 +1152,8 @@ fn worst_case_task() -> Task {
             .collect(),
         history_omitted: u32::MAX - 123,
         replays: u32::MAX - 12,
+        run_at: Some(Timestamp::from_millis(ms + 604_800_000)),
+        trace_id: Some(TraceId::generate()),
     }
 }
 

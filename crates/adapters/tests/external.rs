@@ -65,8 +65,39 @@ async fn submit(service: &HttpExternalService) -> Result<(), ExternalError> {
         payload: &payload,
         callback_url: "https://fleet.example/callbacks/6f9619ff-8b86-4011-b42d-00c04fc964ff?attempt=1&token=secret-token",
         attempt: 1,
+        traceparent: None,
     };
     service.submit(&job).await
+}
+
+#[tokio::test]
+async fn a_job_carries_its_attempts_traceparent_in_a_header_not_in_the_body() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let router = Router::new().fallback(move |headers: HeaderMap, body: String| {
+        let recorded = recorded.clone();
+        async move {
+            let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            recorded.lock().unwrap().push((traceparent, body));
+            StatusCode::ACCEPTED
+        }
+    });
+    let service = client(&format!("{}/jobs", serve(router).await));
+    let payload = json!({});
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut job = Job {
+        task_id: "6f9619ff-8b86-4011-b42d-00c04fc964ff",
+        payload: &payload,
+        callback_url: "https://fleet.example/callbacks/6f9619ff-8b86-4011-b42d-00c04fc964ff?attempt=1&token=t",
+        attempt: 1,
+        traceparent: Some(traceparent),
+    };
+    assert_eq!(service.submit(&job).await, Ok(()));
+    job.traceparent = None;
+    assert_eq!(service.submit(&job).await, Ok(()));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|(header, _)| header.as_deref()).collect::<Vec<_>>(), [Some(traceparent), None]);
+    assert!(seen.iter().all(|(_, body)| !body.contains("traceparent") && !body.contains("4bf92f35")), "{seen:?}");
 }
 
 #[tokio::test]

@@ -115,6 +115,7 @@ async fn after_a_rotation_the_caller_signs_jobs_with_the_new_secret() {
         payload: &payload,
         callback_url: "https://fleet.example/callbacks/6f9619ff-8b86-4011-b42d-00c04fc964ff?attempt=1&token=t",
         attempt: 1,
+        traceparent: None,
     };
     // Which of the two secrets the last job's signature verifies with.
     let last_signed_with = || {

@@ -67,6 +67,7 @@ impl ApiError {
             Self::Invalid(ValidationError::InvalidTaskId) => "invalid_task_id",
             Self::Invalid(ValidationError::TooLarge { .. }) => "too_large",
             Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => "malformed_json",
+            Self::Invalid(ValidationError::RunAtTooFar) => "run_at_too_far",
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyConflict => "idempotency_conflict",
@@ -82,22 +83,34 @@ impl ApiError {
     /// The answer the caller gets. Server-side failures are logged here, once, without the
     /// request's content; the caller gets a generic message.
     pub fn into_response(self) -> Response<Body> {
+        let (status, body) = self.logged("request");
+        let mut answer = json(status, &body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            answer.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        answer
+    }
+
+    /// The result of one item of a batch that failed: the body [`Self::into_response`] would
+    /// answer for it alone, `{"error":{"code","message"}}`, logged the same way.
+    pub fn into_item(self) -> serde_json::Value {
+        self.logged("batch item").1
+    }
+
+    /// The status and body of this error, logged once (`what` failed or was refused).
+    fn logged(&self, what: &str) -> (StatusCode, serde_json::Value) {
         let status = self.status();
-        let message = match &self {
+        let message = match self {
             Self::Store(StoreError::Unavailable(_)) => self.to_string(),
             Self::Store(_) => "internal error".to_owned(),
             _ => self.to_string(),
         };
         if status.is_server_error() {
-            tracing::error!(error = %self, code = self.code(), "request failed");
+            tracing::error!(error = %self, code = self.code(), "{what} failed");
         } else {
-            tracing::info!(code = self.code(), status = status.as_u16(), "request refused");
+            tracing::info!(code = self.code(), status = status.as_u16(), "{what} refused");
         }
-        let mut answer = json(status, &json!({"error": {"code": self.code(), "message": message}}));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            answer.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        }
-        answer
+        (status, json!({"error": {"code": self.code(), "message": message}}))
     }
 }
 
@@ -148,6 +161,26 @@ mod tests {
         assert_eq!(answer(ApiError::Invalid(ValidationError::TooLarge { field: "payload", limit: 1 })).0, 413);
         assert_eq!(answer(ApiError::Conflict("x".into())).0, 409);
         assert_eq!(answer(ApiError::Store(StoreError::Unavailable("down".into()))).0, 503);
+    }
+
+    #[test]
+    fn a_batch_items_error_is_the_body_its_request_alone_would_get() {
+        for error in [
+            || ApiError::Invalid(ValidationError::RunAtTooFar),
+            || ApiError::IdempotencyConflict,
+            || ApiError::Store(StoreError::Unavailable("dynamodb at 10.0.0.1 said no".into())),
+            || ApiError::Store(StoreError::Corrupt("task item TASK#x: bad payload".into())),
+        ] {
+            assert_eq!(error().into_item(), answer(error()).1);
+        }
+    }
+
+    #[test]
+    fn a_run_at_too_far_ahead_has_a_code_of_its_own() {
+        let (status, body) = answer(ApiError::Invalid(ValidationError::RunAtTooFar));
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "run_at_too_far");
+        assert!(body["error"]["message"].as_str().unwrap().contains("7 days"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use taskfleet_core::auth::KeyAuthenticator;
 use taskfleet_core::signing::{self, SignatureError, Signed, SigningSecrets};
+use taskfleet_core::trace::{self, TraceId};
 use taskfleet_core::{ClientId, TaskId, Timestamp, token};
 
 use crate::error::ApiError;
@@ -72,6 +73,17 @@ fn raw_body(request: &Request) -> &[u8] {
     }
 }
 
+/// The trace the request's `traceparent` header names, if it is one valid W3C trace context.
+pub fn parent_trace(request: &Request) -> Option<TraceId> {
+    let headers = request.headers().get_all(trace::TRACEPARENT);
+    trace::parent_of(headers.iter().map(|value| value.to_str().unwrap_or("")))
+}
+
+/// The trace the request belongs to: the one [`parent_trace`] names, otherwise a new trace.
+pub fn trace(request: &Request) -> TraceId {
+    parent_trace(request).unwrap_or_else(TraceId::generate)
+}
+
 /// The body of a JSON request. Anything but `application/json` (parameters allowed) is refused.
 pub fn json_body(request: &Request) -> Result<&[u8], ApiError> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -121,6 +133,24 @@ mod tests {
             assert!(matches!(json_body(&wrong), Err(ApiError::UnsupportedMediaType)), "{content_type}");
         }
         assert!(matches!(json_body(&request(&[], Body::Text("{}".into()))), Err(ApiError::UnsupportedMediaType)));
+    }
+
+    #[test]
+    fn a_valid_traceparent_names_the_trace_and_anything_else_starts_one() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace(&request(&[("traceparent", valid)], Body::Empty)).as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        for headers in [
+            vec![],
+            vec![("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")],
+            vec![("traceparent", valid), ("traceparent", valid)],
+        ] {
+            let started = trace(&request(&headers, Body::Empty));
+            assert_ne!(started.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736", "{headers:?}");
+            assert!(TraceId::parse(started.as_str()).is_some());
+        }
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct TaskView {
     pub cancelled: bool,
     pub attempts: u32,
     pub created_at: String,
+    /// When the client scheduled the task to start: present for the task's whole life when the
+    /// submission asked for a time later than itself (a past `run_at` means at once and is not
+    /// shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
     pub updated_at: String,
     pub expires_at: String,
     /// The latest steps: why the task is where it is.
@@ -31,6 +36,10 @@ pub struct TaskView {
     /// How many earlier steps are not shown (only the latest are kept).
     #[serde(skip_serializing_if = "is_zero")]
     pub history_omitted: u32,
+    /// The task's trace id (W3C, 32 hex digits): the submitter's, or one started for the task.
+    /// Absent only on tasks stored before trace ids were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -64,6 +73,7 @@ impl From<&Task> for TaskView {
             cancelled: task.cancelled,
             attempts: task.attempts,
             created_at: task.created_at.to_rfc3339(),
+            run_at: task.run_at.map(taskfleet_core::Timestamp::to_rfc3339),
             updated_at: task.updated_at.to_rfc3339(),
             expires_at: taskfleet_core::Timestamp::from_millis(task.expires_at.saturating_mul(1000)).to_rfc3339(),
             history: task
@@ -77,16 +87,23 @@ impl From<&Task> for TaskView {
                 })
                 .collect(),
             history_omitted: task.history_omitted,
+            trace_id: task.trace_id.as_ref().map(ToString::to_string),
         }
     }
 }
 
-/// `POST /tasks` answers this (202).
+/// `POST /tasks` answers this (202), and `POST /tasks/batch` for each task it took.
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     pub task_id: String,
     pub status: &'static str,
     pub created_at: String,
+    /// As in [`TaskView::run_at`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// As in [`TaskView::trace_id`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl From<&Task> for Accepted {
@@ -95,6 +112,8 @@ impl From<&Task> for Accepted {
             task_id: task.task_id.to_string(),
             status: task.status.as_str(),
             created_at: task.created_at.to_rfc3339(),
+            run_at: task.run_at.map(taskfleet_core::Timestamp::to_rfc3339),
+            trace_id: task.trace_id.as_ref().map(ToString::to_string),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum ValidationError {
     Parameter(String),
     #[error("`{field}` is larger than the {limit} bytes allowed")]
     TooLarge { field: &'static str, limit: usize },
+    #[error("`run_at` is more than 7 days ahead; a task can be scheduled at most 7 days ahead")]
+    RunAtTooFar,
 }
 
 /// Storage failed or holds something unexpected.

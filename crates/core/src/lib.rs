@@ -29,6 +29,7 @@ pub mod signing;
 pub mod task;
 pub mod time;
 pub mod token;
+pub mod trace;
 pub mod ttl;
 pub mod validation;
 

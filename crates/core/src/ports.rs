@@ -167,13 +167,18 @@ impl<T: HoldStore> HoldStore for std::sync::Arc<T> {
     }
 }
 
-/// What the external service receives for one attempt.
+/// What the external service receives for one attempt: the body, and the trace context the
+/// request carries in its `traceparent` header (not in the body).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job<'a> {
     pub task_id: &'a str,
     pub payload: &'a Value,
     pub callback_url: &'a str,
     pub attempt: u32,
+    /// The attempt's span in the task's trace (`00-<trace id>-<span id>-01`); none for a task
+    /// stored before trace ids were kept.
+    #[serde(skip)]
+    pub traceparent: Option<&'a str>,
 }
 
 /// The service that does the work and later calls the webhook back.

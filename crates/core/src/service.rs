@@ -16,6 +16,7 @@ use crate::retry::is_retryable;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::{Clock, Timestamp};
 use crate::token::{self, CallbackToken, TokenError};
+use crate::trace::TraceId;
 use crate::ttl::TtlPolicy;
 
 /// What a submission did.
@@ -48,22 +49,47 @@ async fn store_new(
     ttl: &TtlPolicy,
 ) -> Result<(), StoreError> {
     let payload = blobs.keep(payload, |_| blob::payload_key(&task.task_id)).await?;
-    store.insert(task, &payload, ttl.payload_expiry(task.created_at)).await
+    store.insert(task, &payload, ttl.payload_expiry(task.starts_at())).await
 }
 
-/// Ingest: stores a new RECEIVED task for `client`. With an idempotency key, the same key and
-/// payload answer the task the first submission created (also when both arrive at once), and
-/// the same key with another payload is refused.
-///
-/// The rule for a key whose task is gone: a key's record lives until
-/// [`TtlPolicy::payload_expiry`] of its submission; once that passed the key is free again
-/// (the record is replaced, conditionally, so racing submits still agree on one task). While the
-/// record lives, its task is answered if it is stored and unexpired; an expired task answers
-/// [`SubmitError::TaskGone`]. A task not stored at all is rebuilt (exactly as the first
-/// submission described it) only while it cannot have been stored and deleted since: before
-/// `created_at + min(task TTL, retention)`, the earliest any task of it could expire. Later it
-/// answers [`SubmitError::TaskGone`]: a task is never rebuilt with its expiry passed, and a job
-/// never runs twice.
+/// What a client submits: the payload, when the task should start, and the trace it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub payload: Value,
+    /// `run_at` as the client asked it (checked against [`crate::validation::MAX_RUN_AT_AHEAD`]
+    /// by the caller): a time not later than the submission, or none, means at once.
+    pub run_at: Option<Timestamp>,
+    pub trace_id: Option<TraceId>,
+}
+
+impl NewTask {
+    /// A task due at once, outside any trace.
+    pub fn now(payload: Value) -> Self {
+        Self { payload, run_at: None, trace_id: None }
+    }
+
+    /// What an idempotency key is bound to: the payload and the `run_at` asked for (as asked,
+    /// so a repeat whose `run_at` has passed meanwhile is still the same request). Not the
+    /// trace: a retry may come from another span.
+    fn request_digest(&self) -> String {
+        match self.run_at {
+            None => token::digest(&self.payload.to_string()),
+            Some(run_at) => token::digest(&format!("{}\u{0}run_at={}", self.payload, run_at.as_millis())),
+        }
+    }
+
+    /// The task this submission describes, with id `task_id`, created at `created_at`.
+    fn task(&self, task_id: TaskId, client: &ClientId, created_at: Timestamp, ttl: &TtlPolicy) -> Task {
+        let mut task = Task::received_as(task_id, client.clone(), created_at, 0)
+            .scheduled(self.run_at)
+            .traced(self.trace_id.clone());
+        task.expires_at = ttl.new_task_expiry(task.starts_at());
+        task
+    }
+}
+
+/// Ingest: stores a new RECEIVED task for `client`, due at once ([`submit_task`] with a payload
+/// alone).
 pub async fn submit(
     store: &impl TaskStore,
     blobs: &Blobs<impl BlobStore>,
@@ -73,19 +99,48 @@ pub async fn submit(
     now: Timestamp,
     ttl: &TtlPolicy,
 ) -> Result<Submitted, SubmitError> {
-    let task = Task::received(client.clone(), now, ttl.new_task_expiry(now));
+    submit_task(store, blobs, client, NewTask::now(payload), idempotency_key, now, ttl).await
+}
+
+/// Ingest: stores a new RECEIVED task for `client`, due at its `run_at` if that is later than
+/// `now` (it waits RECEIVED until then), else at once. Its expiries count from when it may
+/// start ([`Task::starts_at`]): it lives a task TTL from then, its payload and its idempotency
+/// key's record a task TTL and a retention. With an idempotency key, the same key, payload and
+/// `run_at` answer the task the first submission created (also when both arrive at once), and
+/// the same key with another payload or `run_at` is refused.
+///
+/// The rule for a key whose task is gone: a key's record lives until
+/// [`TtlPolicy::payload_expiry`] of its task's start; once that passed the key is free again
+/// (the record is replaced, conditionally, so racing submits still agree on one task). While the
+/// record lives, its task is answered if it is stored and unexpired; an expired task answers
+/// [`SubmitError::TaskGone`]. A task not stored at all is rebuilt (exactly as the first
+/// submission described it; its trace is this request's) only while it cannot have been stored
+/// and deleted since: before the earliest any task of it could expire — a task TTL after its
+/// start, or a retention after its creation (cancelled at once). Later it answers
+/// [`SubmitError::TaskGone`]: a task is never rebuilt with its expiry passed, and a job never
+/// runs twice.
+pub async fn submit_task(
+    store: &impl TaskStore,
+    blobs: &Blobs<impl BlobStore>,
+    client: &ClientId,
+    new: NewTask,
+    idempotency_key: Option<&str>,
+    now: Timestamp,
+    ttl: &TtlPolicy,
+) -> Result<Submitted, SubmitError> {
+    let task = new.task(TaskId::generate(), client, now, ttl);
     let Some(key) = idempotency_key else {
-        store_new(store, blobs, &task, payload, ttl).await?;
+        store_new(store, blobs, &task, new.payload, ttl).await?;
         return Ok(Submitted::Created(task));
     };
     let record = IdempotencyRecord {
         client_id: client.clone(),
         key_digest: token::digest(key),
-        request_digest: token::digest(&payload.to_string()),
+        request_digest: new.request_digest(),
         task_id: task.task_id.clone(),
         created_at: now,
         // As long as the task can live: unfinished for the task TTL, then kept for the retention.
-        expires_at: ttl.payload_expiry(now),
+        expires_at: ttl.payload_expiry(task.starts_at()),
     };
     let earlier = match store.claim(&record).await? {
         None => record,
@@ -99,19 +154,17 @@ pub async fn submit(
     // The task is not stored: this submission's own, or one whose first submission claimed the
     // key and did not store it (yet, or ever). Store exactly the task the claim described, unless
     // it may have been stored, finished and deleted since.
-    let rebuilt = Task::received_as(
-        earlier.task_id.clone(),
-        client.clone(),
-        earlier.created_at,
-        ttl.new_task_expiry(earlier.created_at),
-    );
-    let earliest_deletion =
-        earlier.created_at.plus_seconds(ttl.task_ttl_seconds.min(ttl.result_retention_seconds)).as_epoch_seconds();
+    let rebuilt = new.task(earlier.task_id.clone(), client, earlier.created_at, ttl);
+    let earliest_deletion = rebuilt
+        .starts_at()
+        .plus_seconds(ttl.task_ttl_seconds)
+        .min(earlier.created_at.plus_seconds(ttl.result_retention_seconds))
+        .as_epoch_seconds();
     if !created_here && now.as_epoch_seconds() >= earliest_deletion {
         return Err(SubmitError::TaskGone);
     }
     let answer = |task| if created_here { Submitted::Created(task) } else { Submitted::Existing(task) };
-    match store_new(store, blobs, &rebuilt, payload, ttl).await {
+    match store_new(store, blobs, &rebuilt, new.payload, ttl).await {
         Ok(()) => Ok(answer(rebuilt)),
         // Another submission with this key stored the very same task first: answer it as it is.
         Err(StoreError::AlreadyExists) => Ok(answer(store.get(&earlier.task_id).await?.unwrap_or(rebuilt))),
@@ -128,6 +181,36 @@ pub async fn task_for_client(
     now: Timestamp,
 ) -> Result<Option<Task>, StoreError> {
     Ok(store.get(task_id).await?.filter(|task| &task.client_id == client && !task.is_expired(now)))
+}
+
+/// The first pause of a waiting status read ([`task_when_finished`]) between two reads; each
+/// pause is half again as long as the one before, up to [`WAIT_LONGEST_PAUSE`].
+pub const WAIT_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between two reads of a waiting status read: how late it may see the end.
+pub const WAIT_LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Status with `?wait=`: the task as [`task_for_client`] reads it (strongly consistent), read
+/// again after pauses growing from [`WAIT_FIRST_PAUSE`] to [`WAIT_LONGEST_PAUSE`] until it is
+/// DONE or FAILED or `wait` has passed, whichever comes first; then as it is. A missing task
+/// answers at once. Reads: 5 in the first 0.8 s, then two a second (a 20 s wait: 44 at most).
+pub async fn task_when_finished(
+    store: &impl TaskStore,
+    client: &ClientId,
+    task_id: &TaskId,
+    wait: std::time::Duration,
+) -> Result<Option<Task>, StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = WAIT_FIRST_PAUSE;
+    loop {
+        let task = task_for_client(store, client, task_id, Timestamp::now()).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match task {
+            Some(task) if !task.status.is_terminal() && !left.is_zero() => {}
+            answer => return Ok(answer),
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 3 / 2).min(WAIT_LONGEST_PAUSE);
+    }
 }
 
 /// List (owner): one page of the client's own tasks, newest first. Pages are filled from up to
@@ -247,7 +330,17 @@ pub async fn hand_over(
         return Ok(HandOver::PayloadGone { task });
     };
     let callback_url = callback_url(callback_base, task_id, attempt, &token);
-    let job = Job { task_id: task_id.as_str(), payload: &payload, callback_url: &callback_url, attempt };
+    // The caller's lines about the task carry its trace from here on; the job gets a new span
+    // of that trace for this attempt.
+    crate::trace::note(&task);
+    let traceparent = task.trace_id.as_ref().map(TraceId::child);
+    let job = Job {
+        task_id: task_id.as_str(),
+        payload: &payload,
+        callback_url: &callback_url,
+        attempt,
+        traceparent: traceparent.as_deref(),
+    };
     let Err(error) = service.submit(&job).await else {
         return Ok(HandOver::Accepted { task });
     };

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use crate::blob::Content;
 use crate::error::ValidationError;
 use crate::time::Timestamp;
+use crate::trace::TraceId;
 
 /// A task's identifier: a random (v4) UUID in its hyphenated lower-case form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,6 +147,12 @@ pub struct Task {
     pub history_omitted: u32,
     /// How often the owner replayed the task.
     pub replays: u32,
+    /// When the client asked the task to start (`run_at`), if that was later than its
+    /// submission: until then it waits RECEIVED, due at this time.
+    pub run_at: Option<Timestamp>,
+    /// The trace the task belongs to: the submitting request's, or one started for it (absent
+    /// on tasks stored before trace ids were kept).
+    pub trace_id: Option<TraceId>,
 }
 
 impl Task {
@@ -174,7 +181,31 @@ impl Task {
             history: vec![HistoryEntry { status: TaskStatus::Received, at: now, attempt: 0, reason: None }],
             history_omitted: 0,
             replays: 0,
+            run_at: None,
+            trace_id: None,
         }
+    }
+
+    /// This new task scheduled to start at `run_at`: it waits RECEIVED, due then. A time not
+    /// later than its creation schedules nothing (the task is due at once).
+    pub fn scheduled(mut self, run_at: Option<Timestamp>) -> Self {
+        if let Some(run_at) = run_at.filter(|at| *at > self.created_at) {
+            self.run_at = Some(run_at);
+            self.due_at = run_at;
+        }
+        self
+    }
+
+    /// This new task in trace `trace_id`.
+    pub fn traced(mut self, trace_id: Option<TraceId>) -> Self {
+        self.trace_id = trace_id;
+        self
+    }
+
+    /// When the task may first start: its `run_at`, or its creation. Its expiries count from
+    /// here (see [`crate::ttl::TtlPolicy`]).
+    pub fn starts_at(&self) -> Timestamp {
+        self.run_at.map_or(self.created_at, |run_at| run_at.max(self.created_at))
     }
 
     /// Drops the oldest history entries beyond [`crate::lifecycle::HISTORY_KEPT`], counting them.
@@ -249,6 +280,21 @@ mod tests {
         assert!(ClientId::parse("a b").is_err());
         assert!(ClientId::parse("a:b").is_err());
         assert!(ClientId::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_task_scheduled_later_waits_due_at_its_run_at_and_an_earlier_time_schedules_nothing() {
+        let now = Timestamp::from_millis(10_000);
+        let client = ClientId::parse("c").unwrap();
+        let later = Task::received(client.clone(), now, 99).scheduled(Some(Timestamp::from_millis(15_000)));
+        assert_eq!(
+            (later.status, later.due_at, later.run_at, later.starts_at()),
+            (TaskStatus::Received, Timestamp::from_millis(15_000), Some(Timestamp::from_millis(15_000)), later.due_at)
+        );
+        for run_at in [None, Some(now), Some(Timestamp::from_millis(1))] {
+            let task = Task::received(client.clone(), now, 99).scheduled(run_at);
+            assert_eq!((task.due_at, task.run_at, task.starts_at()), (now, None, now), "{run_at:?}");
+        }
     }
 
     #[test]

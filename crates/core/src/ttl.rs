@@ -19,17 +19,19 @@ impl TtlPolicy {
         Self { task_ttl_seconds, result_retention_seconds }
     }
 
-    /// `expires_at` of a task created at `now`.
-    pub fn new_task_expiry(&self, now: Timestamp) -> i64 {
-        now.plus_seconds(self.task_ttl_seconds).as_epoch_seconds()
+    /// `expires_at` of a task that may start at `start`: created then, or scheduled for then
+    /// (`Task::starts_at`, the later of its creation and its `run_at`); also of a task that
+    /// starts an attempt, or is replayed, at `start`.
+    pub fn new_task_expiry(&self, start: Timestamp) -> i64 {
+        start.plus_seconds(self.task_ttl_seconds).as_epoch_seconds()
     }
 
-    /// Until when a task created at `created_at` may need its payload (and a submission's
-    /// idempotency key its record): unfinished for the task TTL, then kept for the retention,
-    /// in which its owner may replay it. A task replayed later than that fails for want of its
-    /// payload.
-    pub fn payload_expiry(&self, created_at: Timestamp) -> i64 {
-        created_at.plus_seconds(self.task_ttl_seconds).plus_seconds(self.result_retention_seconds).as_epoch_seconds()
+    /// Until when a task that may first start at `start` (`Task::starts_at`) may need its
+    /// payload (and a submission's idempotency key its record): unfinished for the task TTL,
+    /// then kept for the retention, in which its owner may replay it. A task replayed later than
+    /// that fails for want of its payload.
+    pub fn payload_expiry(&self, start: Timestamp) -> i64 {
+        start.plus_seconds(self.task_ttl_seconds).plus_seconds(self.result_retention_seconds).as_epoch_seconds()
     }
 
     /// `expires_at` of a task that finished (DONE or FAILED) at `now`.

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::ValidationError;
 use crate::lifecycle::Outcome;
+use crate::time::Timestamp;
 
 /// Largest accepted `payload`, serialized (compact JSON bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -20,20 +21,120 @@ pub const MAX_ERROR_BYTES: usize = 1024;
 /// Largest accepted request body on any route (payload or result plus envelope and whitespace).
 pub const MAX_BODY_BYTES: usize = MAX_RESULT_BYTES + 64 * 1024;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Submission {
-    payload: Value,
+/// How far ahead a task may be scheduled (`run_at`): 7 days.
+pub const MAX_RUN_AT_AHEAD: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3_600);
+
+/// One task as a client describes it: `POST /tasks`, or an item of `POST /tasks/batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// A JSON object.
+    pub payload: Value,
+    /// When to start, as asked (see [`check_run_at`]).
+    pub run_at: Option<Timestamp>,
 }
 
-/// Parses `POST /tasks`: `{"payload": <JSON object>}`. Returns the payload.
-pub fn parse_submission(body: &[u8]) -> Result<Value, ValidationError> {
-    let submission: Submission = parse_json(body)?;
-    if !submission.payload.is_object() {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmissionBody {
+    payload: Value,
+    #[serde(default)]
+    run_at: Option<String>,
+}
+
+/// Parses `POST /tasks`: `{"payload": <JSON object>, "run_at"?: <RFC 3339 date-time>}`.
+pub fn parse_submission(body: &[u8]) -> Result<Submission, ValidationError> {
+    let submission: SubmissionBody = parse_json(body)?;
+    submission_of(submission.payload, submission.run_at.as_deref())
+}
+
+fn submission_of(payload: Value, run_at: Option<&str>) -> Result<Submission, ValidationError> {
+    if !payload.is_object() {
         return Err(ValidationError::Schema("`payload` must be a JSON object".into()));
     }
-    ensure_size("payload", &submission.payload, MAX_PAYLOAD_BYTES)?;
-    Ok(submission.payload)
+    ensure_size("payload", &payload, MAX_PAYLOAD_BYTES)?;
+    let run_at = run_at.map(parse_run_at).transpose()?;
+    Ok(Submission { payload, run_at })
+}
+
+fn parse_run_at(raw: &str) -> Result<Timestamp, ValidationError> {
+    Timestamp::parse_rfc3339(raw).ok_or_else(|| {
+        ValidationError::Schema(
+            "`run_at` must be an RFC 3339 date-time with an offset, e.g. 2026-11-27T00:13:25Z".into(),
+        )
+    })
+}
+
+/// A `run_at` may be at most [`MAX_RUN_AT_AHEAD`] after `now`; one in the past means now.
+pub fn check_run_at(run_at: Option<Timestamp>, now: Timestamp) -> Result<(), ValidationError> {
+    match run_at {
+        Some(run_at) if run_at > now.plus(MAX_RUN_AT_AHEAD) => Err(ValidationError::RunAtTooFar),
+        _ => Ok(()),
+    }
+}
+
+/// Most tasks in one `POST /tasks/batch`.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    tasks: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEntry {
+    payload: Value,
+    #[serde(default)]
+    run_at: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// One item of a batch, read on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    pub submission: Submission,
+    pub idempotency_key: Option<String>,
+}
+
+/// Parses `POST /tasks/batch`: `{"tasks": [<item>, …]}` with 1 to [`MAX_BATCH`] items, each
+/// `{"payload", "run_at"?, "idempotency_key"?}`. The request as a whole fails only if it is not
+/// that shape; each item is checked on its own, in order, and a bad one does not spoil the rest.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<BatchItem, ValidationError>>, ValidationError> {
+    let batch: BatchBody = parse_json(body)?;
+    if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH {
+        return Err(ValidationError::Schema(format!("`tasks` must hold 1 to {MAX_BATCH} tasks")));
+    }
+    Ok(batch.tasks.into_iter().map(batch_item).collect())
+}
+
+fn batch_item(item: Value) -> Result<BatchItem, ValidationError> {
+    let entry: BatchEntry = serde_json::from_value(item).map_err(|error| ValidationError::Schema(describe(&error)))?;
+    let idempotency_key = match entry.idempotency_key {
+        Some(key) if parse_idempotency_key(&key).is_err() => {
+            return Err(ValidationError::Schema(format!(
+                "`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        key => key,
+    };
+    Ok(BatchItem { submission: submission_of(entry.payload, entry.run_at.as_deref())?, idempotency_key })
+}
+
+/// The longest `GET /tasks/{task_id}?wait=` (seconds).
+pub const MAX_WAIT_SECONDS: u64 = 20;
+
+/// Parses `?wait=N`: a whole number of seconds from 0 to [`MAX_WAIT_SECONDS`]; absent is 0.
+pub fn parse_wait(raw: Option<&str>) -> Result<std::time::Duration, ValidationError> {
+    let Some(raw) = raw else { return Ok(std::time::Duration::ZERO) };
+    raw.parse::<u64>()
+        .ok()
+        .filter(|seconds| raw.bytes().all(|b| b.is_ascii_digit()) && *seconds <= MAX_WAIT_SECONDS)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| {
+            ValidationError::Parameter(format!("`wait` must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"))
+        })
 }
 
 #[derive(Deserialize)]
@@ -174,10 +275,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn payload_of(body: &[u8]) -> Result<Value, ValidationError> {
+        parse_submission(body).map(|submission| submission.payload)
+    }
+
     #[test]
     fn a_submission_is_an_object_payload() {
-        assert_eq!(parse_submission(br#"{"payload":{"n":1}}"#), Ok(json!({"n": 1})));
-        assert_eq!(parse_submission(br#" {"payload":{}} "#), Ok(json!({})));
+        assert_eq!(payload_of(br#"{"payload":{"n":1}}"#), Ok(json!({"n": 1})));
+        assert_eq!(payload_of(br#" {"payload":{}} "#), Ok(json!({})));
+        assert_eq!(parse_submission(br#"{"payload":{}}"#).unwrap().run_at, None);
     }
 
     #[test]
@@ -196,11 +302,11 @@ mod tests {
     }
 
     #[test]
-    fn a_submission_has_exactly_the_payload_field() {
+    fn a_submission_has_the_payload_field_and_maybe_run_at_and_nothing_else() {
         assert!(matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload")));
         assert_eq!(
             parse_submission(br#"{"payload":{},"x":1}"#),
-            Err(ValidationError::Schema("unknown field, expected `payload` at line 1 column 17".into()))
+            Err(ValidationError::Schema("unknown field, expected `payload` or `run_at` at line 1 column 17".into()))
         );
         assert!(matches!(parse_submission(br#"[]"#), Err(ValidationError::Schema(_))));
     }
@@ -248,6 +354,114 @@ mod tests {
         let fits = "a".repeat(MAX_PAYLOAD_BYTES - 10);
         let body = serde_json::to_vec(&json!({"payload": {"s": fits}})).unwrap();
         assert!(parse_submission(&body).is_ok());
+    }
+
+    #[test]
+    fn a_submission_may_say_when_to_start_in_rfc3339() {
+        let submission = parse_submission(br#"{"payload":{},"run_at":"2026-11-27T01:13:25.216+01:00"}"#).unwrap();
+        assert_eq!(submission.run_at, Timestamp::parse_rfc3339("2026-11-27T00:13:25.216Z"));
+        assert_eq!(parse_submission(br#"{"payload":{},"run_at":null}"#).unwrap().run_at, None);
+        for bad in [r#""tomorrow""#, r#""2026-11-27""#, r#""2026-11-27T00:13:25""#, r#""""#] {
+            let body = format!(r#"{{"payload":{{}},"run_at":{bad}}}"#);
+            assert!(
+                matches!(parse_submission(body.as_bytes()), Err(ValidationError::Schema(m)) if m.contains("run_at")),
+                "{bad}"
+            );
+        }
+        assert!(matches!(parse_submission(br#"{"payload":{},"run_at":1764201387}"#), Err(ValidationError::Schema(_))));
+    }
+
+    #[test]
+    fn run_at_may_be_at_most_seven_days_ahead_and_any_past_time_means_now() {
+        let now = Timestamp::from_millis(1_764_201_387_123);
+        let week = now.plus(MAX_RUN_AT_AHEAD);
+        assert_eq!(MAX_RUN_AT_AHEAD.as_secs(), 604_800);
+        for fine in [None, Some(now), Some(week), Some(Timestamp::from_millis(0)), Some(now.plus_seconds(10))] {
+            assert_eq!(check_run_at(fine, now), Ok(()), "{fine:?}");
+        }
+        assert_eq!(
+            check_run_at(Some(week.plus(std::time::Duration::from_millis(1))), now),
+            Err(ValidationError::RunAtTooFar)
+        );
+        assert_eq!(check_run_at(Some(now.plus_seconds(365 * 86_400)), now), Err(ValidationError::RunAtTooFar));
+    }
+
+    #[test]
+    fn a_batch_is_1_to_100_items_each_judged_on_its_own() {
+        let items = parse_batch(
+            br#"{"tasks":[
+                {"payload":{"n":1}},
+                {"payload":[1]},
+                {"payload":{"n":3},"run_at":"2026-11-27T00:13:25Z","idempotency_key":"k-3"},
+                {"payload":{},"extra":1},
+                {"payload":{},"idempotency_key":"a b"},
+                {"payload":{},"run_at":"soon"},
+                7
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 7);
+        assert_eq!(
+            items[0],
+            Ok(BatchItem { submission: Submission { payload: json!({"n": 1}), run_at: None }, idempotency_key: None })
+        );
+        assert_eq!(
+            items[2],
+            Ok(BatchItem {
+                submission: Submission {
+                    payload: json!({"n": 3}),
+                    run_at: Timestamp::parse_rfc3339("2026-11-27T00:13:25Z")
+                },
+                idempotency_key: Some("k-3".into())
+            })
+        );
+        for (index, mentions) in [(1, "payload"), (3, ""), (4, "idempotency_key"), (5, "run_at"), (6, "")] {
+            assert!(
+                matches!(&items[index], Err(ValidationError::Schema(m)) if m.contains(mentions)),
+                "{index}: {:?}",
+                items[index]
+            );
+        }
+        let big = json!({"tasks": [{"payload": {"s": "a".repeat(MAX_PAYLOAD_BYTES)}}, {"payload": {}}]});
+        let items = parse_batch(&serde_json::to_vec(&big).unwrap()).unwrap();
+        assert_eq!(items[0], Err(ValidationError::TooLarge { field: "payload", limit: MAX_PAYLOAD_BYTES }));
+        assert!(items[1].is_ok());
+    }
+
+    #[test]
+    fn a_batch_that_is_not_a_list_of_1_to_100_tasks_is_refused_whole() {
+        assert_eq!(parse_batch(b""), Err(ValidationError::EmptyBody));
+        assert!(matches!(parse_batch(b"{"), Err(ValidationError::MalformedJson(_))));
+        for body in [
+            r#"{}"#.to_owned(),
+            r#"[]"#.to_owned(),
+            r#"{"tasks":{}}"#.to_owned(),
+            r#"{"tasks":[],"x":1}"#.to_owned(),
+            r#"{"tasks":[]}"#.to_owned(),
+            serde_json::to_string(&json!({"tasks": vec![json!({"payload": {}}); MAX_BATCH + 1]})).unwrap(),
+        ] {
+            assert!(matches!(parse_batch(body.as_bytes()), Err(ValidationError::Schema(_))), "{body:.60}");
+        }
+        let full = serde_json::to_vec(&json!({"tasks": vec![json!({"payload": {}}); MAX_BATCH]})).unwrap();
+        assert_eq!(parse_batch(&full).unwrap().len(), MAX_BATCH);
+        let mut huge = vec![b' '; MAX_BODY_BYTES + 1];
+        huge[0] = b'{';
+        assert_eq!(parse_batch(&huge), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
+    }
+
+    #[test]
+    fn wait_is_0_to_20_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(parse_wait(None), Ok(Duration::ZERO));
+        assert_eq!(parse_wait(Some("0")), Ok(Duration::ZERO));
+        assert_eq!(parse_wait(Some("20")), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_wait(Some("07")), Ok(Duration::from_secs(7)));
+        for bad in ["", "21", "-1", "+5", "1.5", "5s", "ten", " 5", "99999999999999999999999"] {
+            assert!(
+                matches!(parse_wait(Some(bad)), Err(ValidationError::Parameter(m)) if m.contains("wait")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

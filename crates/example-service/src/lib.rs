@@ -82,6 +82,8 @@ pub struct Arrival {
     /// When it was answered, and how.
     pub answered_at: Timestamp,
     pub answer: Answer,
+    /// The `traceparent` header it carried, if any.
+    pub traceparent: Option<String>,
 }
 
 /// What the service was asked to do.
@@ -128,8 +130,14 @@ impl Stats {
 
     fn journal(&self, job: &Job, at: Timestamp, answer: Answer) -> usize {
         let mut arrivals = self.arrivals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let arrival =
-            Arrival { task_id: job.task_id.clone(), attempt: job.attempt, at, answered_at: Timestamp::now(), answer };
+        let arrival = Arrival {
+            task_id: job.task_id.clone(),
+            attempt: job.attempt,
+            at,
+            answered_at: Timestamp::now(),
+            answer,
+            traceparent: job.traceparent.clone(),
+        };
         arrivals.push(arrival);
         arrivals.len()
     }
@@ -160,6 +168,9 @@ struct Job {
     payload: Value,
     callback_url: String,
     attempt: u32,
+    /// From the request's `traceparent` header, not the body.
+    #[serde(skip)]
+    traceparent: Option<String>,
 }
 
 struct Service {
@@ -285,10 +296,11 @@ async fn accept(
             );
         }
     }
-    let job: Job = match serde_json::from_slice(&body) {
+    let mut job: Job = match serde_json::from_slice(&body) {
         Ok(job) => job,
         Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": error.to_string()}))),
     };
+    job.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let chaos = &service.chaos();
     let stats = &service.settings.stats;
     let arrived = Timestamp::now();

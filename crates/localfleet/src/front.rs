@@ -42,6 +42,7 @@ impl Route {
 /// The HTTP API. serverless.yml declares the same routes (a test keeps the two equal).
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/tasks", function: HttpFunction::Ingest },
+    Route { method: "POST", path: "/tasks/batch", function: HttpFunction::Ingest },
     Route { method: "GET", path: "/tasks", function: HttpFunction::Status },
     Route { method: "GET", path: "/tasks/{task_id}", function: HttpFunction::Status },
     Route { method: "DELETE", path: "/tasks/{task_id}", function: HttpFunction::Ingest },

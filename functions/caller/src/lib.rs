@@ -31,8 +31,9 @@ use taskfleet_core::ports::{EventSink, ExternalService, HoldStore, Publisher, Ta
 use taskfleet_core::random::SystemJitter;
 use taskfleet_core::service::{self, HandOver, HandOverError};
 use taskfleet_core::time::SystemClock;
-use taskfleet_core::{PublishError, StoreError, TaskStatus, Timestamp};
+use taskfleet_core::{PublishError, StoreError, TaskStatus, Timestamp, trace};
 use thiserror::Error;
+use tracing::Instrument;
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S, E, B = S3Blobs, Q = SqsPublisher, H = DynamoStore> {
@@ -104,14 +105,18 @@ where
     H: HoldStore,
 {
     let failures: Vec<BatchItemFailure> = futures_util::stream::iter(event.payload.records)
-        .map(|message| async move {
-            let message_id = message.message_id.clone().unwrap_or_default();
-            fire(app, &message).await.err().map(|error| {
-                tracing::error!(%message_id, %error, "timer not handled; the message will come back");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message_id;
-                failure
-            })
+        .map(|message| {
+            async move {
+                let message_id = message.message_id.clone().unwrap_or_default();
+                fire(app, &message).await.err().map(|error| {
+                    tracing::error!(%message_id, %error, "timer not handled; the message will come back");
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = message_id;
+                    failure
+                })
+            }
+            // Each timer's lines carry its task's id, and its trace once the task is read.
+            .instrument(trace::task_span(None))
         })
         .buffer_unordered(app.concurrency.max(1))
         .filter_map(std::future::ready)
@@ -140,6 +145,7 @@ where
             return Ok(());
         }
     };
+    trace::note_id(&timer.task_id);
     let group = message.attributes.get("MessageGroupId").map_or("", String::as_str);
     let mut now = Timestamp::now();
     match timer.when(now) {
@@ -187,7 +193,11 @@ async fn time_out<S: TaskStore, E, B, Q, H>(
     now: Timestamp,
 ) -> Result<(), CallerError> {
     let (task_id, attempt) = (&timer.task_id, timer.attempt);
-    match service::deadline(&app.store, timer, now, &app.policies).await? {
+    let timed_out = service::deadline(&app.store, timer, now, &app.policies).await?;
+    if let Some(task) = &timed_out {
+        trace::note(task);
+    }
+    match timed_out {
         Some(task) if task.status == TaskStatus::Received => {
             tracing::warn!(%task_id, attempt, "callback overdue; attempt timed out, will retry");
             app.events.record(TaskEvent::Retried);

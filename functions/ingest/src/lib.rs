@@ -1,16 +1,27 @@
 //! The client's writes:
-//! - `POST /tasks` `{"payload": {…}}` → a RECEIVED task → `202 {"task_id","status","created_at"}`
-//!   with `Location: /tasks/{task_id}`. With an `Idempotency-Key` header, repeating the same
-//!   request answers `200` with the same task; the same key with another payload answers 409
-//!   `idempotency_conflict`, and a repeat whose task has expired answers 409
-//!   `idempotency_task_gone` (the task is never created again).
+//! - `POST /tasks` `{"payload": {…}, "run_at"?: RFC 3339}` → a RECEIVED task → `202
+//!   {"task_id","status","created_at","run_at"?,"trace_id"}` with `Location: /tasks/{task_id}`.
+//!   A `run_at` later than now (at most 7 days ahead, else 400 `run_at_too_far`) schedules the
+//!   task: it waits RECEIVED until then. A valid W3C `traceparent` header puts the task in the
+//!   caller's trace; otherwise it starts a trace of its own. With an `Idempotency-Key` header,
+//!   repeating the same request answers `200` with the same task; the same key with another
+//!   payload or `run_at` answers 409 `idempotency_conflict`, and a repeat whose task has expired
+//!   answers 409 `idempotency_task_gone` (the task is never created again).
+//! - `POST /tasks/batch` `{"tasks": [{"payload", "run_at"?, "idempotency_key"?}, …]}` (1 to 100)
+//!   → `200 {"results": […]}`, one result per item in order: what `POST /tasks` would have
+//!   answered for it alone (`{"task_id","status",…}`) or its error (`{"error":{"code","message"}}`).
+//!   A bad item does not stop the others; `idempotency_key` is the item's `Idempotency-Key`.
+//!   The items share the request's trace when it has a valid `traceparent`; otherwise each task
+//!   starts its own.
 //! - `DELETE /tasks/{task_id}` cancels an unfinished task (→ FAILED, `"cancelled": true`, error
-//!   "cancelled"); again answers 200 unchanged; a task that finished otherwise answers 409.
+//!   "cancelled"), a scheduled one waiting for its `run_at` included; again answers 200
+//!   unchanged; a task that finished otherwise answers 409.
 //! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series, at most
 //!   `MAX_REPLAYS` (10) times; then 409.
 //!
 //! A payload whose compact JSON is larger than `INLINE_MAX_BYTES` is kept in the blob store (S3),
-//! the task item keeping its key.
+//! the task item keeping its key. Every line logged about a task is in its span
+//! (`taskfleet_core::trace::task_span`): it carries the task id and the trace id.
 
 use std::sync::Arc;
 
@@ -24,8 +35,14 @@ use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::lifecycle::MAX_REPLAYS;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
-use taskfleet_core::service::{self, OwnerAction, SubmitError, Submitted};
+use taskfleet_core::service::{self, NewTask, OwnerAction, SubmitError, Submitted};
+use taskfleet_core::trace::{self, TraceId};
 use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validation};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tracing::Instrument;
 
 /// The header carrying a client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -56,7 +73,9 @@ pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: Request,
 ) -> Response<Body> {
-    route(app, &request).await.unwrap_or_else(ApiError::into_response)
+    // The request's lines (its refusal too) are in the span of the task it is about.
+    let span = trace::task_span(None);
+    async { route(app, &request).await.unwrap_or_else(ApiError::into_response) }.instrument(span).await
 }
 
 async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
@@ -67,6 +86,7 @@ async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     match request::route_key(request).as_deref() {
         Some("DELETE /tasks/{task_id}") => cancel(app, &client, request).await,
         Some("POST /tasks/{task_id}/retry") => replay(app, &client, request).await,
+        Some("POST /tasks/batch") => submit_batch(app, &client, request).await,
         _ => submit(app, &client, request).await,
     }
 }
@@ -80,17 +100,36 @@ async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
         Some(value) => Some(validation::parse_idempotency_key(value.to_str().unwrap_or("\u{0}"))?),
         None => None,
     };
-    let payload = validation::parse_submission(request::json_body(request)?)?;
-    let submitted = service::submit(&app.store, &app.blobs, client, payload, key, Timestamp::now(), &app.ttl)
-        .await
-        .map_err(|e| match e {
+    let submission = validation::parse_submission(request::json_body(request)?)?;
+    let trace = request::trace(request);
+    let (status, task) = submit_one(app, client, submission, key, trace, Timestamp::now()).await?;
+    Ok(located(response::json(status, &Accepted::from(&task)), &task))
+}
+
+/// Stores one submission in trace `trace`, as `POST /tasks` does: 202 and the new task, or 200
+/// and the task an earlier submission with the same idempotency key created.
+async fn submit_one<S: TaskStore, K, B: BlobStore>(
+    app: &App<S, K, B>,
+    client: &ClientId,
+    submission: validation::Submission,
+    key: Option<&str>,
+    trace: TraceId,
+    now: Timestamp,
+) -> Result<(StatusCode, Task), ApiError> {
+    validation::check_run_at(submission.run_at, now)?;
+    let new = NewTask { payload: submission.payload, run_at: submission.run_at, trace_id: Some(trace) };
+    let submitted =
+        service::submit_task(&app.store, &app.blobs, client, new, key, now, &app.ttl).await.map_err(|e| match e {
             SubmitError::KeyReused => ApiError::IdempotencyConflict,
             SubmitError::TaskGone => ApiError::IdempotencyTaskGone,
             SubmitError::Store(e) => ApiError::Store(e),
         })?;
-    let (status, task) = match &submitted {
+    let (Submitted::Created(task) | Submitted::Existing(task)) = &submitted;
+    trace::note(task);
+    let run_at = task.run_at.map(Timestamp::to_rfc3339);
+    Ok(match submitted {
         Submitted::Created(task) => {
-            tracing::info!(task_id = %task.task_id, client_id = %client, "task received");
+            tracing::info!(task_id = %task.task_id, client_id = %client, run_at, "task received");
             app.events.record(TaskEvent::Created);
             (StatusCode::ACCEPTED, task)
         }
@@ -98,8 +137,53 @@ async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
             tracing::info!(task_id = %task.task_id, client_id = %client, "idempotent repeat");
             (StatusCode::OK, task)
         }
-    };
-    Ok(located(response::json(status, &Accepted::from(task)), task))
+    })
+}
+
+/// What one item of a batch came to: its task, as `POST /tasks` answers it, or its error.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemResult {
+    Stored(Accepted),
+    Refused(Value),
+}
+
+/// Items of a batch stored at once.
+pub const BATCH_CONCURRENCY: usize = 8;
+
+/// `POST /tasks/batch`: each item as `POST /tasks` would take it alone, [`BATCH_CONCURRENCY`] at
+/// a time, answered in order. A request that is not a batch at all is refused whole (400).
+async fn submit_batch<S: TaskStore, K, B: BlobStore>(
+    app: &App<S, K, B>,
+    client: &ClientId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let items = validation::parse_batch(request::json_body(request)?)?;
+    // One trace for the whole batch if the client sent a valid one; else a trace per task.
+    let shared = request::parent_trace(request);
+    let now = Timestamp::now();
+    let results: Vec<ItemResult> = futures_util::stream::iter(items)
+        .map(|item| {
+            let trace = shared.clone().unwrap_or_else(TraceId::generate);
+            async move {
+                let stored = match item {
+                    Ok(item) => {
+                        let key = item.idempotency_key.as_deref();
+                        submit_one(app, client, item.submission, key, trace, now).await.map(|(_, task)| task)
+                    }
+                    Err(invalid) => Err(ApiError::Invalid(invalid)),
+                };
+                match stored {
+                    Ok(task) => ItemResult::Stored(Accepted::from(&task)),
+                    Err(error) => ItemResult::Refused(error.into_item()),
+                }
+            }
+            .instrument(trace::task_span(None))
+        })
+        .buffered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(response::json(StatusCode::OK, &json!({ "results": results })))
 }
 
 async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
@@ -108,7 +192,11 @@ async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
-    match service::cancel(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await? {
+    let action = service::cancel(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await?;
+    if let OwnerAction::Applied(task) | OwnerAction::Unchanged(task) | OwnerAction::Refused(task) = &action {
+        trace::note(task);
+    }
+    match action {
         OwnerAction::Applied(task) => {
             tracing::info!(%task_id, "task cancelled");
             app.events.record(TaskEvent::finished(&task));
@@ -128,7 +216,11 @@ async fn replay<S: TaskStore, K: KeyAuthenticator, B>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let task_id = request::task_id(request)?;
-    match service::replay(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await? {
+    let action = service::replay(&app.store, client, &task_id, Timestamp::now(), &app.ttl).await?;
+    if let OwnerAction::Applied(task) | OwnerAction::Unchanged(task) | OwnerAction::Refused(task) = &action {
+        trace::note(task);
+    }
+    match action {
         OwnerAction::Applied(task) => {
             tracing::info!(%task_id, "task replayed");
             Ok(located(response::json(StatusCode::ACCEPTED, &TaskView::from(&task)), &task))

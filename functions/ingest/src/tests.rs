@@ -274,8 +274,16 @@ fn view_of(task: &Task) -> Value {
     if task.cancelled {
         view["cancelled"] = json!(true);
     }
+    if let Some(run_at) = task.run_at {
+        view["run_at"] = json!(run_at.to_rfc3339());
+    }
+    if let Some(trace) = &task.trace_id {
+        view["trace_id"] = json!(trace.as_str());
+    }
     view
 }
+
+mod features;
 
 // ---------------------------------------------------------------------------------------------
 // POST /tasks
@@ -294,7 +302,7 @@ async fn a_submission_is_accepted_with_its_location_and_stored_as_received() {
     let object = body.as_object().unwrap();
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["created_at", "status", "task_id"]);
+    assert_eq!(keys, ["created_at", "status", "task_id", "trace_id"]);
     assert_eq!(body["status"], "RECEIVED");
 
     let task_id = TaskId::parse(body["task_id"].as_str().unwrap()).unwrap();

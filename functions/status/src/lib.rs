@@ -1,7 +1,11 @@
 //! The client's reads:
-//! - `GET /tasks/{task_id}`: the calling client's task. Unknown ids, other clients' tasks and
-//!   expired tasks all answer 404. A large result (kept in the blob store) is shown as
-//!   `result_url`, a presigned GET valid for [`RESULT_URL_VALIDITY`].
+//! - `GET /tasks/{task_id}[?wait=N]`: the calling client's task. Unknown ids, other clients'
+//!   tasks and expired tasks all answer 404. A large result (kept in the blob store) is shown as
+//!   `result_url`, a presigned GET valid for [`RESULT_URL_VALIDITY`]. With `wait=N` (0-20 whole
+//!   seconds, else 400) it answers as soon as the task is DONE or FAILED, or after N seconds
+//!   with the task as it is then: the same view (`service::task_when_finished` reads it again
+//!   after pauses growing from 0.1 s to 0.5 s). Such a request may take N seconds more than
+//!   [`REQUEST_DEADLINE`] before it answers 503 (the function's Lambda timeout leaves room).
 //! - `GET /tasks?status=&limit=&cursor=`: the caller's own tasks, newest first, a page at a time
 //!   (from the client index, never a scan).
 
@@ -10,12 +14,14 @@ use std::time::Duration;
 
 use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, S3Blobs, SdkConfig};
+use taskfleet_api::error::{self, REQUEST_DEADLINE};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Content};
 use taskfleet_core::ports::TaskStore;
-use taskfleet_core::{Timestamp, service, validation};
+use taskfleet_core::{Timestamp, service, trace, validation};
+use tracing::Instrument;
 
 /// How long a `result_url` lets its holder read the result.
 pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
@@ -42,11 +48,19 @@ pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     app: &App<S, K, B>,
     request: Request,
 ) -> Response<Body> {
-    let answer = match request::route_key(&request).as_deref() {
-        Some("GET /tasks") => list(app, &request).await,
-        _ => show(app, &request).await,
+    let listing = request::route_key(&request).as_deref() == Some("GET /tasks");
+    // A waiting read may take its wait on top of a normal request's budget (a `wait` that is not
+    // one is refused at once, below).
+    let wait = if listing { Duration::ZERO } else { wait_of(&request).unwrap_or_default() };
+    let answer = async {
+        let answer = if listing { list(app, &request).await } else { show(app, &request).await };
+        answer.unwrap_or_else(ApiError::into_response)
     };
-    answer.unwrap_or_else(ApiError::into_response)
+    error::within(REQUEST_DEADLINE + wait, answer.instrument(trace::task_span(None))).await
+}
+
+fn wait_of(request: &Request) -> Result<Duration, ApiError> {
+    Ok(validation::parse_wait(request::query(request, "wait").as_deref())?)
 }
 
 async fn list<S: TaskStore, K: KeyAuthenticator, B>(
@@ -71,8 +85,9 @@ async fn show<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
 ) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys).await?;
     let task_id = request::task_id(request)?;
-    let task =
-        service::task_for_client(&app.store, &client, &task_id, Timestamp::now()).await?.ok_or(ApiError::NotFound)?;
+    let wait = wait_of(request)?;
+    let task = service::task_when_finished(&app.store, &client, &task_id, wait).await?.ok_or(ApiError::NotFound)?;
+    trace::note(&task);
     let mut view = TaskView::from(&task);
     if let Some(Content::Stored { key }) = &task.result {
         view.result_url = Some(app.blobs.presign_get(key, RESULT_URL_VALIDITY).await?);

@@ -149,6 +149,8 @@ fn start(task: &Task, attempt: u32, millis: i64) -> Transition {
     expiring_at(start, FAR_EXPIRY)
 }
 
+mod wait;
+
 #[tokio::test]
 async fn a_client_sees_its_received_task_without_the_payload() {
     let app = app();

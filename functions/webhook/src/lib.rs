@@ -35,7 +35,8 @@ use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
 use taskfleet_core::secrets::SecretSource;
 use taskfleet_core::service::{self, CallbackResult};
-use taskfleet_core::{Task, Timestamp, validation};
+use taskfleet_core::{Task, Timestamp, trace, validation};
+use tracing::Instrument;
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S, B = S3Blobs> {
@@ -63,7 +64,9 @@ impl App<DynamoStore> {
 }
 
 pub async fn handle<S: TaskStore, B: BlobStore>(app: &App<S, B>, request: Request) -> Response<Body> {
-    route(app, &request).await.unwrap_or_else(ApiError::into_response)
+    // Once the callback is authenticated, its lines carry the task's id and trace.
+    let answer = async { route(app, &request).await.unwrap_or_else(ApiError::into_response) };
+    answer.instrument(trace::task_span(None)).await
 }
 
 async fn route<S: TaskStore, B: BlobStore>(app: &App<S, B>, request: &Request) -> Result<Response<Body>, ApiError> {
@@ -106,6 +109,9 @@ enum Answer {
 }
 
 fn answered(result: CallbackResult) -> Result<Answer, ApiError> {
+    if let CallbackResult::Recorded(task) | CallbackResult::Repeated(task) | CallbackResult::Conflict(task) = &result {
+        trace::note(task);
+    }
     match result {
         CallbackResult::Recorded(task) => Ok(Answer::Changed(task)),
         CallbackResult::Repeated(task) => Ok(Answer::Same(task)),
