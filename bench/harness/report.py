@@ -794,6 +794,8 @@ def _accept_columns(now, before):
         row("invocations in flight, mean (measured)", lambda x: x["invocations_in_flight_mean"]),
         row("… Little's law: λ / b × W", lambda x: x["little_invocations"]),
         row("invocations in flight, most", lambda x: x["invocations_in_flight_peak"], 0),
+        row("invocations begun before due (they wait for it), mean lead (s)", lambda x: x.get("early_lead_seconds"),
+            2),
         row("jobs in flight at the service, mean", lambda x: x["jobs_in_flight_mean"]),
         row("jobs in flight at the service, most", lambda x: x["jobs_in_flight_peak"], 0),
         row(f"**Lambda concurrency at {TARGET_TASKS_PER_S:,} tasks/s = {TARGET_TASKS_PER_S:,} / b × W**",
@@ -914,6 +916,8 @@ def timers_section(results, root):
             ["due retries", f"{drain['tasks']:,} (seeded in {_f(drain['seed_seconds'], 1)} s, due "
                             f"{_f(drain.get('margin'), 0)} s after the seeding began; " + _timers_set(drain) + ")"],
             ["handed over", f"{drain['handed_over']:,}" + ("" if drained else " (**budget ran out**)")],
+            ["invocations begun before due (timers a second early at most), mean lead",
+             f"{drain.get('early_invocations', '–')}, {_f(drain.get('early_lead_seconds'), 2)} s"],
             ["due → first / last handed over", f"{_f(drain['first_after_due'], 2)} s / **{_f(drain['seconds'], 1)} s**"],
             ["progress after due", steps or "–"],
             ["rate, mean / busiest second", f"{_f(drain['rate'], 0)} / {drain['busiest_second']} per s"],

@@ -115,6 +115,13 @@ def handover_waits(found, arrivals, start):
     return waits
 
 
+def early(found, due):
+    """(invocations that began before `due`, their mean lead): timers delayed by whole seconds,
+    rounded down, arrive up to a second early and the caller waits for their time."""
+    leads = [due - i["start"] for i in found if i["start"] < due]
+    return len(leads), (sum(leads) / len(leads) if leads else 0.0)
+
+
 def clipped(intervals, start):
     """The intervals from `start` on: an invocation that began before the due instant (its
     timers arrived early, and it waited for their time) counts from the due instant."""
@@ -314,7 +321,10 @@ def accept(ctx, n, batch, each, budget):
     seconds_each = sum(e - s for s, e in spans) / len(spans) if spans else None
     measured_l = mean_open(spans, due, last)
     waits = handover_waits(found, {j[0]: j[2] for j in journal}, due)
+    early_count, early_lead = early(found, due)
     return {
+        "early_invocations": early_count,
+        "early_lead_seconds": early_lead,
         "tasks": n,
         "batch": batch,
         "each": each,
@@ -387,7 +397,10 @@ def drain(ctx, n, budget, seconds_per_task=None):
     found = [i for i in invocations(proxy.queue_trace) if i["steps"].get("start")]
     spans = clipped([(i["start"], i["end"]) for i in found if i["end"] is not None], due)
     waits = handover_waits(found, first_job, due)
+    early_count, early_lead = early(found, due)
     return {
+        "early_invocations": early_count,
+        "early_lead_seconds": early_lead,
         "tasks": n,
         "margin": margin,
         "handover_wait_seconds": sum(waits) / len(waits) if waits else None,

@@ -89,6 +89,13 @@ class Concurrency(unittest.TestCase):
         self.assertAlmostEqual(timers.mean_open([(-5, 5)], 0, 10), 0.5)
         self.assertEqual(timers.mean_open([(0, 1)], 3, 3), 0.0)
 
+    def test_early_invocations_and_their_lead(self):
+        found = timers.invocations([receive(0.2, ["a"]), receive(0.6, ["b"]), receive(1.5, ["c"])])
+        count, lead = timers.early(found, 1.0)
+        self.assertEqual(count, 2)
+        self.assertAlmostEqual(lead, 0.6)
+        self.assertEqual(timers.early(found, 0.0), (0, 0.0))
+
     def test_clipped_counts_an_early_invocation_from_the_due_instant(self):
         self.assertEqual(timers.clipped([(0.2, 1.5), (0.5, 0.9), (1.2, 2.0)], 1.0), [(1.0, 1.5), (1.2, 2.0)])
 
