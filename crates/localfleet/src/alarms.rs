@@ -7,7 +7,7 @@
 //! one GetMetricData per period length (the emulator aligns its periods to the start time, as
 //! CloudWatch does), percentiles from the recorder ([`crate::aws_metrics`]; the emulator has
 //! none), and hands the datapoints to the pure rules of [`crate::alarm_rules`]. Alarms are
-//! evaluated at the end of each period (CloudWatch: every minute), half a second after it so
+//! evaluated at the end of each period (CloudWatch: every minute), up to 2.5 s after it so
 //! that the metrics of its last second have been put.
 //!
 //! An alarm is first evaluated once its N evaluation periods have passed since the fleet started
@@ -43,8 +43,9 @@ pub const PATH: &str = "/_local/alarms";
 pub const PERIOD_ENV: &str = "LOCAL_ALARM_PERIOD_SECONDS";
 /// The deployment's parameters, whose defaults give the thresholds (`{"param": …}`).
 pub const SERVERLESS: &str = include_str!("../../../serverless.yml");
-/// How long after a period ends it is evaluated.
-const SETTLE: Duration = Duration::from_millis(500);
+/// How long after a period ends it is evaluated at most: the recorder puts each second's values
+/// a second later, stamped with their second.
+const SETTLE: Duration = Duration::from_millis(2_500);
 
 /// One alarm's state, as `GET /_local/alarms` answers it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,11 +134,13 @@ impl Alarms {
     /// Evaluates every alarm at the end of each of the shortest period, until the task is dropped.
     pub async fn run(self) {
         let tick = i64::from(self.0.alarms.iter().map(|a| a.period).min().unwrap_or(60).max(1)) * 1000;
+        // Within the next period, whatever its length.
+        let settle = SETTLE.min(Duration::from_millis(u64::try_from(tick / 2).unwrap_or(500)));
         loop {
             let now = Utc::now().timestamp_millis();
             let next = (now / tick + 1) * tick;
             let wait = u64::try_from(next - now).unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(wait) + SETTLE).await;
+            tokio::time::sleep(Duration::from_millis(wait) + settle).await;
             self.evaluate(next).await;
         }
     }

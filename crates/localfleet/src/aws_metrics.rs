@@ -46,6 +46,8 @@ const SAMPLES_FOR: i64 = 60 * 60 * 1000;
 const SAMPLES_MAX: usize = 100_000;
 /// Data per PutMetricData request.
 const DATA_PER_PUT: usize = 500;
+/// Metrics waiting to be put at most, while the emulator does not take them.
+const PENDING_MAX: usize = 10_000;
 
 /// One metric: namespace, name and dimensions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +66,9 @@ impl Series {
         }
     }
 }
+
+/// A metric and a second (since the epoch).
+type Key = (Series, i64);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Aggregate {
@@ -94,7 +99,8 @@ impl Running {
 
 #[derive(Debug, Default)]
 struct Inner {
-    pending: HashMap<Series, Aggregate>,
+    /// Values by metric and by the second they were recorded in.
+    pending: HashMap<Key, Aggregate>,
     running: BTreeMap<Function, Running>,
     account: Running,
     samples: HashMap<Series, VecDeque<(i64, f64)>>,
@@ -160,17 +166,18 @@ impl AwsMetrics {
     /// Records one value of a metric (aggregated until the next put).
     pub fn record(&self, namespace: &str, name: &str, dimensions: &[(&str, &str)], value: f64, unit: &'static str) {
         let series = Series::new(namespace, name, dimensions);
+        let now = now_millis();
         let mut inner = self.lock();
         if unit == MILLISECONDS {
             let samples = inner.samples.entry(series.clone()).or_default();
-            samples.push_back((now_millis(), value));
+            samples.push_back((now, value));
             if samples.len() > SAMPLES_MAX {
                 samples.pop_front();
             }
         }
         inner
             .pending
-            .entry(series)
+            .entry((series, now.div_euclid(1000)))
             .and_modify(|a| {
                 a.sum += value;
                 a.min = a.min.min(value);
@@ -244,7 +251,7 @@ impl AwsMetrics {
 
     /// What was recorded since the last call, with each function's and the account's
     /// ConcurrentExecutions for the interval.
-    fn drain(&self) -> HashMap<Series, Aggregate> {
+    fn drain(&self) -> HashMap<Key, Aggregate> {
         let mut inner = self.lock();
         let mut account = None;
         let mut concurrency = Vec::new();
@@ -258,7 +265,8 @@ impl AwsMetrics {
             account = Some(inner.account.peak);
         }
         inner.account.peak = inner.account.now;
-        let cutoff = now_millis() - SAMPLES_FOR;
+        let now = now_millis();
+        let cutoff = now - SAMPLES_FOR;
         for samples in inner.samples.values_mut() {
             while samples.front().is_some_and(|(at, _)| *at < cutoff) {
                 samples.pop_front();
@@ -269,7 +277,8 @@ impl AwsMetrics {
         drop(inner);
         let mut peak = |series: Series, value: u64| {
             let value = value as f64;
-            drained.insert(series, Aggregate { sum: value, min: value, max: value, count: 1.0, unit: COUNT });
+            let aggregate = Aggregate { sum: value, min: value, max: value, count: 1.0, unit: COUNT };
+            drained.insert((series, now.div_euclid(1000)), aggregate);
         };
         for (function, value) in concurrency {
             let name = self.names.function(function);
@@ -281,47 +290,76 @@ impl AwsMetrics {
         drained
     }
 
-    /// Puts what was recorded into the emulator's CloudWatch every `every`, until dropped.
+    /// Puts what was recorded into the emulator's CloudWatch every `every`, until dropped. What
+    /// the emulator does not take (it is down, or paused in a drill) is put again with the next
+    /// second's values, as CloudWatch would have had it.
     pub async fn forward(self: Arc<Self>, client: aws_sdk_cloudwatch::Client, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            let mut by_namespace: BTreeMap<String, Vec<MetricDatum>> = BTreeMap::new();
-            for (series, aggregate) in self.drain() {
-                let dimensions = series
-                    .dimensions
-                    .iter()
-                    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-                    .collect();
-                let datum = MetricDatum::builder()
-                    .metric_name(&series.name)
-                    .set_dimensions(Some(dimensions))
-                    .statistic_values(
-                        StatisticSet::builder()
-                            .sample_count(aggregate.count)
-                            .sum(aggregate.sum)
-                            .minimum(aggregate.min)
-                            .maximum(aggregate.max)
-                            .build(),
-                    )
-                    .unit(StandardUnit::from(aggregate.unit))
-                    .build();
-                by_namespace.entry(series.namespace).or_default().push(datum);
+            let mut by_namespace: BTreeMap<String, Vec<(Key, Aggregate)>> = BTreeMap::new();
+            for (key, aggregate) in self.drain() {
+                by_namespace.entry(key.0.namespace.clone()).or_default().push((key, aggregate));
             }
             for (namespace, data) in by_namespace {
                 for batch in data.chunks(DATA_PER_PUT) {
                     let put = client
                         .put_metric_data()
                         .namespace(&namespace)
-                        .set_metric_data(Some(batch.to_vec()))
+                        .set_metric_data(Some(
+                            batch.iter().map(|((series, second), a)| datum(series, *second, a)).collect(),
+                        ))
                         .send()
                         .await;
                     if let Err(error) = put {
-                        tracing::warn!(error = %aws_sdk_cloudwatch::error::DisplayErrorContext(&error), %namespace, "metrics not put into the emulator's CloudWatch");
+                        tracing::warn!(error = %aws_sdk_cloudwatch::error::DisplayErrorContext(&error), %namespace, "metrics not put into the emulator's CloudWatch; trying again");
+                        self.put_back(batch);
                     }
                 }
             }
         }
     }
+
+    /// Values the emulator did not take, merged into what is pending (at most [`PENDING_MAX`]
+    /// metrics waiting: beyond, the oldest values are dropped).
+    fn put_back(&self, batch: &[(Key, Aggregate)]) {
+        let mut inner = self.lock();
+        for (key, aggregate) in batch {
+            if inner.pending.len() >= PENDING_MAX && !inner.pending.contains_key(key) {
+                continue;
+            }
+            inner
+                .pending
+                .entry(key.clone())
+                .and_modify(|a| {
+                    a.sum += aggregate.sum;
+                    a.min = a.min.min(aggregate.min);
+                    a.max = a.max.max(aggregate.max);
+                    a.count += aggregate.count;
+                })
+                .or_insert(*aggregate);
+        }
+    }
+}
+
+/// One metric's values of one second as a statistic set, with that second as its timestamp (so
+/// that values put late still count in their period).
+fn datum(series: &Series, second: i64, aggregate: &Aggregate) -> MetricDatum {
+    let dimensions =
+        series.dimensions.iter().map(|(name, value)| Dimension::builder().name(name).value(value).build()).collect();
+    MetricDatum::builder()
+        .metric_name(&series.name)
+        .set_dimensions(Some(dimensions))
+        .statistic_values(
+            StatisticSet::builder()
+                .sample_count(aggregate.count)
+                .sum(aggregate.sum)
+                .minimum(aggregate.min)
+                .maximum(aggregate.max)
+                .build(),
+        )
+        .unit(StandardUnit::from(aggregate.unit))
+        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(second))
+        .build()
 }
 
 /// The nearest-rank `p`-th percentile of `values`.
@@ -343,6 +381,23 @@ mod tests {
         AwsMetrics::new(LocalNames::new(&Names::with_prefix("t"), "NS", "us-east-1"))
     }
 
+    /// What was drained, per metric whatever the second.
+    fn by_series(metrics: &AwsMetrics) -> HashMap<Series, Aggregate> {
+        let mut merged: HashMap<Series, Aggregate> = HashMap::new();
+        for ((series, _), a) in metrics.drain() {
+            merged
+                .entry(series)
+                .and_modify(|m| {
+                    m.sum += a.sum;
+                    m.min = m.min.min(a.min);
+                    m.max = m.max.max(a.max);
+                    m.count += a.count;
+                })
+                .or_insert(a);
+        }
+        merged
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
@@ -362,7 +417,7 @@ mod tests {
         first.end(false);
         second.end(true);
         drop(other);
-        let drained = metrics.drain();
+        let drained = by_series(&metrics);
         let get =
             |name: &str, dimensions: &[(&str, &str)]| drained.get(&Series::new(LAMBDA, name, dimensions)).copied();
         let caller = [("FunctionName", "t-caller")];
@@ -380,12 +435,26 @@ mod tests {
     }
 
     #[test]
+    fn values_the_emulator_did_not_take_are_put_again_with_the_next_ones() {
+        let metrics = recorder();
+        let errors = Series::new(LAMBDA, "Errors", &[("FunctionName", "t-caller")]);
+        metrics.record(LAMBDA, "Errors", &[("FunctionName", "t-caller")], 1.0, COUNT);
+        let refused: Vec<(Key, Aggregate)> = metrics.drain().into_iter().collect();
+        metrics.put_back(&refused);
+        assert_eq!(metrics.drain().keys().collect::<Vec<_>>(), [&refused[0].0], "put again with its own second");
+        metrics.put_back(&refused);
+        metrics.record(LAMBDA, "Errors", &[("FunctionName", "t-caller")], 0.0, COUNT);
+        let next = by_series(&metrics);
+        assert_eq!((next[&errors].sum, next[&errors].count, next[&errors].min), (1.0, 2.0, 0.0));
+    }
+
+    #[test]
     fn api_requests_count_by_class_and_keep_latencies_for_percentiles() {
         let metrics = recorder();
         for status in [200, 202, 404, 500] {
             metrics.api_request(status, Duration::from_millis(u64::from(status)));
         }
-        let drained = metrics.drain();
+        let drained = by_series(&metrics);
         let api = [("ApiId", "t-api")];
         let sum = |name: &str| drained[&Series::new(API_GATEWAY, name, &api)].sum;
         assert_eq!((sum("Count"), sum("4xx"), sum("5xx")), (4.0, 1.0, 1.0));
