@@ -150,8 +150,7 @@ impl Fleet {
         ops: OpsSettings,
     ) -> Result<Self, FleetError> {
         let addr = listener.local_addr()?;
-        let resources = resources::ensure(sdk, &settings.names).await?;
-        resources::ensure_keys(sdk, &resources.table, &settings.client_keys).await?;
+        let resources = provision(sdk, &settings).await?;
         let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
         let names = local_names::LocalNames::new(&settings.names, &settings.metrics_namespace, &region);
@@ -267,6 +266,30 @@ impl Fleet {
         tasks.push(tokio::spawn(metrics.clone().forward(cloudwatch, Duration::from_secs(1))));
         tasks.push(tokio::spawn(alarms.clone().run()));
         Ok(Self { addr, resources, callback_base_url, dead_letters, alarms, metrics, tasks })
+    }
+}
+
+/// Creates what is missing (safe to repeat), trying again twice on an error: behind a faulty
+/// endpoint (tests' fault-injecting proxy) a request can fail past the SDK's own retries, and
+/// the fleet has a dozen of them to make before it runs.
+async fn provision(sdk: &SdkConfig, settings: &FleetSettings) -> Result<Resources, FleetError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let made = match resources::ensure(sdk, &settings.names).await {
+            Ok(resources) => {
+                resources::ensure_keys(sdk, &resources.table, &settings.client_keys).await.map(|()| resources)
+            }
+            Err(error) => Err(error),
+        };
+        match made {
+            Ok(resources) => return Ok(resources),
+            Err(error) if tries < 3 => {
+                tracing::warn!(%error, "cannot create the emulator resources; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
