@@ -111,6 +111,8 @@ struct Inner {
 pub struct AwsMetrics {
     names: LocalNames,
     inner: Mutex<Inner>,
+    /// Off: only the fleet's own metrics are recorded (`LOCAL_AWS_METRICS=off`).
+    aws: bool,
 }
 
 fn now_millis() -> i64 {
@@ -132,6 +134,9 @@ pub struct Invocation<'a> {
 impl Invocation<'_> {
     /// Records the invocation: Invocations, Errors (1 when `failed`), Throttles (0), Duration.
     pub fn end(self, failed: bool) {
+        if !self.metrics.aws {
+            return;
+        }
         let name = self.metrics.names.function(self.function);
         let dimensions = [("FunctionName", name.as_str())];
         let duration = millis(self.started.elapsed());
@@ -152,7 +157,13 @@ impl Drop for Invocation<'_> {
 
 impl AwsMetrics {
     pub fn new(names: LocalNames) -> Self {
-        Self { names, inner: Mutex::default() }
+        Self { names, inner: Mutex::default(), aws: true }
+    }
+
+    /// A recorder of the fleet's own metrics only: the stand-ins record nothing (the benchmarks
+    /// count the fleet's AWS requests, which these metrics are not in AWS).
+    pub fn without_aws_metrics(names: LocalNames) -> Self {
+        Self { names, inner: Mutex::default(), aws: false }
     }
 
     pub fn names(&self) -> &LocalNames {
@@ -209,6 +220,9 @@ impl AwsMetrics {
 
     /// One request the HTTP API answered: Count, 4xx, 5xx, Latency.
     pub fn api_request(&self, status: u16, latency: Duration) {
+        if !self.aws {
+            return;
+        }
         let api = self.names.api_id();
         let dimensions = [("ApiId", api.as_str())];
         self.record(API_GATEWAY, "Count", &dimensions, 1.0, COUNT);
@@ -219,12 +233,18 @@ impl AwsMetrics {
 
     /// How long the HTTP API waited for a function (IntegrationLatency).
     pub fn integration_latency(&self, latency: Duration) {
+        if !self.aws {
+            return;
+        }
         let api = self.names.api_id();
         self.record(API_GATEWAY, "IntegrationLatency", &[("ApiId", api.as_str())], millis(latency), MILLISECONDS);
     }
 
     /// The dispatcher's stream IteratorAge for one batch: now − `last_record_created` (ms).
     pub fn iterator_age(&self, last_record_created: i64) {
+        if !self.aws {
+            return;
+        }
         let name = self.names.function(Function::Dispatcher);
         let age = (now_millis() - last_record_created).max(0) as f64;
         self.record(LAMBDA, "IteratorAge", &[("FunctionName", name.as_str())], age, MILLISECONDS);
@@ -256,12 +276,12 @@ impl AwsMetrics {
         let mut account = None;
         let mut concurrency = Vec::new();
         for (function, running) in &mut inner.running {
-            if running.peak > 0 {
+            if running.peak > 0 && self.aws {
                 concurrency.push((*function, running.peak));
             }
             running.peak = running.now;
         }
-        if inner.account.peak > 0 {
+        if inner.account.peak > 0 && self.aws {
             account = Some(inner.account.peak);
         }
         inner.account.peak = inner.account.now;
@@ -432,6 +452,17 @@ mod tests {
         assert_eq!(get("Invocations", &[("FunctionName", "t-ingest")]), None);
         // Nothing runs any more: no concurrency in the next interval.
         assert!(metrics.drain().is_empty());
+    }
+
+    #[test]
+    fn without_aws_metrics_only_the_fleets_own_are_recorded() {
+        let metrics = AwsMetrics::without_aws_metrics(LocalNames::new(&Names::with_prefix("t"), "NS", "us-east-1"));
+        metrics.start(Function::Caller).end(true);
+        metrics.api_request(500, Duration::from_millis(3));
+        metrics.iterator_age(0);
+        metrics.record("NS", "TasksCreated", &[], 1.0, COUNT);
+        let recorded: Vec<Series> = by_series(&metrics).into_keys().collect();
+        assert_eq!(recorded, [Series::new("NS", "TasksCreated", &[])]);
     }
 
     #[test]

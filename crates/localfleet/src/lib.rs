@@ -108,6 +108,10 @@ pub struct OpsSettings {
     /// Between two reads of the queues' attributes (`AWS/SQS` metrics); None: the alarm period
     /// or 5 s, whichever is shorter, at least a second.
     pub queue_poll: Option<Duration>,
+    /// No AWS metrics (Lambda, API Gateway, SQS, DynamoDB), so no queue polls and no alarm
+    /// evaluation (`LOCAL_AWS_METRICS=off`): the fleet makes only the requests it makes in AWS,
+    /// for the benchmarks that count them. Its own metrics are put as ever.
+    pub without_aws_metrics: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +158,11 @@ impl Fleet {
         let callback_base_url = settings.callback_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
         let names = local_names::LocalNames::new(&settings.names, &settings.metrics_namespace, &region);
-        let metrics = Arc::new(aws_metrics::AwsMetrics::new(names.clone()));
+        let metrics = Arc::new(if ops.without_aws_metrics {
+            aws_metrics::AwsMetrics::without_aws_metrics(names.clone())
+        } else {
+            aws_metrics::AwsMetrics::new(names.clone())
+        });
         let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
         let alarm_period = ops.alarm_period.map(|p| u32::try_from(p.as_secs().max(1)).unwrap_or(u32::MAX));
         let alarms =
@@ -262,9 +270,11 @@ impl Fleet {
             .to_vec(),
             visibility_timeout: Duration::from_secs(u64::try_from(resources::VISIBILITY_TIMEOUT_SECONDS).unwrap_or(5)),
         };
-        tasks.push(tokio::spawn(resource_metrics.run(queue_poll)));
+        if !ops.without_aws_metrics {
+            tasks.push(tokio::spawn(resource_metrics.run(queue_poll)));
+            tasks.push(tokio::spawn(alarms.clone().run()));
+        }
         tasks.push(tokio::spawn(metrics.clone().forward(cloudwatch, Duration::from_secs(1))));
-        tasks.push(tokio::spawn(alarms.clone().run()));
         Ok(Self { addr, resources, callback_base_url, dead_letters, alarms, metrics, tasks })
     }
 }

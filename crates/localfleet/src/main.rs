@@ -24,6 +24,8 @@ const CALLER_MAX_CONCURRENCY: &str = "CALLER_MAX_CONCURRENCY";
 const METRICS_INTERVAL_SECONDS: &str = "METRICS_INTERVAL_SECONDS";
 /// Every alarm's period locally, in seconds (unset: the periods of deploy/alarms.json).
 const LOCAL_ALARM_PERIOD_SECONDS: &str = taskfleet_localfleet::alarms::PERIOD_ENV;
+/// `off`: no AWS metrics, queue polls or alarm evaluation (the benchmarks count AWS requests).
+const LOCAL_AWS_METRICS: &str = "LOCAL_AWS_METRICS";
 
 /// A client key to make sure exists, for the development client.
 const DEV_KEY: &str = "TASKFLEET_DEV_KEY";
@@ -115,7 +117,16 @@ async fn run() -> Result<(), StartError> {
         None => None,
         Some(_) => Some(Duration::from_secs(config::bounded(LOCAL_ALARM_PERIOD_SECONDS, 60, 86_400)?)),
     };
-    let ops = OpsSettings { alarm_period, ..OpsSettings::default() };
+    let without_aws_metrics = match config::or_default(LOCAL_AWS_METRICS, "on").trim() {
+        "on" => false,
+        "off" => true,
+        _ => {
+            return Err(
+                config::ConfigError::Invalid { name: LOCAL_AWS_METRICS, reason: "expected on or off".into() }.into()
+            );
+        }
+    };
+    let ops = OpsSettings { alarm_period, without_aws_metrics, ..OpsSettings::default() };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(3000)))
         .await
         .map_err(|error| StartError::Listen { port, error })?;
@@ -136,11 +147,15 @@ async fn run() -> Result<(), StartError> {
         "  metrics every                {:?} → CloudWatch namespace {}",
         settings.metrics_interval, settings.metrics_namespace
     );
-    println!(
-        "  alarms (periods {})   http://{}/_local/alarms",
-        alarm_period.map_or_else(|| "as deployed".to_owned(), |p| format!("{} s", p.as_secs())),
-        fleet.addr
-    );
+    if without_aws_metrics {
+        println!("  AWS metrics and alarms       off ({LOCAL_AWS_METRICS}=off)");
+    } else {
+        println!(
+            "  alarms (periods {})   http://{}/_local/alarms",
+            alarm_period.map_or_else(|| "as deployed".to_owned(), |p| format!("{} s", p.as_secs())),
+            fleet.addr
+        );
+    }
     println!("  dashboard                    http://{}/_local/dashboard", fleet.addr);
     tokio::signal::ctrl_c().await.ok();
     println!("taskfleet-local: stopping");
