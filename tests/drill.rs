@@ -61,7 +61,11 @@ impl Drill {
             caller_concurrency: 10,
             chaos: DeliveryChaos::default(),
         };
-        let ops = OpsSettings { alarm_period: Some(PERIOD), queue_poll: Some(Duration::from_secs(1)) };
+        let ops = OpsSettings {
+            alarm_period: Some(PERIOD),
+            queue_poll: Some(Duration::from_secs(1)),
+            ..OpsSettings::default()
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fleet = Fleet::start_with(&sdk, settings, listener, ops).await.unwrap();
         Self {
