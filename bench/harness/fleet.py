@@ -63,6 +63,10 @@ class LocalFleet:
             # The schedule's first tick runs at start-up (before counting); no later one may
             # land inside a measurement.
             "METRICS_INTERVAL_SECONDS": "86400",
+            # No AWS metrics, queue-depth polls or alarm evaluation: the local stand-ins of
+            # CloudWatch's own work, which the fleet does not do in AWS (ignored by versions of
+            # taskfleet-local without them).
+            "LOCAL_AWS_METRICS": "off",
             "RUST_LOG": "warn",
         }
         if fast_retries:
@@ -344,8 +348,8 @@ TWO_HOURS_MS = 2 * 3600 * 1000
 
 
 def cron_scaling(ctx):
-    """One run of each cron function with 10 / 1,000 / 10,000 finished tasks stored beside the
-    same small set of active ones: calls and items read per run must not grow."""
+    """One run of each cron function with 10 and 1,000 finished tasks (run.py `cron_sizes`) stored
+    beside the same small set of active ones: calls and items read per run must not grow."""
     bench = invoke.Bench(ctx)
     db = ctx.clients["dynamodb"]
     budget_end = time.monotonic() + ctx.setting("budget_cron")

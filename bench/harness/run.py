@@ -48,7 +48,10 @@ SETTINGS = {
     "throughput_tasks": (400, 10),
     "throughput_concurrency": (8, 2),
     "raw_seconds": (4, 0.5),
-    "cron_sizes": ((10, 1_000, 10_000), (10, 100)),
+    # The sharded status index makes each cron run 128-256 index Queries, each of which the
+    # emulator answers by scanning every item: 10,000 stored tasks took it minutes (DynamoDB reads
+    # only the matching index entries).
+    "cron_sizes": ((10, 1_000), (10, 100)),
     "budget_cold": (180, 60),
     "budget_warm": (150, 60),
     "budget_requests": (60, 60),
