@@ -439,10 +439,7 @@ def write(path, results, ctx, command):
         "",
         storage_section(results, ctx.root),
         timers_section(results, ctx.root),
-        "## Notes",
-        "",
-        _include(os.path.join(ctx.root, "bench", "NOTES.md")),
-        "",
+        notes_section(ctx.root),
     ]
     if results.get("failures"):
         parts += ["## Failed steps", "", *[f"- {f}" for f in results["failures"]], ""]
@@ -706,6 +703,14 @@ def splice_section(report, heading, section):
     return report[:at] + section + report[at:]
 
 
+NOTES_HEADING = "## Notes"
+
+
+def notes_section(root):
+    """The hand-written analysis, bench/NOTES.md, as it is now."""
+    return "\n".join([NOTES_HEADING, "", _include(os.path.join(root, "bench", "NOTES.md")), ""])
+
+
 SECTIONS = {
     "storage": (lambda: STORAGE_HEADING, lambda results, root: storage_section(results, root)),
     "timers": (lambda: TIMERS_HEADING, lambda results, root: timers_section(results, root)),
@@ -714,12 +719,14 @@ SECTIONS = {
 
 def splice(path, results, root, steps):
     """Rewrites only the sections of `steps` (say the timers step run alone) of an existing
-    report, in order, keeping everything else."""
+    report, in order, and the notes (bench/NOTES.md as it is now), keeping everything else."""
     with open(path) as text:
         report = text.read()
     for step in steps:
         heading, make = SECTIONS[step]
         report = splice_section(report, heading(), make(results, root))
+    if NOTES_HEADING in report:
+        report = splice_section(report, NOTES_HEADING, notes_section(root))
     with open(path, "w") as out:
         out.write(report)
 
@@ -731,6 +738,7 @@ def splice_storage(path, results, root):
 # ---- §9 timers (issue 10) ----------------------------------------------------------------------
 
 TIMERS_HEADING = "## 9. Timers and the batched caller (issue 10)"
+ISSUE_BACKLOG = 10_000  # due retries issue 10 asks about
 INVOCATIONS_TARGET = 0.2  # caller invocations per task in a burst
 # Lambda's SQS event source: five concurrent batches at first, then up to 300 more per minute
 # (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html).
@@ -831,18 +839,32 @@ def timers_section(results, root):
     starts_per_task = burst.get("shares", {}).get("start", 0) / burst["tasks"] if burst else None
     floor_after = rate * accept / each
     floor_before = rate * accept
-    runs = math.ceil(drain["tasks"] / sweep_batch) if drain else None
-    aws = aws_drain_seconds(drain["tasks"], accept, deployed, each) if drain else None
-    aws_flat = drain["tasks"] / (deployed * each / accept) if drain else None
+    backlog = ISSUE_BACKLOG
+    runs = math.ceil(backlog / sweep_batch)
+    aws = aws_drain_seconds(backlog, accept, deployed, each)
+    aws_flat = backlog / (deployed * each / accept)
     drained = drain and drain["all_handed_over"]
+    # A burst of due starts (the concurrency scenario's backlog, all due at one instant).
+    due_burst = now["invocations"] / now["tasks"] if now else None
+    if not drain:
+        drained_text = "–"
+    elif drained and drain["tasks"] >= backlog:
+        drained_text = f"**{_f(drain['seconds'], 0)} s** here ({_f(drain['rate'], 0)} per s, emulator-bound)"
+    else:
+        done = (f"{drain['tasks']:,} in {_f(drain['seconds'], 0)} s" if drained else
+                f"{drain['handed_over']:,} of {drain['tasks']:,} in {_f(drain['seconds'], 0)} s (budget ran out)")
+        drained_text = (f"{done} here ({_f(drain['rate'], 0)} per s, emulator-bound) → **~{_f(backlog / drain['rate'], 0)}"
+                        f" s** for {backlog:,} at that rate")
     summary = [
         ["caller invocations per task in a burst",
          "1.00 (one invocation per SNS message = per job; §5 of the runs before issue 10: 50 tasks, 50 jobs; no "
          "deadline timers: the sweeper timed attempts out)",
-         (f"**{_f(starts_per_task, 3)}** for the starts; {_f(per_task, 3)} with the deadline timers" if burst else "–"),
-         (f"≤ {INVOCATIONS_TARGET}: starts {_verdict(starts_per_task <= INVOCATIONS_TARGET, None)}, with the deadline "
-          f"timers {_verdict(per_task <= INVOCATIONS_TARGET, None)} (their floor: 2 timers / batch of "
-          f"{data['batch']} = {2 / data['batch']:.1f})" if burst else "–")],
+         (f"**{_f(due_burst, 3)}** for a burst of due starts ({now['tasks']} due at once); POSTed at the emulator's "
+          f"pace ({_f(burst['tasks'] / burst['submit_seconds'], 1)} tasks/s): {_f(starts_per_task, 3)} for the "
+          f"starts, {_f(per_task, 3)} with the deadline timers" if burst and now else "–"),
+         (f"≤ {INVOCATIONS_TARGET}: {_verdict(due_burst <= INVOCATIONS_TARGET, 'a burst faster than the caller')}; "
+          f"{_verdict(starts_per_task <= INVOCATIONS_TARGET, 'the POSTed trickle')}; a task's two timers make "
+          f"{2 / data['batch']:.1f} the floor with deadline timers" if burst and now else "–")],
         [f"Lambda concurrency at {rate:,} tasks/s, service {accept * 1000:.0f} ms to accept",
          (f"{_f(before['needed_at_target'], 0)} measured ({rate:,} × W, W = {_f(before['invocation_seconds'], 2)} s); "
           f"~{rate * (accept + AWS_HANDOVER_SECONDS):,.0f} in AWS" if before else "–"),
@@ -852,14 +874,11 @@ def timers_section(results, root):
          f"floor {floor_after:,.0f} = {rate:,} × {accept} s / {each} (before: {floor_before:,.0f}); AWS: W = "
          f"{accept * 1000:.0f} + ~{AWS_HANDOVER_SECONDS * 1000:.0f} ms of DynamoDB calls; bound {deployed} × {each} = "
          f"{deployed * each} jobs at once ≥ {rate * accept:,.0f} in flight"],
-        [f"{drain['tasks']:,} due retries drained" if drain else "a backlog of due retries drained",
-         f"{runs}–{runs + 1} min (the sweeper: {sweep_batch} per run, a run a minute, after a 60 s grace)"
-         if drain else "–",
-         (f"**{_f(drain['seconds'], 1)} s** here ({_f(drain['rate'], 0)} per s)" if drained else
-          f"**not drained in time**: {drain['handed_over']:,} in {_f(drain['seconds'], 1)} s ({_f(drain['rate'], 0)}"
-          f" per s → ~{_f(drain['tasks'] / drain['rate'], 0)} s for all)" if drain else "–"),
-         f"AWS estimate ~{_f(aws, 1)} s ({deployed} × {each} jobs at once, {accept * 1000:.0f} ms each, the event "
-         f"source's ramp; {_f(aws_flat, 1)} s at full concurrency)" if drain else "–"],
+        [f"{backlog:,} due retries drained",
+         f"{runs}–{runs + 1} min (the sweeper: {sweep_batch} per run, a run a minute, after a 60 s grace; computed)",
+         drained_text,
+         f"AWS estimate ~{_f(aws, 0)} s ({deployed} × {each} jobs at once, {accept * 1000:.0f} ms each, the event "
+         f"source's ramp from {ESM_START}; {_f(aws_flat, 0)} s at full concurrency)"],
     ]
     parts = [
         TIMERS_HEADING,
@@ -873,6 +892,8 @@ def timers_section(results, root):
         "deployed (serverless.yml's `callerMaxConcurrency`). A caller invocation is counted at the counting proxy "
         "as a ReceiveMessage answer that carried messages; it ends when its messages are deleted. Scheduled runs "
         "are off after their first (at start-up, on an empty table).",
+        "",
+        f"*This run*: {results.get('generated_at', '?')}, {_provenance(results, data, root)}.",
         "",
         "*Before* is the design before issue 10: the dispatcher published one SNS message per task and the "
         "caller was invoked once per message, holding the invocation while the service accepted; retries and "
@@ -944,12 +965,12 @@ def timers_section(results, root):
             f"{pollers} × {each} / W = {_f(fleet_bound, 0)} jobs/s at the invocation time measured; the emulator "
             f"serves one DynamoDB request at a time on one core (busy {_f(drain['moto_busy'], 2)} of it). "
             f"In AWS the same bound is {deployed} × {each} = {deployed * each} jobs at once: at "
-            f"{accept * 1000:.0f} ms per job {deployed * each / accept:,.0f} jobs/s, {drain['tasks']:,} in "
+            f"{accept * 1000:.0f} ms per job {deployed * each / accept:,.0f} jobs/s, {backlog:,} in "
             f"{_f(aws_flat, 1)} s once the event source runs {deployed} invocations; it starts with {ESM_START} "
             f"and adds up to {ESM_PER_MINUTE} a minute, so ~{_f(aws, 1)} s in all (`aws_drain_seconds`; the "
             "jobs' own DynamoDB calls, a few ms each in AWS, not counted). "
             f"Before: the sweeper moved {sweep_batch} per run, once a minute, each task only after the 60 s grace: "
-            f"{drain['tasks']:,} / {sweep_batch} = {runs} runs, the first 1–2 minutes after due → {runs}–{runs + 1} "
+            f"{backlog:,} / {sweep_batch} = {runs} runs, the first 1–2 minutes after due → {runs}–{runs + 1} "
             "minutes (computed from that design, not run).",
             "",
         ]

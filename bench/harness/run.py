@@ -64,10 +64,13 @@ SETTINGS = {
     "timers_burst_clients": (8, 2),
     "timers_accept_tasks": (400, 20),  # a backlog, through a service 200 ms slow to accept
     "timers_accept_before_tasks": (100, 6),  # the same, one job per invocation
-    "timers_drain_tasks": (10_000, 40),
+    # Issue 10 asks about 10,000 due retries; the emulator hands over ~30-50 a second (one
+    # DynamoDB request at a time), so 10,000 take 4-5 minutes and would push the whole run past
+    # 12. `make bench` drains 3,000 and projects at its rate; --drain-tasks 10000 runs the lot.
+    "timers_drain_tasks": (3_000, 40),
     "budget_timers_burst": (90, 40),
     "budget_timers_accept": (60, 30),  # each of the two runs, from the backlog's due time
-    "budget_timers_drain": (300, 40),  # from the backlog's due time
+    "budget_timers_drain": (150, 40),  # from the backlog's due time; --drain-tasks scales it
 }
 
 
@@ -181,10 +184,15 @@ def main():
     parser.add_argument("--splice", action="store_true",
                         help="rewrite only the sections of the steps run that have one of their own (§8 storage, "
                              "§9 timers) in --out, keeping the rest")
+    parser.add_argument("--drain-tasks", type=int, help="due retries the timers step drains (default: 3,000; "
+                                                          "issue 10 asks about 10,000: ~3-5 minutes more)")
     parser.add_argument("--save-storage-baseline", metavar="NOTE", nargs="?", const="",
                         help=f"keep this run's storage numbers as the 'before' of later reports "
                              f"({os.path.relpath(STORAGE_BASELINE, ROOT)}); NOTE says what was measured")
     args = parser.parse_args()
+    if args.drain_tasks:
+        SETTINGS["timers_drain_tasks"] = (args.drain_tasks, args.drain_tasks)
+        SETTINGS["budget_timers_drain"] = (max(150, args.drain_tasks // 20), max(40, args.drain_tasks // 20))
     args.json = args.json or os.path.join(ROOT, "target", "bench", f"results{'-smoke' if args.smoke else ''}.json")
     if args.report_only:
         with open(args.json) as saved:
