@@ -67,7 +67,17 @@ async fn until_each_accepted(fleet: &TestFleet, ids: &[String], within: Duration
         if ids.iter().all(|id| accepted.contains(id)) {
             return;
         }
-        assert!(start.elapsed() < within, "not every task accepted within {within:?}");
+        if start.elapsed() >= within {
+            let missing: Vec<&String> = ids.iter().filter(|id| !accepted.contains(*id)).collect();
+            let mut views = Vec::new();
+            for id in &missing {
+                views.push(fleet.status(KEY_ALPHA, id).await);
+            }
+            panic!(
+                "not every task accepted within {within:?}: {} missing, as the API shows them: {views:?}",
+                missing.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
