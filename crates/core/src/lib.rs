@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod completion;
 pub mod dispatch;
 pub mod error;
 pub mod hold;

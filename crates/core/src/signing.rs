@@ -88,6 +88,14 @@ impl SigningSecrets {
         Ok(Self(keys))
     }
 
+    /// From raw keys, newest first (secrets derived elsewhere, see `completion::client_secret`).
+    pub fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, SecretError> {
+        if keys.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Self(keys))
+    }
+
     fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
         #[cfg(test)]
         tests::MACS.with(|count| count.set(count.get() + 1));
