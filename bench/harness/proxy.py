@@ -149,7 +149,10 @@ class CountingProxy:
         self.queue_received = collections.Counter()  # step -> messages received
         self.queue_sent = collections.Counter()  # step -> messages sent
         self.trace_queue = False
-        self.queue_trace = []  # ("receive" | "delete", perf_counter, handles, steps, task ids)
+        self.queue_trace = []  # see the module
+        # With `trace_waits` on: (arrived, answered) of every call, for `waited`.
+        self.trace_waits = False
+        self.waits = []  # ("receive" | "delete", perf_counter, handles, steps, task ids)
         self.local = threading.local()
         self.server = Server(self._handle)
         self.url = f"http://127.0.0.1:{self.server.port}"
@@ -206,7 +209,17 @@ class CountingProxy:
             if answer.status >= 400:
                 self.errors[key + (error_type(answer.body),)] += 1
         relay = {k: v for k, v in answer.headers.items() if k not in HOP_BY_HOP}
+        if self.trace_waits:
+            with self.lock:
+                self.waits.append((arrived, time.perf_counter()))
         sock.sendall(encode(answer.start, relay, answer.body))
+
+    def waited(self, start, end):
+        """Seconds between `start` and `end` (perf_counter) during which at least one call was
+        waiting on the emulator (overlapping calls count once)."""
+        with self.lock:
+            spans = sorted((max(a, start), min(b, end)) for a, b in self.waits if b > start and a < end)
+        return _union(spans)
 
     def snapshot(self):
         with self.lock:
@@ -223,6 +236,19 @@ class CountingProxy:
 
     def close(self):
         self.server.close()
+
+
+def _union(spans):
+    """Total length of sorted (start, end) spans, overlaps counted once."""
+    total, reach = 0.0, None
+    for start, end in spans:
+        if reach is None or start > reach:
+            total += end - start
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total
 
 
 def delta(after, before):

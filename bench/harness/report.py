@@ -92,6 +92,13 @@ def _include(path):
     return f"_({os.path.basename(path)} not found)_"
 
 
+def _own_ratio(rust, python):
+    """Python's "own" time (spawn -> answer less the time waiting on AWS) over Rust's."""
+    if not python or not python.get("own_median") or not rust.get("own_median"):
+        return None
+    return python["own_median"] / rust["own_median"]
+
+
 def _cold(results):
     rows, ratios, ready_ratios = [], {}, {}
     for name in functions.ORDER:
@@ -101,16 +108,19 @@ def _cold(results):
             continue
         ratio = python["done_median"] / rust["done_median"] if python else None
         ratio_ready = python["ready_median"] / rust["ready_median"] if python else None
+        ratio_own = _own_ratio(rust, python)
         ratios[name] = (ratio, rust)
-        ready_ratios[name] = (ratio, ratio_ready, rust)
+        ready_ratios[name] = (ratio, ratio_ready, rust, ratio_own)
         rows.append([
             name, rust["n"], _f(rust["ready_median"]), _f(rust["ready_max"]), _f(rust["done_median"]),
-            _f(rust["done_max"]), _f(python and python["ready_median"]), _f(python and python["done_median"]),
-            _f(python and python["done_max"]), _f(ratio_ready) + "×" if python else "–",
-            _f(ratio) + "×" if python else "–",
+            _f(rust["done_max"]), _f(rust.get("own_median")), _f(python and python["ready_median"]),
+            _f(python and python["done_median"]), _f(python and python["done_max"]),
+            _f(python and python.get("own_median")), _f(ratio_ready) + "×" if python else "–",
+            _f(ratio) + "×" if python else "–", _f(ratio_own) + "×" if ratio_own else "–",
         ])
     header = ["function", "reps", "Rust ready med", "Rust ready max", "Rust done med", "Rust done max",
-              "Python ready med", "Python done med", "Python done max", "ready ratio", "done ratio"]
+              "Rust own med", "Python ready med", "Python done med", "Python done max", "Python own med",
+              "ready ratio", "done ratio", "own ratio"]
     return _table(header, rows), ratios, ready_ratios
 
 
@@ -321,13 +331,16 @@ def write(path, results, ctx, command):
     targets = []
     if cold:
         worst_ratio = min((r for r, _ in cold.values() if r), default=None)
-        worst_init = min((r for _, r, _ in cold_ready.values() if r), default=None)
+        worst_init = min((r for _, r, _, _ in cold_ready.values() if r), default=None)
+        worst_own = min((r for _, _, _, r in cold_ready.values() if r), default=None)
         worst_ready = max(rust["ready_median"] for _, rust in cold.values())
         targets.append(["Rust cold start ≥ 20× faster than Python (median, spawn → answer)",
                         f"lowest ratio {_f(worst_ratio)}×", _verdict(worst_ratio and worst_ratio >= 20,
                         None if not worst_ratio or worst_ratio >= 20 else f"short by {_f(20 - worst_ratio)}×")])
         targets.append(["… the same for init alone (median, spawn → ready)", f"lowest ratio {_f(worst_init)}×",
                         _verdict(worst_init and worst_init >= 20, None)])
+        targets.append(["… the same less the time waiting on AWS (median, spawn → answer − AWS calls)",
+                        f"lowest ratio {_f(worst_own)}×", _verdict(worst_own and worst_own >= 20, None)])
         targets.append(["Rust ≤ 15 ms to ready (median)", f"slowest {_f(worst_ready)} ms",
                         _verdict(worst_ready <= 15, None if worst_ready <= 15 else f"+{_f(worst_ready - 15)} ms")])
     if warm:
@@ -380,7 +393,12 @@ def write(path, results, ctx, command):
         "",
         "A fresh process per repetition, started by the harness's Runtime API emulator with the Lambda "
         "environment and one real event; *ready* = spawn → first `GET /next` (init done), *done* = spawn → "
-        "answer posted. The Python baseline's imports and boto3 clients are part of its init.",
+        "answer posted. The Python baseline's imports and boto3 clients are part of its init. *own* = the "
+        "same again with the AWS endpoint behind a timing proxy, spawn → answer less the time some AWS call "
+        "was waiting on the emulator: the baseline is the earlier design and makes fewer calls (its ingest "
+        "reads keys from the environment and writes once; the Rust ingest reads the key item and, once per "
+        "instance, the status index's layout item, then writes the payload and the task), so *own* compares what each process spends "
+        "itself (the caller's wait on the stub service is in both).",
         "",
         cold_table,
         "",

@@ -7,7 +7,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 
 from http_io import Message  # noqa: E402
-from proxy import classify, error_type  # noqa: E402
+from proxy import _union, classify, error_type  # noqa: E402
 
 S3_AUTH = "AWS4-HMAC-SHA256 Credential=testing/20261130/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
 
@@ -40,6 +40,19 @@ class S3Operations(unittest.TestCase):
         body = b'{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"x"}'
         self.assertEqual(error_type(body), "ConditionalCheckFailedException")
         self.assertEqual(error_type(b"<Error/>"), "?")
+
+
+class Waiting(unittest.TestCase):
+    """The time some call was waiting: overlapping calls count once."""
+
+    def test_disjoint_spans_add_up(self):
+        self.assertAlmostEqual(_union([(0.0, 1.0), (2.0, 2.5)]), 1.5)
+
+    def test_overlapping_and_nested_spans_count_once(self):
+        self.assertAlmostEqual(_union([(0.0, 1.0), (0.5, 1.5), (0.6, 0.7), (3.0, 4.0)]), 2.5)
+
+    def test_nothing_waited(self):
+        self.assertEqual(_union([]), 0.0)
 
 
 if __name__ == "__main__":
