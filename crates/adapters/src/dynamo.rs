@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures_util::future::try_join_all;
 use taskfleet_core::blob::Content;
+use taskfleet_core::completion::delivery::DeliveryState;
 use taskfleet_core::lifecycle::{Guard, HISTORY_KEPT, Transition, Write, forgotten_token};
 use taskfleet_core::ports::{
     DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, TaskStore, TaskSummary, WriteOutcome,
@@ -68,6 +69,11 @@ impl DynamoStore {
         HashMap::from([(table::PK.to_owned(), AttributeValue::S(pk))])
     }
 }
+
+/// The completion webhook's delivery attributes (see `record::TaskRecord`).
+const WEBHOOK_STATE: &str = "webhook_state";
+const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
+const WEBHOOK_NEXT_AT: &str = "webhook_next_at";
 
 fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
@@ -152,6 +158,18 @@ impl Update {
                 let limit = self.value(":replay_limit", number(limit));
                 self.conditions.push(format!("(attribute_not_exists({name}) OR {name} < {limit})"));
             }
+            Guard::DeliveryPending { made } => {
+                let state = self.name(WEBHOOK_STATE);
+                let attempts = self.name(WEBHOOK_ATTEMPTS);
+                let pending = self.value(":pending", text(DeliveryState::Pending.as_str()));
+                let made_value = self.value(":webhook_made", number(made));
+                let recorded = format!("({state} = {pending} AND {attempts} = {made_value})");
+                self.conditions.push(if *made == 0 {
+                    format!("(attribute_not_exists({state}) OR {recorded})")
+                } else {
+                    recorded
+                });
+            }
         }
     }
 
@@ -197,6 +215,19 @@ impl Update {
                 let name = self.name("replays");
                 let one = self.value(":one", number(1));
                 self.add.push(format!("{name} {one}"));
+            }
+            Write::Delivery(delivery) => {
+                self.set(WEBHOOK_STATE, text(delivery.state.as_str()));
+                self.set(WEBHOOK_ATTEMPTS, number(delivery.attempts));
+                match delivery.next_at {
+                    Some(next) => self.set(WEBHOOK_NEXT_AT, number(next.as_millis())),
+                    None => self.remove(WEBHOOK_NEXT_AT),
+                }
+            }
+            Write::ClearDelivery => {
+                for attribute in [WEBHOOK_STATE, WEBHOOK_ATTEMPTS, WEBHOOK_NEXT_AT] {
+                    self.remove(attribute);
+                }
             }
         }
         Ok(())

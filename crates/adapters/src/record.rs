@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use taskfleet_core::blob::Content;
+use taskfleet_core::completion::delivery::{Delivery, DeliveryState};
 use taskfleet_core::dispatch::Snapshot;
 use taskfleet_core::ports::IdempotencyRecord;
 use taskfleet_core::task::HistoryEntry;
@@ -68,6 +69,16 @@ pub struct TaskRecord {
     /// The task's trace id, 32 hex digits (absent on items written before trace ids were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The completion webhook's URL (written once, with the task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Its delivery, once an attempt was made: state, attempts made, next attempt (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_next_at: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -137,6 +148,10 @@ impl TaskRecord {
             replays: task.replays,
             run_at: task.run_at.map(Timestamp::as_millis),
             trace_id: task.trace_id.as_ref().map(|trace| trace.as_str().to_owned()),
+            webhook_url: task.webhook_url.clone(),
+            webhook_state: task.webhook.as_ref().map(|d| d.state.as_str().to_owned()),
+            webhook_attempts: task.webhook.as_ref().map(|d| d.attempts),
+            webhook_next_at: task.webhook.as_ref().and_then(|d| d.next_at).map(Timestamp::as_millis),
         }
     }
 }
@@ -190,11 +205,21 @@ impl TryFrom<TaskRecord> for Task {
                 .as_deref()
                 .map(|trace| TraceId::parse(trace).ok_or_else(|| corrupt("bad trace_id")))
                 .transpose()?,
+            webhook_url: record.webhook_url.clone(),
+            webhook: stored_delivery(record.webhook_state.as_deref(), record.webhook_attempts, record.webhook_next_at)
+                .map_err(|()| corrupt("bad webhook_state"))?,
         };
         // A write appends before a follow-up write trims (see the store): read as trimmed.
         task.bound_history();
         Ok(task)
     }
+}
+
+/// The delivery stored in an item's `webhook_*` attributes (none before the first attempt).
+fn stored_delivery(state: Option<&str>, attempts: Option<u32>, next_at: Option<i64>) -> Result<Option<Delivery>, ()> {
+    let Some(state) = state else { return Ok(None) };
+    let state = DeliveryState::parse(state).ok_or(())?;
+    Ok(Some(Delivery { state, attempts: attempts.unwrap_or(0), next_at: next_at.map(Timestamp::from_millis) }))
 }
 
 /// A task's payload item: written once, with the task; never updated.
@@ -249,6 +274,10 @@ struct SnapshotFields {
     attempts: Option<u32>,
     due_at: Option<i64>,
     client_id: Option<String>,
+    webhook_url: Option<String>,
+    webhook_state: Option<String>,
+    webhook_attempts: Option<u32>,
+    webhook_next_at: Option<i64>,
 }
 
 /// The task id and snapshot of a stream image. `Ok(None)` when the image is empty or is not a
@@ -273,7 +302,11 @@ pub fn snapshot_from_image(image: &serde_dynamo::Item) -> Result<Option<(TaskId,
     let attempts = fields.attempts.ok_or_else(|| corrupt("no attempts"))?;
     let due_at = Timestamp::from_millis(fields.due_at.ok_or_else(|| corrupt("no due_at"))?);
     let client_id = fields.client_id.ok_or_else(|| corrupt("no client_id"))?;
-    Ok(Some((task_id, Snapshot { status, attempts, due_at, client_id })))
+    let stored = stored_delivery(fields.webhook_state.as_deref(), fields.webhook_attempts, fields.webhook_next_at)
+        .map_err(|()| corrupt("bad webhook_state"))?;
+    let delivery = Delivery::of_task(status.is_terminal(), fields.webhook_url.is_some(), stored, due_at)
+        .and_then(|delivery| delivery.next_attempt());
+    Ok(Some((task_id, Snapshot { status, attempts, due_at, client_id, delivery })))
 }
 
 /// An idempotency record as stored. Its owner is not called `client_id` (nor its time
@@ -374,6 +407,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tasks_webhook_and_its_delivery_round_trip_and_an_ended_task_snapshots_its_next_attempt() {
+        use taskfleet_core::completion::delivery::{Delivery, DeliveryState};
+        let mut task = task().notifying(Some("https://hooks.example.com/t".into()));
+        task.status = TaskStatus::Done;
+        let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&task)).unwrap();
+        assert!(!item.contains_key("webhook_state"), "nothing is written before the first attempt");
+        assert_eq!(task_from_item(item.clone()).unwrap(), task);
+        let (_, snapshot) = snapshot_from_image(&item.into()).unwrap().unwrap();
+        assert_eq!(snapshot.delivery, Some((1, task.due_at)), "its first attempt, due when it ended");
+
+        let retrying =
+            Delivery { state: DeliveryState::Pending, attempts: 2, next_at: Some(Timestamp::from_millis(9_000)) };
+        task.webhook = Some(retrying);
+        let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&task)).unwrap();
+        assert_eq!(item["webhook_state"], serde_dynamo::AttributeValue::S("pending".into()));
+        assert_eq!(task_from_item(item.clone()).unwrap(), task);
+        let (_, snapshot) = snapshot_from_image(&item.into()).unwrap().unwrap();
+        assert_eq!(snapshot.delivery, Some((3, Timestamp::from_millis(9_000))));
+
+        task.webhook = Some(Delivery { state: DeliveryState::Delivered, attempts: 3, next_at: None });
+        let item: HashMap<String, serde_dynamo::AttributeValue> = serde_dynamo::to_item(record(&task)).unwrap();
+        assert_eq!(task_from_item(item.clone()).unwrap(), task);
+        assert_eq!(snapshot_from_image(&item.into()).unwrap().unwrap().1.delivery, None);
+
+        let mut broken = record(&task);
+        broken.webhook_state = Some("lost".into());
+        let item: serde_dynamo::Item = serde_dynamo::to_item(broken).unwrap();
+        assert!(matches!(task_from_item(item), Err(StoreError::Corrupt(m)) if m.contains("webhook")));
+    }
+
+    #[test]
     fn a_payload_round_trips_through_its_item_inline_or_by_key() {
         let id = TaskId::generate();
         for payload in [Content::Inline(json!({"z": 1.50, "a": [true]})), Content::Stored { key: "payloads/x".into() }]
@@ -422,7 +486,8 @@ mod tests {
                 status: TaskStatus::Received,
                 attempts: 0,
                 due_at: task.due_at,
-                client_id: task.client_id.to_string()
+                client_id: task.client_id.to_string(),
+                delivery: None,
             }
         );
 

@@ -19,6 +19,8 @@ use common::{
 use serde_json::{Value, json};
 use taskfleet_adapters::{DynamoStore, table};
 use taskfleet_core::blob::{self, Content};
+use taskfleet_core::completion::delivery::{Delivery, DeliveryState};
+use taskfleet_core::completion::destination::MAX_URL_LEN;
 use taskfleet_core::lifecycle::{CANCELLED, HISTORY_KEPT, MAX_REPLAYS, Outcome, TOKENS_KEPT, Transition};
 use taskfleet_core::ports::{TaskStore, WriteOutcome};
 use taskfleet_core::task::HistoryEntry;
@@ -166,6 +168,8 @@ async fn a_task_with_every_field_set_round_trips_exactly() {
             replays: 1,
             run_at: Some(at(2_000)),
             trace_id: Some(TraceId::generate()),
+            webhook_url: Some("https://hooks.example.com/taskfleet?tenant=ü".into()),
+            webhook: Some(Delivery { state: DeliveryState::Pending, attempts: 2, next_at: Some(at(9_500)) }),
         };
         common::insert(&store, &task).await;
         assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
@@ -1154,6 +1158,12 @@ fn worst_case_task() -> Task {
         replays: u32::MAX - 12,
         run_at: Some(Timestamp::from_millis(ms + 604_800_000)),
         trace_id: Some(TraceId::generate()),
+        webhook_url: Some(format!("https://{}", "h".repeat(MAX_URL_LEN - "https://".len()))),
+        webhook: Some(Delivery {
+            state: DeliveryState::Delivered,
+            attempts: u32::MAX - 3,
+            next_at: Some(Timestamp::from_millis(ms + 99_999_999)),
+        }),
     }
 }
 

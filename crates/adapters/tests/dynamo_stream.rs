@@ -260,7 +260,13 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
         new,
         (
             task.task_id.clone(),
-            Snapshot { status: TaskStatus::Received, attempts: 0, due_at: now, client_id: client_id.clone() }
+            Snapshot {
+                status: TaskStatus::Received,
+                attempts: 0,
+                due_at: now,
+                client_id: client_id.clone(),
+                delivery: None
+            }
         )
     );
     let message =
@@ -285,8 +291,13 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let AttributeValue::L(history) = &new_image["history"] else { panic!("history is a list: {new_image:?}") };
     assert_eq!(history.len(), 2);
     assert!(history.iter().all(AttributeValue::is_m), "{history:?}");
-    let running =
-        Snapshot { status: TaskStatus::InProgress, attempts: 1, due_at: deadline, client_id: client_id.clone() };
+    let running = Snapshot {
+        status: TaskStatus::InProgress,
+        attempts: 1,
+        due_at: deadline,
+        client_id: client_id.clone(),
+        delivery: None,
+    };
     assert_eq!(snapshot(new_image).1, running);
 
     assert_eq!(heartbeat.event_name(), Some(&OperationType::Modify));
@@ -301,7 +312,13 @@ async fn the_stream_carries_new_and_old_images_with_due_at() {
     let (old, new) = (snapshot(change.old_image().unwrap()).1, snapshot(change.new_image().unwrap()).1);
     assert_eq!(
         new,
-        Snapshot { status: TaskStatus::Received, attempts: 1, due_at: retry_at, client_id: client_id.clone() }
+        Snapshot {
+            status: TaskStatus::Received,
+            attempts: 1,
+            due_at: retry_at,
+            client_id: client_id.clone(),
+            delivery: None
+        }
     );
     // The retry's timer: attempt 2 starts when its backoff ends.
     let message = DispatchMessage {

@@ -5,7 +5,10 @@
 //! - RECEIVED (new, retried, replayed): [`Step::Start`] the next attempt at `due_at` — at once
 //!   for a new task, at the end of its backoff for a retry;
 //! - IN_PROGRESS (an attempt started, or a heartbeat moved its deadline): [`Step::Deadline`],
-//!   check at `due_at` whether the attempt's callback came.
+//!   check at `due_at` whether the attempt's callback came;
+//! - DONE or FAILED with a completion webhook pending (the task just ended, or an attempt to
+//!   deliver it failed): [`Step::Deliver`] its next attempt when it is due. These go to the
+//!   deliveries queue, so that a receiver that is down never delays a task.
 //!
 //! A message is delivered no earlier than [`Dispatch::delay_seconds`] allow (the queue's
 //! per-message delay, at most [`MAX_DELAY_SECONDS`]); one due later than that is sent on again
@@ -29,6 +32,8 @@ pub struct Snapshot {
     pub due_at: Timestamp,
     /// Whose task: the message group, so that one client's burst does not delay the others.
     pub client_id: String,
+    /// The completion webhook's next attempt and when it is due, if one is pending.
+    pub delivery: Option<(u32, Timestamp)>,
 }
 
 /// The longest per-message delay the queue takes (SQS: 900 s).
@@ -47,6 +52,15 @@ pub enum Step {
     /// Attempt `attempt`'s callback was due by `due_at`: time it out unless it came or a
     /// heartbeat moved the deadline.
     Deadline,
+    /// Make attempt `attempt` to deliver the task's completion webhook.
+    Deliver,
+}
+
+impl Step {
+    /// Whether the message goes to the deliveries queue (else the jobs queue).
+    pub fn is_delivery(self) -> bool {
+        self == Self::Deliver
+    }
 }
 
 /// The message body: "at `due_at`, do `step` for attempt `attempt` of task `task_id`".
@@ -141,8 +155,8 @@ impl Dispatch {
 /// The timer a stored change calls for, if any (see the module).
 ///
 /// A record whose old image equals its new one is a no-op write (the emulator emits those;
-/// DynamoDB does not) and schedules nothing; so do changes to a finished task and removals (TTL
-/// deletions have no new image).
+/// DynamoDB does not) and schedules nothing; so do changes to a finished task other than its
+/// delivery, and removals (TTL deletions have no new image).
 pub fn dispatch_for(
     task_id: &TaskId,
     old: Option<Snapshot>,
@@ -152,12 +166,20 @@ pub fn dispatch_for(
     if old.as_ref() == Some(&new) {
         return None;
     }
-    let (attempt, step) = match new.status {
-        TaskStatus::Received => (new.attempts.saturating_add(1), Step::Start),
-        TaskStatus::InProgress => (new.attempts, Step::Deadline),
-        TaskStatus::Done | TaskStatus::Failed => return None,
+    let (attempt, step, due_at) = match new.status {
+        TaskStatus::Received => (new.attempts.saturating_add(1), Step::Start, new.due_at),
+        TaskStatus::InProgress => (new.attempts, Step::Deadline, new.due_at),
+        TaskStatus::Done | TaskStatus::Failed => {
+            // Only a change of the pending delivery sets a timer (the task ended, or an attempt
+            // was recorded); any other write to an ended task sets none.
+            let (attempt, due_at) = new.delivery?;
+            if old.as_ref().is_some_and(|old| old.delivery == new.delivery) {
+                return None;
+            }
+            (attempt, Step::Deliver, due_at)
+        }
     };
-    let message = DispatchMessage { task_id: task_id.to_string(), attempt, step, due_at: new.due_at.as_millis() };
+    let message = DispatchMessage { task_id: task_id.to_string(), attempt, step, due_at: due_at.as_millis() };
     Some((message, new.client_id))
 }
 

@@ -28,6 +28,7 @@
 use thiserror::Error;
 
 use crate::blob::Content;
+use crate::completion::delivery::{Delivery, DeliveryState};
 use crate::task::{HistoryEntry, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 use crate::ttl::TtlPolicy;
@@ -100,6 +101,9 @@ pub enum Guard {
     DueAt(Timestamp),
     /// The task was replayed fewer times than this.
     ReplaysBelow(u32),
+    /// Its completion webhook is pending with exactly this many attempts made (no delivery
+    /// stored: pending, none made).
+    DeliveryPending { made: u32 },
 }
 
 impl Guard {
@@ -112,6 +116,10 @@ impl Guard {
             Self::Token { attempt, digest } => token_of(task, *attempt) == Some(digest),
             Self::DueAt(due) => task.due_at == *due,
             Self::ReplaysBelow(limit) => task.replays < *limit,
+            Self::DeliveryPending { made } => match &task.webhook {
+                None => *made == 0,
+                Some(delivery) => delivery.state == DeliveryState::Pending && delivery.attempts == *made,
+            },
         }
     }
 }
@@ -141,6 +149,10 @@ pub enum Write {
     History(HistoryEntry),
     /// Counts one more replay.
     CountReplay,
+    /// The completion webhook's delivery as it now stands.
+    Delivery(Delivery),
+    /// Forgets the delivery (a replayed task gets a new one when it ends again).
+    ClearDelivery,
 }
 
 impl Write {
@@ -167,6 +179,8 @@ impl Write {
                 task.bound_history();
             }
             Self::CountReplay => task.replays = task.replays.saturating_add(1),
+            Self::Delivery(delivery) => task.webhook = Some(delivery.clone()),
+            Self::ClearDelivery => task.webhook = None,
         }
     }
 }
@@ -202,6 +216,11 @@ pub enum Kind {
     /// `from` (RECEIVED or IN_PROGRESS) → FAILED ([`EXPIRED`]): the task's TTL passed while it
     /// was active. Applies only to an expired task, so that it leaves the status index.
     Expire { from: TaskStatus, attempts: u32 },
+    /// DONE or FAILED, unchanged: attempt `delivery.attempts` of its completion webhook ended
+    /// (`note` says how) and the delivery is now `delivery`. Applies while the task, ended
+    /// after `attempts` attempts, waits for exactly that attempt; a retry later than the task's
+    /// retention keeps the task until then (`expires_at`).
+    Deliver { status: TaskStatus, attempts: u32, delivery: Delivery, note: String, expires_at: Option<i64> },
 }
 
 /// The error recorded when a task's TTL passed before it finished.
@@ -319,6 +338,17 @@ impl Transition {
         Ok(Self::of(task_id, at, Kind::Expire { from, attempts }))
     }
 
+    /// Attempt `delivery.attempts` of the completion webhook of `task` (ended) ended at `at`, as
+    /// `note` says; the delivery is now `delivery`. A retry due after the task's expiry keeps
+    /// the task a result retention after it.
+    pub fn deliver(task: &Task, delivery: Delivery, note: impl Into<String>, at: Timestamp, ttl: &TtlPolicy) -> Self {
+        let expires_at =
+            delivery.next_at.map(|next| ttl.finished_expiry(next)).filter(|expiry| *expiry > task.expires_at);
+        let kind =
+            Kind::Deliver { status: task.status, attempts: task.attempts, delivery, note: note.into(), expires_at };
+        Self::of(&task.task_id, at, kind)
+    }
+
     /// Applies only while `due_at` is still `due` (what the writer read).
     pub fn if_due_unchanged(mut self, due: Timestamp) -> Self {
         self.seen_due = Some(due);
@@ -332,6 +362,7 @@ impl Transition {
             Kind::Finish { .. } | Kind::Retry { .. } | Kind::Heartbeat { .. } => TaskStatus::InProgress,
             Kind::GiveUp { from, .. } | Kind::Cancel { from, .. } | Kind::Expire { from, .. } => *from,
             Kind::Replay { .. } => TaskStatus::Failed,
+            Kind::Deliver { status, .. } => *status,
         }
     }
 
@@ -342,6 +373,7 @@ impl Transition {
             Kind::Finish { outcome, .. } => outcome.status(),
             Kind::Retry { .. } | Kind::Replay { .. } | Kind::Redispatch { .. } => TaskStatus::Received,
             Kind::GiveUp { .. } | Kind::Cancel { .. } | Kind::Expire { .. } => TaskStatus::Failed,
+            Kind::Deliver { status, .. } => *status,
         }
     }
 
@@ -367,6 +399,10 @@ impl Transition {
             Kind::Replay { attempts, .. } => {
                 guards.push(Guard::Attempts(*attempts));
                 guards.push(Guard::ReplaysBelow(MAX_REPLAYS));
+            }
+            Kind::Deliver { attempts, delivery, .. } => {
+                guards.push(Guard::Attempts(*attempts));
+                guards.push(Guard::DeliveryPending { made: delivery.attempts.saturating_sub(1) });
             }
         }
         guards.extend(self.seen_due.map(Guard::DueAt));
@@ -430,6 +466,7 @@ impl Transition {
                 Write::Cancelled(false),
                 Write::ExpiresAt(*expires_at),
                 Write::CountReplay,
+                Write::ClearDelivery,
                 entry(*attempts, Some("replayed by its owner".into())),
             ]),
             Kind::Heartbeat { deadline, expires_at, .. } => {
@@ -442,6 +479,10 @@ impl Transition {
                 Write::Error(EXPIRED.to_owned()),
                 entry(*attempts, Some(EXPIRED.to_owned())),
             ]),
+            Kind::Deliver { attempts, delivery, note, expires_at, .. } => {
+                writes.extend([Write::Delivery(delivery.clone()), entry(*attempts, Some(note.clone()))]);
+                writes.extend(expires_at.map(Write::ExpiresAt));
+            }
         }
         writes
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::blob::Content;
+use crate::completion::delivery::Delivery;
 use crate::error::ValidationError;
 use crate::time::Timestamp;
 use crate::trace::TraceId;
@@ -153,6 +154,11 @@ pub struct Task {
     /// The trace the task belongs to: the submitting request's, or one started for it (absent
     /// on tasks stored before trace ids were kept).
     pub trace_id: Option<TraceId>,
+    /// Where to POST the task when it ends (its completion webhook), as the submitter gave it
+    /// and [`crate::completion::destination`] accepted it. Never changes.
+    pub webhook_url: Option<String>,
+    /// The completion webhook's delivery once an attempt was made; see [`Task::delivery`].
+    pub webhook: Option<Delivery>,
 }
 
 impl Task {
@@ -183,6 +189,8 @@ impl Task {
             replays: 0,
             run_at: None,
             trace_id: None,
+            webhook_url: None,
+            webhook: None,
         }
     }
 
@@ -200,6 +208,19 @@ impl Task {
     pub fn traced(mut self, trace_id: Option<TraceId>) -> Self {
         self.trace_id = trace_id;
         self
+    }
+
+    /// This new task with a completion webhook to `url`.
+    pub fn notifying(mut self, url: Option<String>) -> Self {
+        self.webhook_url = url;
+        self
+    }
+
+    /// The completion webhook's delivery: none unless the task has a `webhook_url` and has
+    /// ended; before its first attempt is recorded, pending with its first attempt due when the
+    /// task ended.
+    pub fn delivery(&self) -> Option<Delivery> {
+        Delivery::of_task(self.status.is_terminal(), self.webhook_url.is_some(), self.webhook.clone(), self.due_at)
     }
 
     /// When the task may first start: its `run_at`, or its creation. Its expiries count from

@@ -145,6 +145,11 @@ where
             return Ok(());
         }
     };
+    if timer.step.is_delivery() {
+        // Deliveries have a queue and a function of their own; retrying here cannot help.
+        tracing::error!(message_id = ?message.message_id, task_id = %timer.task_id, "a delivery timer on the jobs queue dropped");
+        return Ok(());
+    }
     trace::note_id(&timer.task_id);
     let group = message.attributes.get("MessageGroupId").map_or("", String::as_str);
     let mut now = Timestamp::now();
@@ -163,6 +168,7 @@ where
     }
     match timer.step {
         Step::Deadline => time_out(app, &timer, now).await,
+        Step::Deliver => Ok(()),
         Step::Start => {
             if let Some(until) = app.hold.held_until(now).await? {
                 tracing::info!(task_id = %timer.task_id, attempt = timer.attempt, until = %until.to_rfc3339(), "jobs held; start sent on");

@@ -1,7 +1,7 @@
 //! The rules of one task's completion webhook.
 //!
-//! - A task that ends with a `webhook_url` gets a **pending** delivery whose first attempt is due
-//!   at once.
+//! - A task that ends with a `webhook_url` has a **pending** delivery whose first attempt is due
+//!   at once (see [`crate::task::Task::delivery`]; nothing is written for it until then).
 //! - Attempt n's result applies only while the delivery is pending with n − 1 attempts made, so
 //!   a repeated or late result (a timer delivered twice) changes nothing.
 //! - A 2xx answer makes it **delivered**. Any other answer, a timeout, a network error or a
@@ -22,6 +22,21 @@ pub enum DeliveryState {
     Pending,
     Delivered,
     Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored state back.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed].into_iter().find(|state| state.as_str() == text)
+    }
 }
 
 /// A task's completion webhook delivery.
@@ -53,10 +68,15 @@ pub struct StaleAttempt {
 }
 
 impl Delivery {
-    /// The delivery of a task that ended at `ended_at`.
-    pub fn begin(ended_at: Timestamp, schedule: &DeliverySchedule) -> Self {
-        let first = schedule.wait_after(0).unwrap_or_default();
-        Self { state: DeliveryState::Pending, attempts: 0, next_at: Some(ended_at.plus(first)) }
+    /// The delivery of a task that ended at `ended_at`, before its first attempt.
+    pub fn begin(ended_at: Timestamp) -> Self {
+        Self { state: DeliveryState::Pending, attempts: 0, next_at: Some(ended_at) }
+    }
+
+    /// The delivery of a task: none unless it has a webhook and has `ended`; `stored` once an
+    /// attempt was recorded, else pending with the first attempt due when it ended (`due_at`).
+    pub fn of_task(ended: bool, has_webhook: bool, stored: Option<Self>, due_at: Timestamp) -> Option<Self> {
+        (ended && has_webhook).then(|| stored.unwrap_or_else(|| Self::begin(due_at)))
     }
 
     /// The attempt a timer should make now, if the delivery is still pending.
@@ -99,7 +119,7 @@ mod tests {
     }
 
     fn short() -> DeliverySchedule {
-        DeliverySchedule::parse("0s,5s,60s").unwrap()
+        DeliverySchedule::parse("5s,60s").unwrap()
     }
 
     fn failed() -> Outcome {
@@ -108,14 +128,14 @@ mod tests {
 
     #[test]
     fn a_task_that_ends_is_delivered_at_once() {
-        let delivery = Delivery::begin(at(100), &short());
+        let delivery = Delivery::begin(at(100));
         assert_eq!(delivery.state, DeliveryState::Pending);
         assert_eq!(delivery.next_attempt(), Some((1, at(100))));
     }
 
     #[test]
     fn a_2xx_answer_delivers_it_for_good() {
-        let delivered = Delivery::begin(at(100), &short()).after(1, &Outcome::Delivered, at(101), &short()).unwrap();
+        let delivered = Delivery::begin(at(100)).after(1, &Outcome::Delivered, at(101), &short()).unwrap();
         assert_eq!(delivered, Delivery { state: DeliveryState::Delivered, attempts: 1, next_at: None });
         assert_eq!(delivered.next_attempt(), None);
         assert!(delivered.after(2, &failed(), at(102), &short()).is_err(), "delivered is final");
@@ -123,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_is_retried_after_the_schedules_wait_from_when_it_ended() {
-        let delivery = Delivery::begin(at(100), &short()).after(1, &failed(), at(102), &short()).unwrap();
+        let delivery = Delivery::begin(at(100)).after(1, &failed(), at(102), &short()).unwrap();
         assert_eq!(delivery.next_attempt(), Some((2, at(107))));
         let delivery = delivery.after(2, &failed(), at(108), &short()).unwrap();
         assert_eq!(delivery.next_attempt(), Some((3, at(168))));
@@ -132,7 +152,7 @@ mod tests {
     #[test]
     fn when_the_schedule_has_no_attempt_left_the_delivery_fails_for_good() {
         let schedule = short();
-        let mut delivery = Delivery::begin(at(0), &schedule);
+        let mut delivery = Delivery::begin(at(0));
         for attempt in 1..=3 {
             delivery = delivery.after(attempt, &failed(), at(i64::from(attempt) * 100), &schedule).unwrap();
         }
@@ -142,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_result_for_another_attempt_changes_nothing() {
-        let delivery = Delivery::begin(at(0), &short()).after(1, &failed(), at(1), &short()).unwrap();
+        let delivery = Delivery::begin(at(0)).after(1, &failed(), at(1), &short()).unwrap();
         let repeated = delivery.after(1, &Outcome::Delivered, at(2), &short());
         assert_eq!(repeated, Err(StaleAttempt { attempt: 1, state: DeliveryState::Pending, made: 1 }));
         assert!(delivery.after(3, &Outcome::Delivered, at(2), &short()).is_err(), "nor a later one");
@@ -151,13 +171,22 @@ mod tests {
     #[test]
     fn the_default_schedule_gives_up_about_a_day_after_the_task_ended() {
         let schedule = DeliverySchedule::default();
-        let mut delivery = Delivery::begin(at(0), &schedule);
+        let mut delivery = Delivery::begin(at(0));
         while let Some((attempt, due)) = delivery.next_attempt() {
             delivery = delivery.after(attempt, &failed(), due, &schedule).unwrap();
         }
         assert_eq!(delivery.state, DeliveryState::Failed);
         assert_eq!(delivery.attempts, 8);
         assert_eq!(schedule.span(), Duration::from_secs(99_305));
+    }
+
+    #[test]
+    fn the_state_is_stored_as_the_view_shows_it() {
+        for state in [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Failed] {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        assert_eq!(DeliveryState::parse("Pending"), None);
     }
 
     #[test]

@@ -18,8 +18,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 use url::{Host, Url};
 
-/// Longest URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
+/// Longest URL accepted: the URL is kept on the task's state item, which every write of the
+/// task rewrites (and is billed for), so it is bounded to one write unit.
+pub const MAX_URL_LEN: usize = 1024;
 
 /// Why a webhook URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

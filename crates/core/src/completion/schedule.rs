@@ -1,6 +1,7 @@
-//! When each delivery attempt of a completion webhook is due: Svix's schedule — at once, then
-//! 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h after the attempt before — so a delivery is given
-//! up about 27.6 hours after the task ended. Tests and local runs set a shorter schedule.
+//! When each delivery attempt of a completion webhook is due: Svix's schedule — the first at
+//! once when the task ends, then retries 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h after the
+//! attempt before — so a delivery is given up about 27.6 hours after the task ended. Tests and
+//! local runs set a shorter schedule (the retry waits only: the first attempt is always at once).
 
 use std::time::Duration;
 
@@ -9,18 +10,16 @@ use thiserror::Error;
 /// A schedule that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ScheduleError {
-    #[error("a delivery schedule needs at least one attempt")]
-    Empty,
     #[error("`{0}` is not a duration such as 0s, 5s, 5m, 2h")]
     Step(String),
-    #[error("a delivery schedule has at most {MAX_ATTEMPTS} attempts")]
+    #[error("a delivery schedule has at most {MAX_RETRIES} retries")]
     TooLong,
 }
 
-/// Most attempts a schedule may have.
-pub const MAX_ATTEMPTS: usize = 20;
+/// Most retries a schedule may have.
+pub const MAX_RETRIES: usize = 20;
 
-/// The wait before each attempt, counted from the attempt before (the first from the task's end).
+/// The wait before each retry, counted from the attempt before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliverySchedule(Vec<Duration>);
 
@@ -32,9 +31,10 @@ impl Default for DeliverySchedule {
 
 impl DeliverySchedule {
     /// Svix's schedule.
-    pub const SVIX: &'static str = "0s,5s,5m,30m,2h,5h,10h,10h";
+    pub const SVIX: &'static str = "5s,5m,30m,2h,5h,10h,10h";
 
-    /// Parses waits separated by commas, each a number with a unit: `s`, `m` or `h`.
+    /// Parses retry waits separated by commas, each a number with a unit: `s`, `m` or `h`. An
+    /// empty list: one attempt, no retry.
     pub fn parse(spec: &str) -> Result<Self, ScheduleError> {
         let waits = spec
             .split(',')
@@ -42,25 +42,25 @@ impl DeliverySchedule {
             .filter(|step| !step.is_empty())
             .map(|step| parse_wait(step).ok_or_else(|| ScheduleError::Step(step.to_owned())))
             .collect::<Result<Vec<_>, _>>()?;
-        match waits.len() {
-            0 => Err(ScheduleError::Empty),
-            n if n > MAX_ATTEMPTS => Err(ScheduleError::TooLong),
-            _ => Ok(Self(waits)),
+        if waits.len() > MAX_RETRIES {
+            return Err(ScheduleError::TooLong);
         }
+        Ok(Self(waits))
     }
 
     /// How many attempts a delivery gets.
     pub fn attempts(&self) -> u32 {
-        u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.0.len() + 1).unwrap_or(u32::MAX)
     }
 
-    /// How long after attempt `made` (0: the task's end) attempt `made + 1` is due; `None` once
+    /// How long after failed attempt `made` (1-based) attempt `made + 1` is due; `None` once
     /// every attempt was made.
     pub fn wait_after(&self, made: u32) -> Option<Duration> {
-        usize::try_from(made).ok().and_then(|index| self.0.get(index)).copied()
+        let index = usize::try_from(made.checked_sub(1)?).ok()?;
+        self.0.get(index).copied()
     }
 
-    /// From the task's end to the last attempt.
+    /// From the first attempt to the last.
     pub fn span(&self) -> Duration {
         self.0.iter().sum()
     }
@@ -88,29 +88,26 @@ mod tests {
     #[test]
     fn the_default_is_svix_schedule_given_up_after_about_a_day() {
         let schedule = DeliverySchedule::default();
-        let waits: Vec<u64> = (0..schedule.attempts()).map(|n| schedule.wait_after(n).unwrap().as_secs()).collect();
-        assert_eq!(waits, [0, 5, 5 * MINUTE, 30 * MINUTE, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]);
+        assert_eq!(schedule.attempts(), 8);
+        let waits: Vec<u64> = (1..schedule.attempts()).map(|n| schedule.wait_after(n).unwrap().as_secs()).collect();
+        assert_eq!(waits, [5, 5 * MINUTE, 30 * MINUTE, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]);
         assert_eq!(schedule.wait_after(8), None, "eight attempts, then it is given up");
         let hours = schedule.span().as_secs_f64() / 3600.0;
         assert!((27.0..28.0).contains(&hours), "{hours}");
     }
 
     #[test]
-    fn the_first_attempt_is_at_once() {
-        assert_eq!(DeliverySchedule::default().wait_after(0), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn a_short_schedule_for_tests_is_a_list_of_waits() {
-        let schedule = DeliverySchedule::parse("0s, 1s,2s").unwrap();
+    fn a_short_schedule_for_tests_is_a_list_of_retry_waits() {
+        let schedule = DeliverySchedule::parse(" 1s,2s").unwrap();
         assert_eq!(schedule.attempts(), 3);
+        assert_eq!(schedule.wait_after(1), Some(Duration::from_secs(1)));
         assert_eq!(schedule.wait_after(2), Some(Duration::from_secs(2)));
         assert_eq!(schedule.wait_after(3), None);
+        assert_eq!(DeliverySchedule::parse("").unwrap().attempts(), 1, "no retry");
     }
 
     #[test]
     fn bad_schedules_are_refused_with_the_reason() {
-        assert_eq!(DeliverySchedule::parse(" , "), Err(ScheduleError::Empty));
         assert_eq!(DeliverySchedule::parse("5"), Err(ScheduleError::Step("5".into())));
         assert_eq!(DeliverySchedule::parse("5d"), Err(ScheduleError::Step("5d".into())));
         assert_eq!(DeliverySchedule::parse("-1s"), Err(ScheduleError::Step("-1s".into())));

@@ -4,7 +4,7 @@ use TaskStatus::*;
 const NOW: Timestamp = Timestamp::from_millis(1_000_000);
 
 fn snap(status: TaskStatus, attempts: u32) -> Option<Snapshot> {
-    Some(Snapshot { status, attempts, due_at: NOW, client_id: "acme".into() })
+    Some(Snapshot { status, attempts, due_at: NOW, client_id: "acme".into(), delivery: None })
 }
 
 fn step_of(old: Option<Snapshot>, new: Option<Snapshot>) -> Option<(u32, Step)> {
@@ -25,7 +25,7 @@ fn a_new_received_task_starts_attempt_one_now() {
 #[test]
 fn a_retry_starts_the_next_attempt_when_its_backoff_ends() {
     let later = Timestamp::from_millis(NOW.as_millis() + 30_000);
-    let new = Some(Snapshot { status: Received, attempts: 2, due_at: later, client_id: "acme".into() });
+    let new = Some(Snapshot { status: Received, attempts: 2, due_at: later, client_id: "acme".into(), delivery: None });
     let (message, _) = dispatch_for(&TaskId::generate(), snap(InProgress, 2), new).unwrap();
     assert_eq!((message.attempt, message.step, message.due_at), (3, Step::Start, later.as_millis()));
 }
@@ -37,8 +37,13 @@ fn a_started_attempt_gets_a_deadline_timer_for_that_attempt() {
 
 #[test]
 fn a_heartbeat_that_moves_the_deadline_sets_a_new_timer() {
-    let moved =
-        Some(Snapshot { status: InProgress, attempts: 1, due_at: NOW.plus_seconds(60), client_id: "acme".into() });
+    let moved = Some(Snapshot {
+        status: InProgress,
+        attempts: 1,
+        due_at: NOW.plus_seconds(60),
+        client_id: "acme".into(),
+        delivery: None,
+    });
     assert_eq!(step_of(snap(InProgress, 1), moved), Some((1, Step::Deadline)));
 }
 
@@ -49,10 +54,44 @@ fn a_no_op_write_schedules_nothing() {
 }
 
 #[test]
-fn finished_tasks_and_removals_schedule_nothing() {
+fn finished_tasks_without_a_webhook_and_removals_schedule_nothing() {
     assert_eq!(step_of(snap(InProgress, 1), snap(Done, 1)), None);
     assert_eq!(step_of(snap(InProgress, 1), snap(Failed, 1)), None);
     assert_eq!(step_of(snap(Received, 0), None), None);
+}
+
+fn with_delivery(status: TaskStatus, delivery: Option<(u32, Timestamp)>) -> Option<Snapshot> {
+    snap(status, 1).map(|s| Snapshot { delivery, ..s })
+}
+
+#[test]
+fn a_task_that_ends_with_a_webhook_delivers_it_at_once() {
+    let id = TaskId::generate();
+    let (message, group) =
+        dispatch_for(&id, snap(InProgress, 1), with_delivery(Done, Some((1, NOW)))).expect("a delivery timer");
+    assert_eq!(
+        message,
+        DispatchMessage { task_id: id.to_string(), attempt: 1, step: Step::Deliver, due_at: NOW.as_millis() }
+    );
+    assert_eq!(group, "acme");
+    assert!(message.step.is_delivery() && !Step::Start.is_delivery() && !Step::Deadline.is_delivery());
+    assert_eq!(step_of(snap(InProgress, 1), with_delivery(Failed, Some((1, NOW)))), Some((1, Step::Deliver)));
+}
+
+#[test]
+fn a_failed_delivery_attempt_sets_the_next_when_it_is_due() {
+    let later = NOW.plus_seconds(300);
+    let (message, _) =
+        dispatch_for(&TaskId::generate(), with_delivery(Done, Some((1, NOW))), with_delivery(Done, Some((2, later))))
+            .unwrap();
+    assert_eq!((message.attempt, message.step, message.due_at), (2, Step::Deliver, later.as_millis()));
+}
+
+#[test]
+fn a_delivered_or_given_up_webhook_and_other_writes_to_an_ended_task_schedule_nothing() {
+    assert_eq!(step_of(with_delivery(Done, Some((2, NOW))), with_delivery(Done, None)), None);
+    let trimmed = with_delivery(Done, Some((2, NOW))).map(|s| Snapshot { due_at: NOW.plus_seconds(1), ..s });
+    assert_eq!(step_of(with_delivery(Done, Some((2, NOW))), trimmed), None, "the delivery did not change");
 }
 
 #[test]

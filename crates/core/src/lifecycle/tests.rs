@@ -368,3 +368,82 @@ fn only_an_expired_active_task_can_expire() {
     assert_eq!((expired.status, expired.error.as_deref()), (Failed, Some(EXPIRED)));
     assert!(Transition::expire(&waiting.task_id, Done, 0, at(10_000)).is_err());
 }
+
+mod completion_webhooks {
+    use super::*;
+    use crate::completion::delivery::{Delivery, DeliveryState, Outcome as Sent};
+    use crate::completion::schedule::DeliverySchedule;
+
+    fn schedule() -> DeliverySchedule {
+        DeliverySchedule::parse("5s,200000s").unwrap()
+    }
+
+    /// A task with a webhook, done at 120 after one attempt.
+    fn done() -> Task {
+        let task = task().notifying(Some("https://hooks.example.com/".into()));
+        let task = Transition::start(&task.task_id, 1, "d1".into(), (at(110), at(200)), &ttl()).applied_to(&task);
+        let ok = Outcome::Succeeded { result: Content::Inline(json!(1)) };
+        Transition::finish(&task.task_id, 1, "d1".into(), ok, at(120), &ttl()).applied_to(&task)
+    }
+
+    fn attempt(task: &Task, outcome: Sent, now: Timestamp) -> Transition {
+        let (number, _) = task.delivery().and_then(|d| d.next_attempt()).expect("a pending delivery");
+        let next = task.delivery().unwrap().after(number, &outcome, now, &schedule()).unwrap();
+        Transition::deliver(task, next, "webhook", now, &ttl())
+    }
+
+    #[test]
+    fn a_task_without_a_webhook_or_not_ended_has_no_delivery() {
+        assert_eq!(task().delivery(), None);
+        let mut waiting = done();
+        waiting.status = Received;
+        assert_eq!(waiting.delivery(), None);
+        let mut plain = done();
+        plain.webhook_url = None;
+        assert_eq!(plain.delivery(), None);
+    }
+
+    #[test]
+    fn a_task_that_ended_with_a_webhook_is_pending_its_first_attempt_due_when_it_ended() {
+        assert_eq!(done().delivery(), Some(Delivery::begin(at(120))));
+        assert_eq!(done().delivery().unwrap().next_attempt(), Some((1, at(120))));
+    }
+
+    #[test]
+    fn an_attempt_is_recorded_in_the_delivery_and_the_history_and_changes_nothing_else() {
+        let task = done();
+        let delivered = attempt(&task, Sent::Delivered, at(121)).applied_to(&task);
+        assert_eq!(delivered.webhook.as_ref().map(|d| (d.state, d.attempts)), Some((DeliveryState::Delivered, 1)));
+        assert_eq!(delivered.history.last().map(|e| (e.status, e.attempt)), Some((Done, 1)));
+        assert_eq!((delivered.status, delivered.due_at, delivered.expires_at), (Done, task.due_at, task.expires_at));
+    }
+
+    #[test]
+    fn a_result_for_an_attempt_already_recorded_changes_nothing() {
+        let task = done();
+        let first = attempt(&task, Sent::Failed("HTTP 500".into()), at(121));
+        let task = first.applied_to(&task);
+        assert!(!first.matches(&task), "attempt 1 is recorded once");
+        assert!(attempt(&task, Sent::Delivered, at(127)).matches(&task));
+    }
+
+    #[test]
+    fn a_retry_due_after_the_retention_keeps_the_task_until_a_retention_after_it() {
+        let task = attempt(&done(), Sent::Failed("HTTP 500".into()), at(121)).applied_to(&done());
+        let task = attempt(&task, Sent::Failed("timeout".into()), at(130)).applied_to(&task);
+        assert_eq!(task.delivery().unwrap().next_attempt(), Some((3, at(200_130))));
+        assert_eq!(task.expires_at, 200_130 + 86_400);
+    }
+
+    #[test]
+    fn a_replayed_task_forgets_its_delivery_and_a_late_attempt_of_it_changes_nothing() {
+        let mut failed = done();
+        failed.status = Failed;
+        let late = attempt(&failed, Sent::Failed("HTTP 500".into()), at(121));
+        let failed = late.applied_to(&failed);
+        let replayed = Transition::replay(&failed.task_id, 1, at(130), &ttl()).applied_to(&failed);
+        assert_eq!((replayed.webhook.clone(), replayed.delivery()), (None, None));
+        let stale = Transition::deliver(&failed, failed.webhook.clone().unwrap(), "webhook", at(131), &ttl());
+        assert!(!stale.matches(&replayed));
+    }
+}
