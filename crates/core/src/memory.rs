@@ -71,8 +71,9 @@ impl MemoryStore {
     }
 }
 
-impl TaskStore for MemoryStore {
-    async fn insert(&self, task: &Task, payload: &Content, _payload_expires_at: i64) -> Result<(), StoreError> {
+impl MemoryStore {
+    /// `insert`, at once (for an [`Interceptor`] that stores a task itself).
+    pub fn insert_now(&self, task: &Task, payload: &Content) -> Result<(), StoreError> {
         self.write()?;
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.task_id) {
@@ -84,6 +85,12 @@ impl TaskStore for MemoryStore {
             .insert(task.task_id.clone(), payload.clone());
         tasks.insert(task.task_id.clone(), task.clone());
         Ok(())
+    }
+}
+
+impl TaskStore for MemoryStore {
+    async fn insert(&self, task: &Task, payload: &Content, _payload_expires_at: i64) -> Result<(), StoreError> {
+        self.insert_now(task, payload)
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
@@ -186,6 +193,112 @@ impl TaskStore for MemoryStore {
         due.sort_by_key(|t| t.due_at);
         due.truncate(limit);
         Ok(due)
+    }
+}
+
+/// A call to the store, as an [`Interceptor`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    Insert { task: &'a Task, payload_expires_at: i64 },
+    Get(&'a TaskId),
+    Payload(&'a TaskId),
+    Apply(&'a Transition),
+    Claim(&'a IdempotencyRecord),
+}
+
+impl Call<'_> {
+    /// The task the call is about.
+    pub fn task_id(&self) -> &TaskId {
+        match self {
+            Self::Insert { task, .. } => &task.task_id,
+            Self::Get(task_id) | Self::Payload(task_id) => task_id,
+            Self::Apply(transition) => &transition.task_id,
+            Self::Claim(record) => &record.task_id,
+        }
+    }
+}
+
+/// What a test does around the in-memory store's calls about tasks.
+pub trait Interceptor: Send + Sync {
+    /// Before each call: an error fails the call with it (a throttled or unreachable store).
+    fn before(&self, _call: Call<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// After a claim answered `earlier` (e.g. a concurrent repeat landing in between).
+    fn after_claim(&self, _store: &MemoryStore, _record: &IdempotencyRecord, _earlier: Option<&IdempotencyRecord>) {}
+}
+
+/// The in-memory store with a test's [`Interceptor`] around its calls; the index reads (count,
+/// earliest due, list, due) pass straight through.
+#[derive(Debug, Default)]
+pub struct Intercepted<I> {
+    pub inner: MemoryStore,
+    pub interceptor: I,
+}
+
+impl<I> std::ops::Deref for Intercepted<I> {
+    type Target = MemoryStore;
+
+    fn deref(&self) -> &MemoryStore {
+        &self.inner
+    }
+}
+
+impl<I: Interceptor> TaskStore for Intercepted<I> {
+    async fn insert(&self, task: &Task, payload: &Content, payload_expires_at: i64) -> Result<(), StoreError> {
+        self.interceptor.before(Call::Insert { task, payload_expires_at })?;
+        self.inner.insert(task, payload, payload_expires_at).await
+    }
+
+    async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
+        self.interceptor.before(Call::Get(task_id))?;
+        self.inner.get(task_id).await
+    }
+
+    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
+        self.interceptor.before(Call::Payload(task_id))?;
+        self.inner.payload(task_id).await
+    }
+
+    async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
+        self.interceptor.before(Call::Apply(transition))?;
+        self.inner.apply(transition).await
+    }
+
+    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.interceptor.before(Call::Claim(record))?;
+        let earlier = self.inner.claim(record).await?;
+        self.interceptor.after_claim(&self.inner, record, earlier.as_ref());
+        Ok(earlier)
+    }
+
+    async fn count(
+        &self,
+        status: TaskStatus,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        self.inner.count(status, since, until).await
+    }
+
+    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.earliest_due(status).await
+    }
+
+    async fn list(
+        &self,
+        client: &ClientId,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&ListPosition>,
+        now: Timestamp,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list(client, status, limit, after, now).await
+    }
+
+    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
+        self.inner.due(status, until, limit).await
     }
 }
 

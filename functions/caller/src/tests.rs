@@ -1,7 +1,6 @@
 use super::*;
 
 use std::collections::BTreeMap;
-use std::ops::Deref;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,9 +9,9 @@ use lambda_runtime::Context;
 use serde_json::{Value, json};
 use taskfleet_core::blob::{self, Content, DEFAULT_INLINE_MAX_BYTES};
 use taskfleet_core::lifecycle::Transition;
-use taskfleet_core::memory::{MemoryQueue, MemoryStore, RecordedEvents};
+use taskfleet_core::memory::{Call, Intercepted, Interceptor, MemoryQueue, MemoryStore, RecordedEvents};
 use taskfleet_core::memory_blobs::MemoryBlobs;
-use taskfleet_core::ports::{DueTask, IdempotencyRecord, Job, ListPage, ListPosition, WriteOutcome};
+use taskfleet_core::ports::{Job, WriteOutcome};
 use taskfleet_core::retry::RetryPolicy;
 use taskfleet_core::task::HistoryEntry;
 use taskfleet_core::token;
@@ -99,84 +98,21 @@ impl ExternalService for Service {
     }
 }
 
-/// The in-memory store, unavailable for the tasks it is told to be (every request about them
-/// fails as a throttled DynamoDB's would).
+/// Makes the in-memory store unavailable for the tasks it is told to be (every request about
+/// them but a claim fails as a throttled DynamoDB's would).
 #[derive(Default)]
-struct Store {
-    inner: MemoryStore,
-    down_for: Mutex<Vec<TaskId>>,
-}
+struct DownFor(Mutex<Vec<TaskId>>);
 
-impl Store {
-    fn down_for(&self, task_id: &TaskId) {
-        self.down_for.lock().unwrap().push(task_id.clone());
-    }
-
-    fn back_up(&self) {
-        self.down_for.lock().unwrap().clear();
-    }
-
-    fn up(&self, task_id: &TaskId) -> Result<(), StoreError> {
-        if self.down_for.lock().unwrap().contains(task_id) {
-            return Err(StoreError::Unavailable(format!("{task_id}: ProvisionedThroughputExceededException")));
+impl Interceptor for DownFor {
+    fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        if !matches!(call, Call::Claim(_)) && self.0.lock().unwrap().contains(call.task_id()) {
+            return Err(StoreError::Unavailable(format!("{}: ProvisionedThroughputExceededException", call.task_id())));
         }
         Ok(())
     }
 }
 
-impl Deref for Store {
-    type Target = MemoryStore;
-
-    fn deref(&self) -> &MemoryStore {
-        &self.inner
-    }
-}
-
-impl TaskStore for Store {
-    async fn insert(&self, task: &Task, payload: &Content, payload_expires_at: i64) -> Result<(), StoreError> {
-        self.up(&task.task_id)?;
-        self.inner.insert(task, payload, payload_expires_at).await
-    }
-    async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
-        self.up(task_id)?;
-        self.inner.get(task_id).await
-    }
-    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
-        self.up(task_id)?;
-        self.inner.payload(task_id).await
-    }
-    async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
-        self.up(&transition.task_id)?;
-        self.inner.apply(transition).await
-    }
-    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.claim(record).await
-    }
-    async fn count(
-        &self,
-        status: TaskStatus,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-    ) -> Result<u64, StoreError> {
-        self.inner.count(status, since, until).await
-    }
-    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        self.inner.earliest_due(status).await
-    }
-    async fn list(
-        &self,
-        client: &ClientId,
-        status: Option<TaskStatus>,
-        limit: usize,
-        after: Option<&ListPosition>,
-        now: Timestamp,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list(client, status, limit, after, now).await
-    }
-    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
-        self.inner.due(status, until, limit).await
-    }
-}
+type Store = Intercepted<DownFor>;
 
 fn policies() -> Policies {
     Policies {
@@ -720,7 +656,7 @@ async fn only_the_message_whose_store_is_unavailable_fails_and_it_succeeds_when_
     let (app, events) = app(Service::default());
     let tasks = [received(&app).await, received(&app).await, received(&app).await, received(&app).await];
     let unlucky = &tasks[2];
-    app.store.down_for(&unlucky.task_id);
+    app.store.interceptor.0.lock().unwrap().push(unlucky.task_id.clone());
     let bodies: Vec<String> = tasks.iter().map(|task| start(&task.task_id, 1)).collect();
     let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
 
@@ -739,7 +675,7 @@ async fn only_the_message_whose_store_is_unavailable_fails_and_it_succeeds_when_
     assert_eq!(app.service.jobs().len(), 3);
 
     // Redelivered once storage is back, it starts its attempt.
-    app.store.back_up();
+    app.store.interceptor.0.lock().unwrap().clear();
     assert_eq!(current(&app, unlucky).await, *unlucky, "nothing was written for it");
     let answer = handle(&app, sqs_event(&[bodies[2]])).await;
     assert_eq!(failures(&answer), Vec::<String>::new());

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::dispatch::Step;
 use crate::lifecycle::CANCELLED;
-use crate::memory::MemoryStore;
+use crate::memory::{Call, Intercepted, Interceptor, MemoryStore};
 use crate::memory_blobs::MemoryBlobs;
 use crate::ports::{DueTask, TaskStore};
 use crate::retry::RetryPolicy;
@@ -217,28 +217,14 @@ async fn an_expired_key_is_free_again() {
     }
 }
 
-/// A store where, right after a submission claims a key, a concurrent repeat of it stores the
-/// task the claim described (the repeat's rebuild landing before the first insert).
+/// Right after a submission claims a key, a concurrent repeat of it stores the task the claim
+/// described (the repeat's rebuild landing before the first insert).
 struct RepeatLandsFirst {
-    inner: MemoryStore,
     ttl: TtlPolicy,
 }
 
-impl TaskStore for RepeatLandsFirst {
-    async fn insert(&self, task: &Task, payload: &Content, payload_expires_at: i64) -> Result<(), StoreError> {
-        self.inner.insert(task, payload, payload_expires_at).await
-    }
-    async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
-        self.inner.get(task_id).await
-    }
-    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
-        self.inner.payload(task_id).await
-    }
-    async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
-        self.inner.apply(transition).await
-    }
-    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let earlier = self.inner.claim(record).await?;
+impl Interceptor for RepeatLandsFirst {
+    fn after_claim(&self, store: &MemoryStore, record: &IdempotencyRecord, earlier: Option<&IdempotencyRecord>) {
         if earlier.is_none() {
             let repeat = Task::received_as(
                 record.task_id.clone(),
@@ -246,40 +232,15 @@ impl TaskStore for RepeatLandsFirst {
                 record.created_at,
                 self.ttl.new_task_expiry(record.created_at),
             );
-            self.inner.insert(&repeat, &inline(json!({"x": 1})), record.expires_at).await?;
+            store.insert_now(&repeat, &inline(json!({"x": 1}))).expect("the repeat stores its task");
         }
-        Ok(earlier)
-    }
-    async fn count(
-        &self,
-        status: TaskStatus,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-    ) -> Result<u64, StoreError> {
-        self.inner.count(status, since, until).await
-    }
-    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        self.inner.earliest_due(status).await
-    }
-    async fn list(
-        &self,
-        client: &ClientId,
-        status: Option<TaskStatus>,
-        limit: usize,
-        after: Option<&ListPosition>,
-        now: Timestamp,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list(client, status, limit, after, now).await
-    }
-    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
-        self.inner.due(status, until, limit).await
     }
 }
 
 #[tokio::test]
 async fn the_submission_that_claimed_a_key_answers_its_task_when_a_repeat_stored_it_first() {
     let ttl = policies().ttl;
-    let store = RepeatLandsFirst { inner: MemoryStore::new(), ttl };
+    let store = Intercepted { inner: MemoryStore::new(), interceptor: RepeatLandsFirst { ttl } };
     let answer = submit(&store, &blobs(), &client("alpha"), json!({"x": 1}), Some("k"), at(1_000), &ttl).await;
     let Ok(Submitted::Created(task)) = answer else { panic!("{answer:?}") };
     assert_eq!(store.inner.get(&task.task_id).await.unwrap(), Some(task));

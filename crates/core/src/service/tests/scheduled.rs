@@ -5,55 +5,21 @@
 
 use super::*;
 
-/// The memory store, remembering the expiries that it does not keep itself.
+/// Remembers the expiries the memory store does not keep itself.
 #[derive(Default)]
 struct Recording {
-    inner: MemoryStore,
     payload_expiries: Mutex<Vec<i64>>,
     claims: Mutex<Vec<IdempotencyRecord>>,
 }
 
-impl TaskStore for Recording {
-    async fn insert(&self, task: &Task, payload: &Content, payload_expires_at: i64) -> Result<(), StoreError> {
-        self.payload_expiries.lock().unwrap().push(payload_expires_at);
-        self.inner.insert(task, payload, payload_expires_at).await
-    }
-    async fn get(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
-        self.inner.get(task_id).await
-    }
-    async fn payload(&self, task_id: &TaskId) -> Result<Option<Content>, StoreError> {
-        self.inner.payload(task_id).await
-    }
-    async fn apply(&self, transition: &Transition) -> Result<WriteOutcome, StoreError> {
-        self.inner.apply(transition).await
-    }
-    async fn claim(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.claims.lock().unwrap().push(record.clone());
-        self.inner.claim(record).await
-    }
-    async fn count(
-        &self,
-        status: TaskStatus,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-    ) -> Result<u64, StoreError> {
-        self.inner.count(status, since, until).await
-    }
-    async fn earliest_due(&self, status: TaskStatus) -> Result<Option<Timestamp>, StoreError> {
-        self.inner.earliest_due(status).await
-    }
-    async fn list(
-        &self,
-        client: &ClientId,
-        status: Option<TaskStatus>,
-        limit: usize,
-        after: Option<&ListPosition>,
-        now: Timestamp,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list(client, status, limit, after, now).await
-    }
-    async fn due(&self, status: TaskStatus, until: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
-        self.inner.due(status, until, limit).await
+impl Interceptor for Recording {
+    fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        match call {
+            Call::Insert { payload_expires_at, .. } => self.payload_expiries.lock().unwrap().push(payload_expires_at),
+            Call::Claim(record) => self.claims.lock().unwrap().push(record.clone()),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -76,13 +42,13 @@ fn start_timer(task: &Task) -> Timer {
 #[tokio::test]
 async fn a_task_scheduled_later_waits_received_due_at_its_run_at_and_every_expiry_covers_it() {
     // Task TTL 3600 s, retention 600 s; submitted at 1000, to run at 6000.
-    let store = Recording::default();
+    let store = Intercepted::<Recording>::default();
     let task = created(&store, scheduled(json!({"n": 1}), at(6_000)), Some("k"), at(1_000)).await;
     assert_eq!(task.status, TaskStatus::Received);
     assert_eq!((task.created_at, task.due_at, task.run_at), (at(1_000), at(6_000), Some(at(6_000))));
     assert_eq!(task.expires_at, 6_000 + 3_600, "a task TTL from its run_at");
-    assert_eq!(*store.payload_expiries.lock().unwrap(), [6_000 + 3_600 + 600]);
-    assert_eq!(store.claims.lock().unwrap()[0].expires_at, 6_000 + 3_600 + 600);
+    assert_eq!(*store.interceptor.payload_expiries.lock().unwrap(), [6_000 + 3_600 + 600]);
+    assert_eq!(store.interceptor.claims.lock().unwrap()[0].expires_at, 6_000 + 3_600 + 600);
     assert_eq!(store.get(&task.task_id).await.unwrap(), Some(task));
 }
 
