@@ -102,8 +102,10 @@ def logs_section(results, root):
         "",
     ]
     if data:
+        binaries = os.path.relpath(data.get("rust_dir") or "?", root)
+        built = f" built from {results['built_from']}" if results.get("built_from") else ""
         parts += [f"*This run*: {results.get('generated_at', '?')}, {data['tasks']} tasks, binaries "
-                  f"{data.get('rust_dir', '?')}, repository at {results.get('commit', '?')}; {_logging(data)}.", ""]
+                  f"{binaries}{built}, repository at {results.get('commit', '?')}; {_logging(data)}.", ""]
     if baseline:
         parts += [f"*Before*: bench/baseline-logs.json — {baseline.get('note') or 'the logging before issue 13'} "
                   f"(measured {baseline.get('generated_at', '?')}, repository at {baseline.get('commit', '?')}; "
