@@ -78,23 +78,35 @@ def callback(task_id, outcome):
 
 def stream_insert(item, table="bench-tasks"):
     """One INSERT record of a new item, as the DynamoDB event source mapping delivers it."""
+    return _stream_record("INSERT", item, None, table)
+
+
+def stream_modify(new, old, table="bench-tasks"):
+    """One MODIFY record: `old` became `new`."""
+    return _stream_record("MODIFY", new, old, table)
+
+
+def _stream_record(name, new, old, table):
     sequence = str(10**24 + int(time.time() * 1000))
+    change = {
+        "ApproximateCreationDateTime": int(time.time()),
+        "Keys": {"pk": new["pk"]},
+        "NewImage": new,
+        "SequenceNumber": sequence,
+        "SizeBytes": len(json.dumps(new)) + (len(json.dumps(old)) if old else 0),
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    if old:
+        change["OldImage"] = old
     return {
         "Records": [
             {
                 "eventID": uuid.uuid4().hex,
-                "eventName": "INSERT",
+                "eventName": name,
                 "eventVersion": "1.1",
                 "eventSource": "aws:dynamodb",
                 "awsRegion": REGION,
-                "dynamodb": {
-                    "ApproximateCreationDateTime": int(time.time()),
-                    "Keys": {"pk": item["pk"]},
-                    "NewImage": item,
-                    "SequenceNumber": sequence,
-                    "SizeBytes": len(json.dumps(item)),
-                    "StreamViewType": "NEW_AND_OLD_IMAGES",
-                },
+                "dynamodb": change,
                 "eventSourceARN": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}/stream/2026-01-01T00:00:00.000",
             }
         ]

@@ -18,6 +18,7 @@ SNS_PUBLISH_REQUEST = 0.50 / 1e6  # per 64 KB chunk of a Publish or PublishBatch
 SQS_REQUEST = 0.40 / 1e6
 CLOUDWATCH_PUT_METRIC_DATA = 0.01 / 1000  # per request
 CLOUDWATCH_CUSTOM_METRIC_MONTH = 0.30  # per metric (and dimension combination) per month
+CLOUDWATCH_LOGS_INGESTED_GB = 0.50  # Standard log class, data ingested (first 10 TB a month)
 
 # Free in AWS: SNS deliveries to Lambda (the design before the jobs queue), and the GetRecords
 # calls Lambda's DynamoDB event source mapping makes.

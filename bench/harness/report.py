@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import functions
+import log_report
 import prices
 
 STORAGE_HEADING = "## 8. Storage: partition heat and write units per task"
@@ -457,6 +458,7 @@ def write(path, results, ctx, command):
         "",
         storage_section(results, ctx.root),
         timers_section(results, ctx.root),
+        log_report.logs_section(results, ctx.root),
         notes_section(ctx.root),
     ]
     if results.get("failures"):
@@ -732,6 +734,7 @@ def notes_section(root):
 SECTIONS = {
     "storage": (lambda: STORAGE_HEADING, lambda results, root: storage_section(results, root)),
     "timers": (lambda: TIMERS_HEADING, lambda results, root: timers_section(results, root)),
+    "logs": (lambda: log_report.LOGS_HEADING, log_report.logs_section),
 }
 
 

@@ -6,6 +6,8 @@ loopback, each step bounded in count and time, and writes bench/RESULTS.md.
         step 8 alone; --splice rewrites only its section of RESULTS.md
     python bench/harness/run.py --steps timers --splice
         step 9 alone (issue 10's timers, batched caller, backlog drain), the same way
+    python bench/harness/run.py --steps logs --splice [--save-logs-baseline NOTE]
+        step 10 alone (issue 13: log bytes per task), the same way
 
 --smoke runs one repetition of everything with tiny counts and asserts only that each step
 worked (every invocation answered correctly, every task finished): it never judges timings.
@@ -26,6 +28,7 @@ import emulator  # noqa: E402
 import fleet  # noqa: E402
 import functions  # noqa: E402
 import invoke  # noqa: E402
+import log_bytes  # noqa: E402
 import report  # noqa: E402
 import seed  # noqa: E402
 import sizes  # noqa: E402
@@ -33,12 +36,13 @@ import storage  # noqa: E402
 import timers  # noqa: E402
 from stub import ExternalService  # noqa: E402
 
-STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "timers"]
+STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "timers", "logs"]
 # Steps that need the templates (a task taken through the functions, a reference table).
-TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron", "timers"}
+TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron", "timers", "logs"}
 # Steps whose section of RESULTS.md --splice rewrites alone.
-SPLICED = ("storage", "timers")
+SPLICED = ("storage", "timers", "logs")
 STORAGE_BASELINE = os.path.join(ROOT, "bench", "baseline-storage.json")
+LOGS_BASELINE = os.path.join(ROOT, "bench", "baseline-logs.json")
 
 # (full run, smoke run): counts, and seconds each step may take before it stops early.
 SETTINGS = {
@@ -71,6 +75,7 @@ SETTINGS = {
     "budget_timers_burst": (90, 40),
     "budget_timers_accept": (60, 30),  # each of the two runs, from the backlog's due time
     "budget_timers_drain": (150, 40),  # from the backlog's due time; --drain-tasks scales it
+    "logs_tasks": (5, 1),  # happy-path tasks whose log bytes are measured (one more warms up)
 }
 
 
@@ -183,12 +188,15 @@ def main():
     parser.add_argument("--built-from", default="", help="what the Rust binaries were built from, for the report")
     parser.add_argument("--splice", action="store_true",
                         help="rewrite only the sections of the steps run that have one of their own (§8 storage, "
-                             "§9 timers) in --out, keeping the rest")
+                             "§9 timers, §10 logs) in --out, keeping the rest")
     parser.add_argument("--drain-tasks", type=int, help="due retries the timers step drains (default: 3,000; "
                                                           "issue 10 asks about 10,000: ~3-5 minutes more)")
     parser.add_argument("--save-storage-baseline", metavar="NOTE", nargs="?", const="",
                         help=f"keep this run's storage numbers as the 'before' of later reports "
                              f"({os.path.relpath(STORAGE_BASELINE, ROOT)}); NOTE says what was measured")
+    parser.add_argument("--save-logs-baseline", metavar="NOTE", nargs="?", const="",
+                        help=f"keep this run's log bytes per task as the 'before' of later reports "
+                             f"({os.path.relpath(LOGS_BASELINE, ROOT)}); NOTE says what was measured")
     args = parser.parse_args()
     if args.drain_tasks:
         SETTINGS["timers_drain_tasks"] = (args.drain_tasks, args.drain_tasks)
@@ -232,6 +240,7 @@ def main():
             ("cron", "cron", lambda: fleet.cron_scaling(ctx)),
             ("storage", "storage", lambda: storage.measure(ctx)),
             ("timers", "timers", lambda: timers.measure(ctx)),
+            ("logs", "logs", lambda: log_bytes.measure(ctx)),
         ]
         for label, key, measure in runs:
             if not any(step in steps for step in label.split("/")):
@@ -266,6 +275,12 @@ def main():
                       indent=1, default=str)
             out.write("\n")
         print(f"==> kept the storage numbers as the baseline: {os.path.relpath(STORAGE_BASELINE, ROOT)}")
+    if args.save_logs_baseline is not None and results.get("logs") and not args.smoke:
+        with open(LOGS_BASELINE, "w") as out:
+            json.dump(log_bytes.baseline(results, args.save_logs_baseline or f"built from {ctx.rust_dir}"), out,
+                      indent=1, default=str)
+            out.write("\n")
+        print(f"==> kept the log bytes as the baseline: {os.path.relpath(LOGS_BASELINE, ROOT)}")
     if not args.no_report:
         # The smoke run writes its report too (under target/, not over the real one), so the report
         # code cannot rot.

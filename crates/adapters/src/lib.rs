@@ -11,6 +11,7 @@ pub mod external;
 pub mod invocation;
 mod item;
 pub mod keys;
+pub mod logging;
 pub mod record;
 pub mod secrets;
 pub mod sqs;

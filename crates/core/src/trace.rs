@@ -91,9 +91,9 @@ pub fn trace_of<'a>(headers: impl Iterator<Item = &'a str>) -> TraceId {
 }
 
 /// The span one task's handling runs in (a request about it, a timer, a callback): every line
-/// logged inside carries the span's `task_id` and `trace_id` (as `span.task_id`,
-/// `span.trace_id` in the functions' JSON logs), so one query by trace id finds a task's whole
-/// path (README). Either may be known only later: see [`note`].
+/// logged inside carries the span's `task_id` and `trace_id` (top-level `task_id`, `trace_id`
+/// fields in the functions' JSON logs: `taskfleet_adapters::logging`), so one query by trace id
+/// finds a task's whole path (README). Either may be known only later: see [`note`].
 pub fn task_span(task_id: Option<&TaskId>) -> tracing::Span {
     let span = tracing::info_span!("task", task_id = tracing::field::Empty, trace_id = tracing::field::Empty);
     if let Some(task_id) = task_id {
@@ -206,8 +206,9 @@ mod tests {
         assert_ne!(first, second);
     }
 
-    /// What the functions log with (lambda_runtime's subscriber when Lambda's log format is
-    /// JSON): the lines inside a task span carry its ids as `span.task_id`, `span.trace_id`.
+    /// The span records the ids once known (tracing's own JSON format shows them as
+    /// `span.task_id`, `span.trace_id`; the functions' format, `taskfleet_adapters::logging`,
+    /// writes them as top-level fields and is tested there).
     #[test]
     fn lines_inside_a_task_span_carry_the_task_and_trace_ids_as_logs_insights_fields() {
         #[derive(Clone, Default)]

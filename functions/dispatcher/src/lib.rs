@@ -64,7 +64,9 @@ pub async fn handle<P: Publisher>(app: &App<P>, event: LambdaEvent<Event>) -> Dy
         let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError("no result from the publisher".into())));
         match outcome {
             Ok(()) => {
-                tracing::info!(
+                // DEBUG: the transitions around it (task received, job handed over, callback
+                // overdue) are the lines on-call reads; a timer that was not set is a WARN.
+                tracing::debug!(
                     task_id = %message.task_id,
                     attempt = message.attempt,
                     step = ?message.step,

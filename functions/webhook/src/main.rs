@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    taskfleet_adapters::logging::init();
     let sdk = taskfleet_adapters::config::aws().await;
     let app = &App::from_env(&sdk).await?;
     lambda_http::run(service_fn(move |request| async move {
