@@ -109,6 +109,12 @@ pub const STATUS_SHARDS_ITEM: &str = "META#status-index";
 pub const HOLD_ITEM: &str = "META#hold";
 const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
 const API_KEY_PREFIX: &str = "APIKEY#";
+const WEBHOOK_SECRET_PREFIX: &str = "WEBHOOKSECRET#";
+
+/// The partition key of a client's completion-webhook secret record.
+pub fn webhook_secret_key(client_id: &str) -> String {
+    format!("{WEBHOOK_SECRET_PREFIX}{client_id}")
+}
 
 /// The partition key of a client API key.
 pub fn api_key_key(key_id: &str) -> String {

@@ -7,10 +7,12 @@
 //! - [`delivery`]: the delivery's state (pending, delivered, failed) and its rules;
 //! - [`client_secret`]: each client's signing secrets, derived from a master key (nothing secret
 //!   is stored), and their rotation with a grace period;
-//! - [`envelope`]: the body and the message id of a delivery.
+//! - [`envelope`]: the body and the message id of a delivery;
+//! - [`rotation`]: `POST /webhook-secret`, creating or rotating a client's secret.
 
 pub mod client_secret;
 pub mod delivery;
 pub mod destination;
 pub mod envelope;
+pub mod rotation;
 pub mod schedule;

@@ -6,12 +6,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blob::Content;
+use crate::completion::client_secret::SecretRecord;
 use crate::dispatch::Dispatch;
 use crate::error::PublishError;
 use crate::error::StoreError;
 use crate::lifecycle::Transition;
 use crate::ports::{
-    DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, Publisher, TaskStore, TaskSummary, WriteOutcome,
+    DueTask, HoldStore, IdempotencyRecord, ListPage, ListPosition, Publisher, SecretRecords, TaskStore, TaskSummary,
+    WriteOutcome,
 };
 use crate::task::ClientId;
 use crate::task::{Task, TaskId, TaskStatus};
@@ -30,6 +32,8 @@ pub struct MemoryStore {
     failing: Mutex<std::ops::Range<usize>>,
     /// The fleet-wide hold on new jobs.
     hold: Mutex<Option<Timestamp>>,
+    /// Clients' completion-webhook secret records.
+    secret_records: Mutex<HashMap<ClientId, SecretRecord>>,
 }
 
 impl MemoryStore {
@@ -331,6 +335,28 @@ impl HoldStore for MemoryStore {
             *hold = Some(until);
         }
         Ok(())
+    }
+}
+
+impl SecretRecords for MemoryStore {
+    async fn secret_record(&self, client: &ClientId) -> Result<Option<SecretRecord>, StoreError> {
+        self.read();
+        Ok(self.secret_records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(client).cloned())
+    }
+
+    async fn put_secret_record(
+        &self,
+        client: &ClientId,
+        record: &SecretRecord,
+        seen: Option<u32>,
+    ) -> Result<bool, StoreError> {
+        self.write()?;
+        let mut records = self.secret_records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if records.get(client).map(|stored| stored.current.number) != seen {
+            return Ok(false);
+        }
+        records.insert(client.clone(), record.clone());
+        Ok(true)
     }
 }
 

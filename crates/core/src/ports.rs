@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::blob::Content;
+use crate::completion::client_secret::SecretRecord;
 use crate::dispatch::Dispatch;
 use crate::error::{ExternalError, MetricsError, PublishError, StoreError};
 use crate::lifecycle::Transition;
@@ -150,6 +151,23 @@ pub trait HoldStore: Send + Sync {
 
     /// Holds new jobs until `until`, unless a hold that ends later is recorded already.
     fn hold_until(&self, until: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where each client's completion-webhook secret record is kept: a version and a salt, from
+/// which the secret is derived (see [`crate::completion::client_secret`]); nothing secret.
+pub trait SecretRecords: Send + Sync {
+    /// `client`'s record, if it has one.
+    fn secret_record(&self, client: &ClientId)
+    -> impl Future<Output = Result<Option<SecretRecord>, StoreError>> + Send;
+
+    /// Stores `record` as `client`'s if the stored one still has version `seen` (`None`: if it
+    /// has none). `Ok(false)`: another write came first, nothing was stored.
+    fn put_secret_record(
+        &self,
+        client: &ClientId,
+        record: &SecretRecord,
+        seen: Option<u32>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Where the cron's gauges go (in AWS: CloudWatch PutMetricData).
