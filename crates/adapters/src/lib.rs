@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub mod cloudwatch;
+pub mod completion;
 pub mod config;
 pub mod dynamo;
 pub mod emf;
@@ -21,6 +22,7 @@ pub mod table;
 pub use aws_config::SdkConfig;
 pub use blobs::S3Blobs;
 pub use cloudwatch::CloudWatchSink;
+pub use completion::CompletionSender;
 pub use config::ConfigError;
 pub use dynamo::DynamoStore;
 pub use emf::EmfSink;
