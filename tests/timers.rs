@@ -90,7 +90,10 @@ async fn retries_and_timeouts_fire_when_due_with_the_sweeper_on_its_minute() {
         // The sweeper on AWS's schedule with the default grace: it cannot be what moves tasks.
         sweep_interval: Some(Duration::from_secs(60)),
         policies: Some(Policies {
-            retry: RetryPolicy { max_attempts: 10, base_delay: BACKOFF, max_delay: BACKOFF },
+            // An attempt ends without a callback 40.5 % of the time (refused 30 %, or accepted
+            // and its callback lost: 70 % × 15 %): with 10 attempts one task in ~8,000 would fail
+            // before it is ever called back (0.7 % of runs); with 20, one in ~70 million.
+            retry: RetryPolicy { max_attempts: 20, base_delay: BACKOFF, max_delay: BACKOFF },
             callback_timeout: CALLBACK_TIMEOUT,
             dispatch_grace: Policies::DEFAULT_DISPATCH_GRACE,
             ..Policies::default()
