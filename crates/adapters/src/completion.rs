@@ -26,6 +26,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use taskfleet_core::completion::delivery::Outcome;
 use taskfleet_core::completion::destination::{Destination, DestinationError, Rules};
+use taskfleet_core::ports::WebhookSender;
 use taskfleet_core::signing::{self, Signed};
 use thiserror::Error;
 
@@ -155,29 +156,6 @@ impl CompletionSender {
         self.rules
     }
 
-    /// One delivery attempt: POSTs `body`, signed as `signed` says, to `url`, read again with the
-    /// rules first. Never fails otherwise than with a [`Outcome::Failed`] reason.
-    pub async fn send(&self, url: &str, signed: &Signed, body: Vec<u8>) -> Outcome {
-        let destination = match Destination::parse(url, self.rules) {
-            Ok(destination) => destination,
-            Err(refused) => return Outcome::Failed(format!("destination refused: {refused}")),
-        };
-        let request = self
-            .client
-            .post(destination.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, WEBHOOK_USER_AGENT)
-            .header(signing::ID, &signed.id)
-            .header(signing::TIMESTAMP, &signed.timestamp)
-            .header(signing::SIGNATURE, &signed.signature)
-            .body(body);
-        match request.send().await {
-            // The response is dropped unread: only its status matters.
-            Ok(response) => outcome_of(response.status()),
-            Err(error) => Outcome::Failed(self.reason(&error)),
-        }
-    }
-
     /// Checks a submitted `webhook_url`: the rules, then every address its host name resolves to.
     /// The URL as it will be stored (normalised).
     pub async fn check_at_submit(&self, url: &str) -> Result<String, SubmitCheckError> {
@@ -266,6 +244,31 @@ fn human(duration: Duration) -> String {
         format!("{} s", duration.as_secs())
     } else {
         format!("{} ms", duration.as_millis())
+    }
+}
+
+impl WebhookSender for CompletionSender {
+    /// One delivery attempt: POSTs `body`, signed as `signed` says, to `url`, read again with the
+    /// rules first. Never fails otherwise than with a [`Outcome::Failed`] reason.
+    async fn send(&self, url: &str, signed: &Signed, body: Vec<u8>) -> Outcome {
+        let destination = match Destination::parse(url, self.rules) {
+            Ok(destination) => destination,
+            Err(refused) => return Outcome::Failed(format!("destination refused: {refused}")),
+        };
+        let request = self
+            .client
+            .post(destination.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, WEBHOOK_USER_AGENT)
+            .header(signing::ID, &signed.id)
+            .header(signing::TIMESTAMP, &signed.timestamp)
+            .header(signing::SIGNATURE, &signed.signature)
+            .body(body);
+        match request.send().await {
+            // The response is dropped unread: only its status matters.
+            Ok(response) => outcome_of(response.status()),
+            Err(error) => Outcome::Failed(self.reason(&error)),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use taskfleet_adapters::completion::{CheckedResolver, CompletionSender, ResolveE
 use taskfleet_core::Timestamp;
 use taskfleet_core::completion::delivery::Outcome;
 use taskfleet_core::completion::destination::{DestinationError, Rules};
+use taskfleet_core::ports::WebhookSender;
 use taskfleet_core::signing::{self, Signed, SigningSecrets};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -12,6 +12,7 @@ use crate::dispatch::Dispatch;
 use crate::error::{ExternalError, MetricsError, PublishError, StoreError};
 use crate::lifecycle::Transition;
 use crate::metrics::Gauge;
+use crate::signing::Signed;
 use crate::task::{ClientId, Task, TaskId, TaskStatus};
 use crate::time::Timestamp;
 
@@ -168,6 +169,17 @@ pub trait SecretRecords: Send + Sync {
         record: &SecretRecord,
         seen: Option<u32>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Where completion webhooks are sent (in AWS: HTTPS POSTs to the clients' URLs).
+pub trait WebhookSender: Send + Sync {
+    /// POSTs `body` to `url` with the Standard Webhooks headers of `signed`; how it ended.
+    fn send(
+        &self,
+        url: &str,
+        signed: &Signed,
+        body: Vec<u8>,
+    ) -> impl Future<Output = crate::completion::delivery::Outcome> + Send;
 }
 
 /// Where the cron's gauges go (in AWS: CloudWatch PutMetricData).
