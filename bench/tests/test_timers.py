@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import unittest
+import unittest.mock
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 
@@ -268,6 +269,12 @@ class EmulatorSpeedUps(unittest.TestCase):
         import emulator_server
 
         emulator_server.install()
+        # `make test` exports AWS_ENDPOINT_URL (its emulator): boto3 would send these requests
+        # there, past the in-process mock.
+        cls.environment = unittest.mock.patch.dict(os.environ)
+        cls.environment.start()
+        for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+            del os.environ[name]
         cls.mock = mock_aws()
         cls.mock.start()
         cls.sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
@@ -275,6 +282,7 @@ class EmulatorSpeedUps(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.mock.stop()
+        cls.environment.stop()
 
     def queue(self, name):
         return self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
