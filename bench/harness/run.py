@@ -29,6 +29,7 @@ import fleet  # noqa: E402
 import functions  # noqa: E402
 import invoke  # noqa: E402
 import log_bytes  # noqa: E402
+import quiet  # noqa: E402
 import report  # noqa: E402
 import seed  # noqa: E402
 import sizes  # noqa: E402
@@ -157,6 +158,7 @@ def lambda_steps(ctx, steps, results, failures):
             print(f"  {step:5} {implementation:6} {name}", flush=True)
             try:
                 if step == "cold":
+                    quiet.wait_until_idle(longest=0.5 if ctx.smoke else 15.0)
                     measured = invoke.cold_start(bench, implementation, name, ctx.setting("cold_reps"), budget)
                 else:
                     measured = invoke.warm(bench, implementation, name, ctx.setting("warm_invocations"), budget)
