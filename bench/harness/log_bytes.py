@@ -264,13 +264,7 @@ def measure(ctx):
     }
 
 
-def baseline(results, note):
-    """What bench/baseline-logs.json keeps of a run: the report's "before"."""
-    return {
-        "note": note,
-        "generated_at": results.get("generated_at"),
-        "commit": results.get("commit"),
-        "built_from": results.get("built_from"),
-        **{key: results["logs"][key] for key in ("tasks", "logging", "platform_per_invocation", "stages",
-                                                  "functions", "total", "samples")},
-    }
+def baseline(results):
+    """What bench/baseline-logs.json keeps of a run besides where it came from: the report's "before"."""
+    keys = ("tasks", "logging", "platform_per_invocation", "stages", "functions", "total", "samples")
+    return {key: results["logs"][key] for key in keys}

@@ -1,22 +1,13 @@
 """§10 of bench/RESULTS.md (issue 13): log bytes per task on the happy path, before and now."""
 
-import json
 import os
 
+import baselines
 import prices
 
 LOGS_HEADING = "## 10. Log bytes per task (issue 13)"
 LOGS_TARGET_BYTES = 2_000  # per task, happy path, applicationLogLevel INFO
 KINDS = ("app", "emf", "platform", "total")
-
-
-def logs_baseline(root):
-    """The 'before' of §10 (bench/baseline-logs.json, written by run.py --save-logs-baseline)."""
-    path = os.path.join(root, "bench", "baseline-logs.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as text:
-        return json.load(text)
 
 
 def _n(value):
@@ -82,7 +73,7 @@ def _verdict(total):
 
 def logs_section(results, root):
     data = results.get("logs")
-    baseline = logs_baseline(root)
+    baseline = baselines.load(root, "logs")
     if not data and not baseline:
         return f"{LOGS_HEADING}\n\n_(not run)_\n"
     parts = [

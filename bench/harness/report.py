@@ -2,13 +2,13 @@
 a verdict each, and the cost per million tasks. Hand-written analysis lives in bench/NOTES.md and
 the release-profile comparison in bench/profiles.md; both are included as they are."""
 
-import json
 import math
 import os
 import platform
 import subprocess
 import time
 
+import baselines
 import functions
 import log_report
 import prices
@@ -537,15 +537,6 @@ def _cron(cron):
 # ---- §8 storage ------------------------------------------------------------------------------
 
 
-def storage_baseline(root):
-    """The 'before' of §8 (bench/baseline-storage.json, written by run.py --save-storage-baseline)."""
-    path = os.path.join(root, "bench", "baseline-storage.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as text:
-        return json.load(text)
-
-
 def _storage_targets(results):
     rows = []
     for run in results.get("storage", {}).get("runs", []):
@@ -658,7 +649,7 @@ def _storage_detail(run):
 
 def storage_section(results, root):
     data = results.get("storage")
-    baseline = storage_baseline(root)
+    baseline = baselines.load(root, "storage")
     if not data and not baseline:
         return f"{STORAGE_HEADING}\n\n_(not run)_\n"
     now = _by_label(data and data.get("runs"))

@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import baselines  # noqa: E402
 import emulator  # noqa: E402
 import fleet  # noqa: E402
 import functions  # noqa: E402
@@ -42,8 +43,6 @@ STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "t
 TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron", "timers", "logs"}
 # Steps whose section of RESULTS.md --splice rewrites alone.
 SPLICED = ("storage", "timers", "logs")
-STORAGE_BASELINE = os.path.join(ROOT, "bench", "baseline-storage.json")
-LOGS_BASELINE = os.path.join(ROOT, "bench", "baseline-logs.json")
 
 # (full run, smoke run): counts, and seconds each step may take before it stops early.
 SETTINGS = {
@@ -195,10 +194,10 @@ def main():
                                                           "issue 10 asks about 10,000: ~3-5 minutes more)")
     parser.add_argument("--save-storage-baseline", metavar="NOTE", nargs="?", const="",
                         help=f"keep this run's storage numbers as the 'before' of later reports "
-                             f"({os.path.relpath(STORAGE_BASELINE, ROOT)}); NOTE says what was measured")
+                             f"({os.path.relpath(baselines.path(ROOT, 'storage'), ROOT)}); NOTE says what was measured")
     parser.add_argument("--save-logs-baseline", metavar="NOTE", nargs="?", const="",
                         help=f"keep this run's log bytes per task as the 'before' of later reports "
-                             f"({os.path.relpath(LOGS_BASELINE, ROOT)}); NOTE says what was measured")
+                             f"({os.path.relpath(baselines.path(ROOT, 'logs'), ROOT)}); NOTE says what was measured")
     args = parser.parse_args()
     if args.drain_tasks:
         SETTINGS["timers_drain_tasks"] = (args.drain_tasks, args.drain_tasks)
@@ -271,18 +270,12 @@ def main():
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as out:
         json.dump(results, out, indent=1, default=str)
-    if args.save_storage_baseline is not None and results.get("storage") and not args.smoke:
-        with open(STORAGE_BASELINE, "w") as out:
-            json.dump(storage.baseline(results, args.save_storage_baseline or f"built from {ctx.rust_dir}"), out,
-                      indent=1, default=str)
-            out.write("\n")
-        print(f"==> kept the storage numbers as the baseline: {os.path.relpath(STORAGE_BASELINE, ROOT)}")
-    if args.save_logs_baseline is not None and results.get("logs") and not args.smoke:
-        with open(LOGS_BASELINE, "w") as out:
-            json.dump(log_bytes.baseline(results, args.save_logs_baseline or f"built from {ctx.rust_dir}"), out,
-                      indent=1, default=str)
-            out.write("\n")
-        print(f"==> kept the log bytes as the baseline: {os.path.relpath(LOGS_BASELINE, ROOT)}")
+    kept = [("storage", args.save_storage_baseline, storage.baseline),
+            ("logs", args.save_logs_baseline, log_bytes.baseline)]
+    for name, note, section in kept:
+        if note is not None and results.get(name) and not args.smoke:
+            where = baselines.keep(ROOT, name, results, note or f"built from {ctx.rust_dir}", section(results))
+            print(f"==> kept the {name} numbers as the baseline: {os.path.relpath(where, ROOT)}")
     if not args.no_report:
         # The smoke run writes its report too (under target/, not over the real one), so the report
         # code cannot rot.

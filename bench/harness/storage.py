@@ -202,13 +202,7 @@ def measure(ctx):
     return {"runs": runs, "fleet_binary": ctx.fleet_binary, "prices": used}
 
 
-def baseline(results, note):
-    """What bench/baseline-storage.json keeps of a run: enough for the report's before column."""
-    return {
-        "note": note,
-        "generated_at": results.get("generated_at"),
-        "commit": results.get("commit"),
-        "built_from": results.get("built_from"),
-        "fleet_binary": results["storage"].get("fleet_binary"),
-        "runs": results["storage"]["runs"],
-    }
+def baseline(results):
+    """What bench/baseline-storage.json keeps of a run besides where it came from: enough for the
+    report's before column."""
+    return {"fleet_binary": results["storage"].get("fleet_binary"), "runs": results["storage"]["runs"]}

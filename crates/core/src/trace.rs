@@ -206,43 +206,6 @@ mod tests {
         assert_ne!(first, second);
     }
 
-    /// The span records the ids once known (tracing's own JSON format shows them as
-    /// `span.task_id`, `span.trace_id`; the functions' format, `taskfleet_adapters::logging`,
-    /// writes them as top-level fields and is tested there).
-    #[test]
-    fn lines_inside_a_task_span_carry_the_task_and_trace_ids_as_logs_insights_fields() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt().json().without_time().with_writer(move || writer.clone()).finish();
-        let task = Task::received(crate::ClientId::parse("alpha").unwrap(), crate::Timestamp::from_millis(0), 9)
-            .traced(Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()));
-        tracing::subscriber::with_default(subscriber, || {
-            let span = task_span(None);
-            let _inside = span.enter();
-            tracing::info!("before the task is known");
-            note(&task);
-            tracing::info!("task received");
-        });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[1]["fields"]["message"], "task received");
-        assert_eq!(lines[1]["span"]["name"], "task");
-        assert_eq!(lines[1]["span"]["task_id"], task.task_id.as_str());
-        assert_eq!(lines[1]["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    }
-
     #[test]
     fn stored_trace_ids_are_32_lower_case_hex_digits() {
         assert!(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").is_some());
