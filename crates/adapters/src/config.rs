@@ -9,6 +9,9 @@ use std::sync::Arc;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::retry::RetryPolicy;
 
+use taskfleet_core::completion::client_secret::{self, MasterKey};
+use taskfleet_core::completion::destination::Rules;
+use taskfleet_core::completion::schedule::DeliverySchedule;
 use taskfleet_core::secrets::{FixedSecrets, RefreshingSecrets, SecretSource};
 use taskfleet_core::signing::SigningSecrets;
 use thiserror::Error;
@@ -75,6 +78,27 @@ pub const STATUS_INDEX_SHARDS: &str = "STATUS_INDEX_SHARDS";
 /// Payloads and results whose compact JSON is longer than this many bytes are kept in the blob
 /// store instead of DynamoDB (at most 262144).
 pub const INLINE_MAX_BYTES: &str = "INLINE_MAX_BYTES";
+
+/// SQS queue of completion-webhook delivery timers: the dispatcher sends to it, the notifier reads
+/// it (its own queue, so deliveries never wait behind jobs or jobs behind deliveries).
+pub const DELIVERIES_QUEUE_URL: &str = "DELIVERIES_QUEUE_URL";
+/// The Secrets Manager secret (ARN or name) holding the master key (`whsec_…`) from which every
+/// client's completion-webhook secret is derived (`taskfleet_core::completion::client_secret`).
+/// Read once per cold start by ingest (`POST /webhook-secret`) and the notifier. Changing it
+/// changes every client's secret: it is created once per stage and never rotated.
+pub const WEBHOOK_MASTER_KEY_ARN: &str = "WEBHOOK_MASTER_KEY_ARN";
+/// The master key given as the variable's value: local runs and tests only.
+pub const WEBHOOK_MASTER_KEY: &str = "WEBHOOK_MASTER_KEY";
+/// The waits before each retry of a completion webhook, e.g. `5s,5m,30m,2h,5h,10h,10h` (the
+/// default, Svix's); the first attempt is always made when the task ends.
+pub const WEBHOOK_SCHEDULE: &str = "WEBHOOK_SCHEDULE";
+/// Milliseconds one delivery attempt may take, the receiver's answer included.
+pub const WEBHOOK_TIMEOUT_MS: &str = "WEBHOOK_TIMEOUT_MS";
+/// `true`: completion webhooks may go to `http://127.0.0.1` and `http://localhost` (local runs
+/// only; never set in AWS, where only https to public addresses is accepted).
+pub const WEBHOOK_ALLOW_LOOPBACK: &str = "WEBHOOK_ALLOW_LOOPBACK";
+/// Seconds a rotated-out client secret keeps signing beside the new one.
+pub const WEBHOOK_SECRET_GRACE_SECONDS: &str = "WEBHOOK_SECRET_GRACE_SECONDS";
 
 pub const DEFAULT_METRICS_NAMESPACE: &str = "TaskFleet";
 pub const DEFAULT_SWEEP_BATCH: u64 = 500;
@@ -189,6 +213,60 @@ pub async fn signing(sdk: &aws_config::SdkConfig) -> Result<Option<Arc<dyn Secre
             .map_err(|e| ConfigError::Invalid { name: WEBHOOK_SIGNING_SECRETS, reason: e.to_string() }),
         (None, None) => Ok(None),
     }
+}
+
+/// The completion-webhook master key: the Secrets Manager secret `WEBHOOK_MASTER_KEY_ARN` names
+/// (read now: a secret that cannot be read or is not a `whsec_` key fails the cold start), or the
+/// fixed `WEBHOOK_MASTER_KEY` (local runs). One of the two is required.
+pub async fn master_key(sdk: &aws_config::SdkConfig) -> Result<MasterKey, ConfigError> {
+    let set = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+    let invalid = |name, e: taskfleet_core::signing::SecretError| ConfigError::Secret { name, reason: e.to_string() };
+    match (set(WEBHOOK_MASTER_KEY_ARN), set(WEBHOOK_MASTER_KEY)) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            name: WEBHOOK_MASTER_KEY,
+            reason: format!("set either {WEBHOOK_MASTER_KEY_ARN} or {WEBHOOK_MASTER_KEY}, not both"),
+        }),
+        (Some(secret_id), None) => {
+            use taskfleet_core::secrets::SecretStore;
+            let store = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk), secret_id.trim());
+            let text = store
+                .read()
+                .await
+                .map_err(|e| ConfigError::Secret { name: WEBHOOK_MASTER_KEY_ARN, reason: e.to_string() })?;
+            MasterKey::parse(&text).map_err(|e| invalid(WEBHOOK_MASTER_KEY_ARN, e))
+        }
+        (None, Some(key)) => MasterKey::parse(&key).map_err(|e| invalid(WEBHOOK_MASTER_KEY, e)),
+        (None, None) => Err(ConfigError::Missing(WEBHOOK_MASTER_KEY_ARN)),
+    }
+}
+
+/// The completion webhooks' retry schedule (`WEBHOOK_SCHEDULE`, default Svix's).
+pub fn delivery_schedule() -> Result<DeliverySchedule, ConfigError> {
+    DeliverySchedule::parse(&or_default(WEBHOOK_SCHEDULE, DeliverySchedule::SVIX))
+        .map_err(|e| ConfigError::Invalid { name: WEBHOOK_SCHEDULE, reason: e.to_string() })
+}
+
+/// Which completion-webhook URLs may be called (`WEBHOOK_ALLOW_LOOPBACK`, default false).
+pub fn destination_rules() -> Result<Rules, ConfigError> {
+    let allow_loopback = match or_default(WEBHOOK_ALLOW_LOOPBACK, "false").trim() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        _ => {
+            return Err(ConfigError::Invalid { name: WEBHOOK_ALLOW_LOOPBACK, reason: "expected true or false".into() });
+        }
+    };
+    Ok(Rules { allow_loopback })
+}
+
+/// How long one delivery attempt may take (`WEBHOOK_TIMEOUT_MS`).
+pub fn webhook_timeout() -> Result<Duration, ConfigError> {
+    let default = u64::try_from(crate::completion::DEFAULT_DELIVERY_TIMEOUT.as_millis()).unwrap_or(5_000);
+    positive(WEBHOOK_TIMEOUT_MS, default).map(Duration::from_millis)
+}
+
+/// How long a rotated-out client secret keeps signing (`WEBHOOK_SECRET_GRACE_SECONDS`).
+pub fn secret_grace() -> Result<Duration, ConfigError> {
+    positive(WEBHOOK_SECRET_GRACE_SECONDS, client_secret::DEFAULT_GRACE.as_secs()).map(Duration::from_secs)
 }
 
 pub fn external_timeout() -> Result<Duration, ConfigError> {

@@ -40,6 +40,20 @@ pub struct TaskView {
     /// Absent only on tasks stored before trace ids were kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Where the task's completion webhook goes, as the submitter gave it (absent: none asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The completion webhook's delivery once the task ended: `pending` (attempts made so far),
+    /// `delivered` or `failed` (given up). Absent without a `webhook_url` or before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookView>,
+}
+
+/// [`TaskView::webhook`].
+#[derive(Debug, Serialize)]
+pub struct WebhookView {
+    pub state: &'static str,
+    pub attempts: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -88,6 +102,10 @@ impl From<&Task> for TaskView {
                 .collect(),
             history_omitted: task.history_omitted,
             trace_id: task.trace_id.as_ref().map(ToString::to_string),
+            webhook_url: task.webhook_url.clone(),
+            webhook: task
+                .delivery()
+                .map(|delivery| WebhookView { state: delivery.state.as_str(), attempts: delivery.attempts }),
         }
     }
 }
