@@ -20,6 +20,9 @@ REGION=${REGION:-${AWS_REGION:-us-east-1}}
 # The webhook signing secret's name (README, Before the first deploy); WEBHOOK_SECRET_NAME names
 # another one.
 SECRET_NAME=${WEBHOOK_SECRET_NAME:-taskfleet/$STAGE/webhook-signing-secrets}
+# The completion-webhook master key's name (README, Before the first deploy);
+# WEBHOOK_MASTER_KEY_NAME names another one.
+MASTER_KEY_NAME=${WEBHOOK_MASTER_KEY_NAME:-taskfleet/$STAGE/webhook-master-key}
 rust_target "$ARCH" >/dev/null
 
 # The caller and the webhook read the secret at every cold start (a missing one would fail each
@@ -32,6 +35,12 @@ if ! secret_arn=$(aws secretsmanager describe-secret --secret-id "$SECRET_NAME" 
   echo "no secret $SECRET_NAME in $REGION: create it first (README, Before the first deploy)" >&2
   exit 1
 fi
+log "checking the completion-webhook master key $MASTER_KEY_NAME ($REGION)"
+if ! master_key_arn=$(aws secretsmanager describe-secret --secret-id "$MASTER_KEY_NAME" --region "$REGION" \
+  --query ARN --output text) || [[ "$master_key_arn" != arn:* ]]; then
+  echo "no secret $MASTER_KEY_NAME in $REGION: create it first (README, Before the first deploy)" >&2
+  exit 1
+fi
 
 ensure_deploy_python
 ensure_node_modules
@@ -39,6 +48,7 @@ bash scripts/build-lambdas.sh "$ARCH"
 
 # The same parameters for packaging and deploying.
 params=(--param "webhookSecretArn=$secret_arn")
+params+=(--param "webhookMasterKeyArn=$master_key_arn")
 [[ -z "${TASKS_TABLE_NAME:-}" ]] || params+=(--param "tasksTableName=$TASKS_TABLE_NAME")
 case "${ROLLBACK_ON_ALARMS:-true}" in
   true) ;;
