@@ -60,6 +60,7 @@ impl Drill {
             event_source: EventSource { batch_size: 10, batch_window: Duration::ZERO, max_concurrency: 2 },
             caller_concurrency: 10,
             chaos: DeliveryChaos::default(),
+            completion: taskfleet_e2e::completion_settings(),
         };
         let ops = OpsSettings {
             alarm_period: Some(PERIOD),

@@ -57,6 +57,15 @@ impl Scenario {
 pub const CALLER: (EventSource, usize) =
     (EventSource { batch_size: 10, batch_window: Duration::ZERO, max_concurrency: 3 }, 10);
 
+/// The completion-webhook master key of these tests.
+pub const MASTER_KEY: &str = "whsec_dGVzdC1tYXN0ZXIta2V5LW9mLXRoZS1lMmUtdGVzdHMtMDE=";
+
+/// Completion webhooks in these tests: [`MASTER_KEY`], loopback receivers allowed.
+pub fn completion_settings() -> taskfleet_localfleet::CompletionSettings {
+    let master = taskfleet_core::completion::client_secret::MasterKey::parse(MASTER_KEY).expect("the test master key");
+    taskfleet_localfleet::CompletionSettings::local(master)
+}
+
 /// The lifecycle's timings, shortened so retries and timeouts happen within a test.
 pub fn fast_policies() -> Policies {
     Policies {
@@ -170,6 +179,7 @@ impl TestFleet {
             event_source: scenario.caller.unwrap_or(CALLER).0,
             caller_concurrency: scenario.caller.unwrap_or(CALLER).1,
             chaos: scenario.delivery,
+            completion: completion_settings(),
         };
         Fleet::start(sdk, settings, listener).await.unwrap()
     }

@@ -21,9 +21,43 @@ use taskfleet_adapters::{
 use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_core::auth::CachedAuthenticator;
 use taskfleet_core::blob::Blobs;
+use taskfleet_core::completion::client_secret::{self, MasterKey};
+use taskfleet_core::completion::destination::Rules;
+use taskfleet_core::completion::schedule::DeliverySchedule;
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::EventSink;
 use taskfleet_core::secrets::SecretSource;
+
+/// How completion webhooks are signed and delivered (the deployed functions read the same from
+/// `WEBHOOK_MASTER_KEY_ARN`, `WEBHOOK_SCHEDULE`, `WEBHOOK_TIMEOUT_MS`,
+/// `WEBHOOK_SECRET_GRACE_SECONDS`; `WEBHOOK_ALLOW_LOOPBACK` is never set in AWS).
+#[derive(Debug, Clone)]
+pub struct CompletionSettings {
+    /// The master key every client's webhook secret is derived from.
+    pub master: MasterKey,
+    /// The waits before each retry of a delivery.
+    pub schedule: DeliverySchedule,
+    /// Which URLs may receive webhooks (local runs allow loopback receivers).
+    pub rules: Rules,
+    /// How long one delivery attempt may take.
+    pub timeout: Duration,
+    /// How long a rotated-out client secret keeps signing.
+    pub grace: Duration,
+}
+
+impl CompletionSettings {
+    /// Local settings: `master`, Svix's schedule, loopback receivers allowed, the default
+    /// attempt timeout and grace period.
+    pub fn local(master: MasterKey) -> Self {
+        Self {
+            master,
+            schedule: DeliverySchedule::default(),
+            rules: Rules { allow_loopback: true },
+            timeout: taskfleet_adapters::completion::DEFAULT_DELIVERY_TIMEOUT,
+            grace: client_secret::DEFAULT_GRACE,
+        }
+    }
+}
 
 /// What the local fleet is configured with (the deployed functions read the same from their
 /// environment).
@@ -53,6 +87,7 @@ pub struct FunctionSettings {
     pub sweep_batch: usize,
     /// Where the functions' per-event metrics go.
     pub events: Arc<dyn EventSink>,
+    pub completion: CompletionSettings,
 }
 
 pub struct Functions {

@@ -41,7 +41,7 @@ use taskfleet_core::policy::Policies;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use functions::{FunctionSettings, Functions};
+pub use functions::{CompletionSettings, FunctionSettings, Functions};
 pub use resources::{Names, Resources};
 
 /// Stream records set aside after their retries (the on-failure destination, locally).
@@ -89,6 +89,8 @@ pub struct FleetSettings {
     /// over is this × `event_source.max_concurrency`.
     pub caller_concurrency: usize,
     pub chaos: DeliveryChaos,
+    /// Completion webhooks: master key, retry schedule, allowed receivers.
+    pub completion: CompletionSettings,
 }
 
 /// At-least-once delivery made visible: how often the local event sources deliver twice.
@@ -186,6 +188,7 @@ impl Fleet {
                 metrics_namespace: settings.metrics_namespace.clone(),
                 sweep_batch: settings.sweep_batch,
                 events: local_metrics.clone(),
+                completion: settings.completion.clone(),
             },
         )?);
         let dead_letters = DeadLetters::default();

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use taskfleet_adapters::config;
-use taskfleet_localfleet::{Fleet, FleetSettings, Names, OpsSettings};
+use taskfleet_core::completion::client_secret::MasterKey;
+use taskfleet_core::completion::destination::Rules;
+use taskfleet_localfleet::{CompletionSettings, Fleet, FleetSettings, Names, OpsSettings};
 use tracing_subscriber::EnvFilter;
 
 /// Port of the HTTP front.
@@ -78,6 +80,29 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The master key of local runs unless `WEBHOOK_MASTER_KEY` (or `_ARN`) names another: local
+/// webhook secrets are only as secret as this source file.
+const LOCAL_MASTER_KEY: &str = "whsec_ZGV2LWxvY2FsLW1hc3Rlci1rZXktb2YtdGFza2ZsZWV0LTAx";
+
+/// Completion webhooks as configured, with local defaults: the local master key, and receivers
+/// on this machine allowed (`WEBHOOK_ALLOW_LOOPBACK=false` refuses them, as AWS does).
+async fn completion(sdk: &taskfleet_adapters::SdkConfig) -> Result<CompletionSettings, config::ConfigError> {
+    let master = match config::master_key(sdk).await {
+        Err(config::ConfigError::Missing(_)) => MasterKey::parse(LOCAL_MASTER_KEY)
+            .map_err(|e| config::ConfigError::Invalid { name: config::WEBHOOK_MASTER_KEY, reason: e.to_string() })?,
+        other => other?,
+    };
+    let loopback = std::env::var(config::WEBHOOK_ALLOW_LOOPBACK).map_or(true, |v| v.trim().is_empty());
+    let rules = if loopback { Rules { allow_loopback: true } } else { config::destination_rules()? };
+    Ok(CompletionSettings {
+        master,
+        schedule: config::delivery_schedule()?,
+        rules,
+        timeout: config::webhook_timeout()?,
+        grace: config::secret_grace()?,
+    })
+}
+
 async fn run() -> Result<(), StartError> {
     let port = config::positive(PORT, 3000)?;
     let sdk = config::aws().await;
@@ -112,6 +137,7 @@ async fn run() -> Result<(), StartError> {
         )?)
         .unwrap_or(10),
         chaos: Default::default(),
+        completion: completion(&sdk).await?,
     };
     let alarm_period = match std::env::var(LOCAL_ALARM_PERIOD_SECONDS).ok().filter(|v| !v.trim().is_empty()) {
         None => None,
