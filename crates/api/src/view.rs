@@ -1,9 +1,14 @@
 //! What clients see of a task.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
-use taskfleet_core::Task;
-use taskfleet_core::blob::Content;
+use taskfleet_core::blob::{BlobStore, Content};
+use taskfleet_core::{StoreError, Task};
+
+/// How long a `result_url` lets its holder read the result.
+pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
 
 /// `GET /tasks/{task_id}`: status, outcome, attempts and timestamps (RFC 3339, UTC). The
 /// payload is not echoed back. A small result is shown inline as `result`; a large one (kept in
@@ -47,6 +52,18 @@ pub struct TaskView {
     /// `delivered` or `failed` (given up). Absent without a `webhook_url` or before the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookView>,
+}
+
+impl TaskView {
+    /// `task` as `GET /tasks/{task_id}` shows it, and as its completion webhook carries it: a
+    /// result kept in the blob store as a `result_url` presigned for [`RESULT_URL_VALIDITY`].
+    pub async fn shown(task: &Task, blobs: &impl BlobStore) -> Result<Self, StoreError> {
+        let mut view = Self::from(task);
+        if let Some(Content::Stored { key }) = &task.result {
+            view.result_url = Some(blobs.presign_get(key, RESULT_URL_VALIDITY).await?);
+        }
+        Ok(view)
+    }
 }
 
 /// [`TaskView::webhook`].

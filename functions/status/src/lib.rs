@@ -12,19 +12,18 @@
 use lambda_http::http::StatusCode;
 use std::time::Duration;
 
+pub use taskfleet_api::view::RESULT_URL_VALIDITY;
+
 use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, S3Blobs, SdkConfig};
 use taskfleet_api::error::{self, REQUEST_DEADLINE};
 use taskfleet_api::view::{TaskList, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
-use taskfleet_core::blob::{BlobStore, Content};
+use taskfleet_core::blob::BlobStore;
 use taskfleet_core::ports::TaskStore;
 use taskfleet_core::{Timestamp, service, trace, validation};
 use tracing::Instrument;
-
-/// How long a `result_url` lets its holder read the result.
-pub const RESULT_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
@@ -88,11 +87,7 @@ async fn show<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     let wait = wait_of(request)?;
     let task = service::task_when_finished(&app.store, &client, &task_id, wait).await?.ok_or(ApiError::NotFound)?;
     trace::note(&task);
-    let mut view = TaskView::from(&task);
-    if let Some(Content::Stored { key }) = &task.result {
-        view.result_url = Some(app.blobs.presign_get(key, RESULT_URL_VALIDITY).await?);
-    }
-    Ok(response::json(StatusCode::OK, &view))
+    Ok(response::json(StatusCode::OK, &TaskView::shown(&task, &app.blobs).await?))
 }
 
 #[cfg(test)]

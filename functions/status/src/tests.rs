@@ -3,7 +3,7 @@ use super::*;
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use taskfleet_core::auth::fixed::FixedKeys;
-use taskfleet_core::blob::result_key;
+use taskfleet_core::blob::{Content, result_key};
 use taskfleet_core::lifecycle::{HISTORY_KEPT, Kind, Outcome, Transition};
 use taskfleet_core::memory::MemoryStore;
 use taskfleet_core::memory_blobs::MemoryBlobs;
