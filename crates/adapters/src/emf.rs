@@ -63,6 +63,9 @@ pub fn measurements(event: TaskEvent) -> Vec<(&'static str, f64, &'static str)> 
             }
             values
         }
+        TaskEvent::WebhookDelivered => vec![(metrics::WEBHOOKS_DELIVERED, 1.0, "Count")],
+        TaskEvent::WebhookRetried => vec![(metrics::WEBHOOK_RETRIES, 1.0, "Count")],
+        TaskEvent::WebhookGaveUp => vec![(metrics::WEBHOOKS_GIVEN_UP, 1.0, "Count")],
     }
 }
 
@@ -108,6 +111,9 @@ mod tests {
             TaskEvent::ExternalCall { accepted: false },
             TaskEvent::Finished { status: TaskStatus::Failed, latency_ms: Some(1) },
             TaskEvent::Finished { status: TaskStatus::Done, latency_ms: None },
+            TaskEvent::WebhookDelivered,
+            TaskEvent::WebhookRetried,
+            TaskEvent::WebhookGaveUp,
         ];
         let mut names: Vec<&str> = events.into_iter().flat_map(measurements).map(|(name, _, _)| name).collect();
         names.sort_unstable();

@@ -8,8 +8,18 @@ use crate::task::TaskStatus;
 /// Every gauge name the cron publishes.
 pub const GAUGES: [&str; 3] = [TASKS_ACTIVE, OLDEST_RECEIVED_AGE, TASKS_OVERDUE];
 /// Every per-event (EMF) metric name the functions emit.
-pub const EVENTS: [&str; 7] =
-    [TASKS_CREATED, TASKS_COMPLETED, TASKS_FAILED, TASKS_RETRIED, TASK_LATENCY, EXTERNAL_CALLS, EXTERNAL_ERRORS];
+pub const EVENTS: [&str; 10] = [
+    TASKS_CREATED,
+    TASKS_COMPLETED,
+    TASKS_FAILED,
+    TASKS_RETRIED,
+    TASK_LATENCY,
+    EXTERNAL_CALLS,
+    EXTERNAL_ERRORS,
+    WEBHOOKS_DELIVERED,
+    WEBHOOK_RETRIES,
+    WEBHOOKS_GIVEN_UP,
+];
 
 /// IN_PROGRESS tasks past their callback deadline (the sweeper retries or fails them).
 pub const TASKS_OVERDUE: &str = "TasksOverdue";
@@ -27,6 +37,12 @@ pub const TASK_LATENCY: &str = "TaskLatency";
 pub const EXTERNAL_CALLS: &str = "ExternalServiceCalls";
 /// Jobs the external service refused or did not answer (caller). Count.
 pub const EXTERNAL_ERRORS: &str = "ExternalServiceErrors";
+/// Completion webhooks delivered (notifier). Count.
+pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
+/// Completion webhook attempts that failed with attempts left (notifier). Count.
+pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
+/// Completion webhooks given up after their last attempt failed (notifier). Count.
+pub const WEBHOOKS_GIVEN_UP: &str = "WebhooksGivenUp";
 
 /// Tasks currently RECEIVED or IN_PROGRESS (dimension `Status`).
 pub const TASKS_ACTIVE: &str = "TasksActive";

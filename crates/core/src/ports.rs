@@ -232,6 +232,12 @@ pub enum TaskEvent {
     ExternalCall {
         accepted: bool,
     },
+    /// A completion webhook was delivered (its receiver answered 2xx).
+    WebhookDelivered,
+    /// A completion webhook attempt failed and another will be made.
+    WebhookRetried,
+    /// A completion webhook attempt failed and it was the last: the delivery is given up.
+    WebhookGaveUp,
 }
 
 /// Where per-event metrics go (in AWS: Embedded Metric Format log lines). Synchronous and
