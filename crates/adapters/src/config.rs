@@ -82,6 +82,12 @@ pub const INLINE_MAX_BYTES: &str = "INLINE_MAX_BYTES";
 /// SQS queue of completion-webhook delivery timers: the dispatcher sends to it, the notifier reads
 /// it (its own queue, so deliveries never wait behind jobs or jobs behind deliveries).
 pub const DELIVERIES_QUEUE_URL: &str = "DELIVERIES_QUEUE_URL";
+/// How many deliveries one notifier invocation makes at once. The fleet-wide bound is this × the
+/// deliveries queue event source's `MaximumConcurrency`.
+pub const NOTIFIER_CONCURRENCY: &str = "NOTIFIER_CONCURRENCY";
+pub const DEFAULT_NOTIFIER_CONCURRENCY: u64 = 10;
+/// The most deliveries a notifier invocation may make at once.
+pub const MAX_NOTIFIER_CONCURRENCY: u64 = 100;
 /// The Secrets Manager secret (ARN or name) holding the master key (`whsec_…`) from which every
 /// client's completion-webhook secret is derived (`taskfleet_core::completion::client_secret`).
 /// Read once per cold start by ingest (`POST /webhook-secret`) and the notifier. Changing it

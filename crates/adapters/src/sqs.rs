@@ -1,4 +1,4 @@
-//! The jobs queue publisher: SendMessageBatch, ten messages per call, the calls of a large
+//! The timer queues' publisher (the jobs queue, the deliveries queue): SendMessageBatch, ten messages per call, the calls of a large
 //! batch made concurrently. Each message carries its delay (SQS per-message `DelaySeconds`, at
 //! most 900 s) and its message group (the client: on a standard queue that makes it a fair
 //! queue, so one client's burst does not make the others wait).
@@ -30,6 +30,11 @@ impl SqsPublisher {
     /// The publisher to the queue named by `JOBS_QUEUE_URL`.
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self::new(Client::new(sdk), config::required(config::JOBS_QUEUE_URL)?))
+    }
+
+    /// The publisher to the queue named by `DELIVERIES_QUEUE_URL`.
+    pub fn deliveries_from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(Client::new(sdk), config::required(config::DELIVERIES_QUEUE_URL)?))
     }
 
     async fn send_chunk(&self, chunk: &[Dispatch]) -> Vec<Result<(), PublishError>> {
