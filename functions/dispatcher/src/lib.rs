@@ -1,10 +1,12 @@
-//! On the tasks table's DynamoDB stream: every change that leaves a task active becomes a timer
-//! on the jobs queue (see `taskfleet_core::dispatch`): a RECEIVED task's start, delayed until it
-//! is due, and an IN_PROGRESS attempt's deadline check, delayed until its callback is due; in
-//! the client's message group (SendMessageBatch, ten per call, the calls made concurrently).
-//! REMOVE records (TTL deletions), finished tasks and items that are not tasks are skipped. The answer lists batch item failures, so one bad record
-//! neither blocks nor replays the whole batch: Lambda retries from the first failed record,
-//! and a record that keeps failing ends in the on-failure destination.
+//! On the tasks table's DynamoDB stream: every change that calls for a timer (see
+//! `taskfleet_core::dispatch`) becomes a message, delayed until it is due, in the client's message
+//! group. Timers of jobs go to the jobs queue (a RECEIVED task's start, an IN_PROGRESS attempt's
+//! deadline check), timers of completion-webhook deliveries (an ended task's next attempt) to the
+//! deliveries queue, so that a receiver that is down never delays a task (SendMessageBatch, ten
+//! per call, the calls to both queues made concurrently). REMOVE records (TTL deletions), other
+//! changes to ended tasks and items that are not tasks are skipped. The answer lists batch item
+//! failures, so one bad record neither blocks nor replays the whole batch: Lambda retries from
+//! the first failed record, and a record that keeps failing ends in the on-failure destination.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
@@ -17,13 +19,36 @@ use taskfleet_core::{PublishError, StoreError, Timestamp};
 
 /// Everything the function needs, built once per cold start.
 pub struct App<P> {
-    pub publisher: P,
+    /// The jobs queue (starts and deadlines).
+    pub jobs: P,
+    /// The deliveries queue (completion-webhook attempts).
+    pub deliveries: P,
 }
 
 impl App<SqsPublisher> {
     pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self { publisher: SqsPublisher::from_env(sdk)? })
+        Ok(Self { jobs: SqsPublisher::from_env(sdk)?, deliveries: SqsPublisher::deliveries_from_env(sdk)? })
     }
+}
+
+/// Sends each dispatch to its queue; the outcomes in the order of `dispatches`. A queue answering
+/// fewer results than it was given messages has not confirmed the rest.
+async fn publish<P: Publisher>(app: &App<P>, dispatches: &[Dispatch]) -> Vec<Result<(), PublishError>> {
+    let (deliveries, jobs): (Vec<Dispatch>, Vec<Dispatch>) =
+        dispatches.iter().cloned().partition(|dispatch| dispatch.message.step.is_delivery());
+    let (jobs_sent, deliveries_sent) = futures_util::future::join(
+        async { if jobs.is_empty() { Vec::new() } else { app.jobs.publish(&jobs).await } },
+        async { if deliveries.is_empty() { Vec::new() } else { app.deliveries.publish(&deliveries).await } },
+    )
+    .await;
+    let (mut jobs_sent, mut deliveries_sent) = (jobs_sent.into_iter(), deliveries_sent.into_iter());
+    dispatches
+        .iter()
+        .map(|dispatch| {
+            let sent = if dispatch.message.step.is_delivery() { deliveries_sent.next() } else { jobs_sent.next() };
+            sent.unwrap_or_else(|| Err(PublishError("no result from the publisher".into())))
+        })
+        .collect()
 }
 
 /// What one stream record calls for.
@@ -57,11 +82,9 @@ pub async fn handle<P: Publisher>(app: &App<P>, event: LambdaEvent<Event>) -> Dy
             }
         }
     }
-    let mut outcomes = app.publisher.publish(&messages).await.into_iter();
-    for (dispatch, sequence) in messages.iter().zip(sources) {
+    let outcomes = publish(app, &messages).await;
+    for ((dispatch, sequence), outcome) in messages.iter().zip(sources).zip(outcomes) {
         let message = &dispatch.message;
-        // A publisher answering fewer results than messages has not confirmed the rest.
-        let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError("no result from the publisher".into())));
         match outcome {
             Ok(()) => {
                 // DEBUG: the transitions around it (task received, job handed over, callback

@@ -233,8 +233,9 @@ impl Publisher for Queue {
     }
 }
 
+/// A dispatcher whose jobs queue is `queue` (its deliveries queue takes everything).
 fn app(queue: Queue) -> App<Queue> {
-    App { publisher: queue }
+    App { jobs: queue, deliveries: Queue::default() }
 }
 
 fn lambda_event(event: Value) -> LambdaEvent<Event> {
@@ -351,7 +352,7 @@ async fn a_mixed_batch_sets_the_new_tasks_start_and_the_started_attempts_deadlin
     let answer = handle(&app, lambda_event(serde_json::from_str(MIXED_BATCH).unwrap())).await;
     assert_eq!(failures(&answer), Vec::<String>::new());
     assert_eq!(
-        app.publisher.sent(),
+        app.jobs.sent(),
         [
             start_now("0b7e8c1a-3f5d-4c2e-9a6b-1d2c3e4f5a6b", 1),
             deadline_now("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", 1, 1_764_202_288_000),
@@ -364,7 +365,7 @@ async fn an_insert_of_a_received_task_starts_attempt_one_at_once_in_its_clients_
     let app = app(Queue::default());
     let answer = handle(&app, lambda_event(batch(vec![insert("100", ID_1)]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    let sent = app.publisher.sent();
+    let sent = app.jobs.sent();
     assert_eq!(sent, [start_now(ID_1, 1)]);
     assert_eq!((sent[0].group.as_str(), sent[0].delay_seconds), ("alpha", 0));
     // What goes on the queue is exactly the contract the caller parses.
@@ -389,8 +390,7 @@ async fn each_clients_timers_go_in_its_own_message_group() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert!(answer.batch_item_failures.is_empty());
-    let groups: Vec<(String, String)> =
-        app.publisher.sent().into_iter().map(|d| (d.message.task_id, d.group)).collect();
+    let groups: Vec<(String, String)> = app.jobs.sent().into_iter().map(|d| (d.message.task_id, d.group)).collect();
     assert_eq!(
         groups,
         [
@@ -410,7 +410,7 @@ async fn a_modify_with_identical_images_sets_no_timer() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), []);
+    assert_eq!(app.jobs.sent(), []);
 }
 
 #[tokio::test]
@@ -429,7 +429,7 @@ async fn only_status_attempts_and_due_at_tell_a_change_from_a_no_op() {
     let recounted = modify("102", task_image(ID_3, "RECEIVED", 1), task_image(ID_3, "RECEIVED", 2));
     let answer = handle(&app, lambda_event(batch(vec![no_op, redispatched, recounted]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), [start_now(ID_2, 1), start_now(ID_3, 3)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_2, 1), start_now(ID_3, 3)]);
 }
 
 #[tokio::test]
@@ -439,7 +439,7 @@ async fn a_started_attempt_gets_a_deadline_timer_at_its_callback_deadline() {
     let started = modify("100", task_image(ID_1, "RECEIVED", 2), due(task_image(ID_1, "IN_PROGRESS", 3), deadline));
     let answer = handle(&app, lambda_event(batch(vec![started]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    let sent = app.publisher.sent();
+    let sent = app.jobs.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message, timer(ID_1, 3, Step::Deadline, deadline));
     assert_eq!(sent[0].group, "alpha");
@@ -454,7 +454,7 @@ async fn a_heartbeat_that_moves_the_deadline_sets_a_deadline_timer_for_the_new_o
         modify("100", due(task_image(ID_1, "IN_PROGRESS", 1), old), due(task_image(ID_1, "IN_PROGRESS", 1), moved));
     let answer = handle(&app, lambda_event(batch(vec![beat]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    let sent = app.publisher.sent();
+    let sent = app.jobs.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message, timer(ID_1, 1, Step::Deadline, moved));
     assert!((299..=300).contains(&sent[0].delay_seconds), "{}", sent[0].delay_seconds);
@@ -472,7 +472,7 @@ async fn changes_that_finish_a_task_set_no_timer() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), []);
+    assert_eq!(app.jobs.sent(), []);
 }
 
 #[tokio::test]
@@ -484,7 +484,7 @@ async fn a_task_returned_to_received_and_due_now_starts_the_next_attempt_at_once
     let replay = modify("101", task_image(ID_2, "FAILED", 3), task_image(ID_2, "RECEIVED", 3));
     let answer = handle(&app, lambda_event(batch(vec![retry, replay]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), [start_now(ID_1, 2), start_now(ID_2, 4)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_1, 2), start_now(ID_2, 4)]);
 }
 
 #[tokio::test]
@@ -499,7 +499,7 @@ async fn a_retry_waiting_for_its_backoff_starts_when_it_ends() {
     let answer = handle(&app, lambda_event(batch(vec![thirty, five, far]))).await;
     assert!(answer.batch_item_failures.is_empty(), "waiting is not failing");
 
-    let sent = app.publisher.sent();
+    let sent = app.jobs.sent();
     assert_eq!(
         sent.iter().map(|d| d.message.clone()).collect::<Vec<_>>(),
         [
@@ -525,7 +525,7 @@ async fn a_task_due_within_a_second_goes_with_no_delay() {
     let record = modify("100", task_image(ID_1, "IN_PROGRESS", 1), due(task_image(ID_1, "RECEIVED", 1), just_ahead));
     let answer = handle(&app, lambda_event(batch(vec![record]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    let sent = app.publisher.sent();
+    let sent = app.jobs.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].message.clone(), sent[0].delay_seconds), (timer(ID_1, 2, Step::Start, just_ahead), 0));
 }
@@ -538,7 +538,7 @@ async fn a_remove_sets_no_timer() {
     removal["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
     let answer = handle(&app, lambda_event(batch(vec![removal]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), []);
+    assert_eq!(app.jobs.sent(), []);
 }
 
 #[tokio::test]
@@ -558,7 +558,7 @@ async fn an_item_that_is_not_a_task_is_ignored() {
     );
     let answer = handle(&app, lambda_event(batch(vec![other]))).await;
     assert!(answer.batch_item_failures.is_empty());
-    assert_eq!(app.publisher.sent(), []);
+    assert_eq!(app.jobs.sent(), []);
 }
 
 #[tokio::test]
@@ -587,7 +587,7 @@ async fn an_insert_of_a_payload_item_sets_no_timer() {
     );
     let answer = handle(&app, lambda_event(batch(vec![inline, insert("102", ID_1), stored]))).await;
     assert!(answer.batch_item_failures.is_empty(), "a payload item is no corrupt task");
-    assert_eq!(app.publisher.sent(), [start_now(ID_1, 1)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_1, 1)]);
 }
 
 #[tokio::test]
@@ -624,7 +624,7 @@ async fn a_corrupt_task_image_is_reported_by_sequence_number_and_the_rest_still_
             "1405400000000002063282905"
         ]
     );
-    assert_eq!(app.publisher.sent(), [start_now(ID_1, 1), start_now("8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a", 1)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_1, 1), start_now("8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a", 1)]);
 }
 
 #[tokio::test]
@@ -642,7 +642,7 @@ async fn a_task_image_without_its_client_is_unreadable() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), ["100", "102"]);
-    assert_eq!(app.publisher.sent(), [start_now(ID_2, 1)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_2, 1)]);
 }
 
 #[tokio::test]
@@ -662,7 +662,7 @@ async fn an_unreadable_old_image_counts_as_a_change() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), Vec::<String>::new());
-    assert_eq!(app.publisher.sent(), [start_now(ID_1, 1), start_now(ID_2, 2), start_now(ID_3, 1)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_1, 1), start_now(ID_2, 2), start_now(ID_3, 1)]);
 }
 
 #[tokio::test]
@@ -676,7 +676,7 @@ async fn an_unreadable_new_image_of_a_task_still_fails_its_record() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), ["100"]);
-    assert_eq!(app.publisher.sent(), [start_now(ID_2, 2)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_2, 2)]);
 }
 
 #[tokio::test]
@@ -703,16 +703,13 @@ async fn a_send_failure_reports_exactly_that_records_sequence_number() {
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), ["1405400000000002063283002"]);
     // All three timers were sent, in stream order, in one call.
-    assert_eq!(
-        *app.publisher.calls.lock().unwrap(),
-        [vec![start_now(ID_1, 1), start_now(ID_2, 1), start_now(ID_3, 1)]]
-    );
+    assert_eq!(*app.jobs.calls.lock().unwrap(), [vec![start_now(ID_1, 1), start_now(ID_2, 1), start_now(ID_3, 1)]]);
 }
 
 #[tokio::test]
 async fn a_queue_refusing_everything_fails_only_the_records_that_set_a_timer() {
-    let app = App { publisher: MemoryQueue::default() };
-    app.publisher.refuse(true);
+    let app = App { jobs: MemoryQueue::default(), deliveries: MemoryQueue::default() };
+    app.jobs.refuse(true);
     let mut removal = record("REMOVE", "102", Some(task_image(ID_2, "RECEIVED", 0)), None);
     removal["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
     let records = vec![
@@ -723,13 +720,13 @@ async fn a_queue_refusing_everything_fails_only_the_records_that_set_a_timer() {
     ];
     let answer = handle(&app, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), ["100", "103"]);
-    assert_eq!(app.publisher.sent(), []);
+    assert_eq!(app.jobs.sent(), []);
 
     // Once the queue takes messages again, the retried records set their timers.
-    app.publisher.refuse(false);
+    app.jobs.refuse(false);
     let answer = handle(&app, lambda_event(batch(vec![insert("100", ID_1)]))).await;
     assert_eq!(failures(&answer), Vec::<String>::new());
-    assert_eq!(app.publisher.sent(), [start_now(ID_1, 1)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_1, 1)]);
 }
 
 #[tokio::test]
@@ -742,7 +739,7 @@ async fn messages_the_queue_gives_no_result_for_are_failures() {
     ];
     let answer = handle(&partial, lambda_event(batch(records))).await;
     assert_eq!(failures(&answer), ["1405400000000002063283102", "1405400000000002063283103"]);
-    assert_eq!(partial.publisher.sent(), [start_now(ID_1, 1), start_now(ID_2, 1), start_now(ID_3, 1)]);
+    assert_eq!(partial.jobs.sent(), [start_now(ID_1, 1), start_now(ID_2, 1), start_now(ID_3, 1)]);
 
     let silent = app(Queue::answering_only(0));
     let answer = handle(&silent, lambda_event(batch(vec![insert("900", ID_1)]))).await;
@@ -758,4 +755,92 @@ async fn the_answer_is_the_partial_batch_response_lambda_reads() {
     let healthy = app(Queue::default());
     let answer = handle(&healthy, lambda_event(batch(vec![insert("901", ID_1)]))).await;
     assert_eq!(serde_json::to_value(&answer).unwrap(), json!({"batchItemFailures": []}));
+}
+
+// ---- completion-webhook deliveries: the deliveries queue ----------------------------------
+
+/// The same image, of a task with a completion webhook.
+fn notifying(mut image: Value) -> Value {
+    image["webhook_url"] = json!({"S": "https://hooks.example.com/done?token=t"});
+    image
+}
+
+/// The same image, its delivery recorded as `state` after `attempts` attempts, the next due at
+/// `next_at` (epoch milliseconds).
+fn delivery(mut image: Value, state: &str, attempts: u32, next_at: Option<i64>) -> Value {
+    image["webhook_state"] = json!({"S": state});
+    image["webhook_attempts"] = json!({"N": attempts.to_string()});
+    if let Some(next_at) = next_at {
+        image["webhook_next_at"] = json!({"N": next_at.to_string()});
+    }
+    image
+}
+
+fn deliver_now(task_id: &str, attempt: u32, due_at: i64) -> Dispatch {
+    Dispatch { message: timer(task_id, attempt, Step::Deliver, due_at), group: "alpha".into(), delay_seconds: 0 }
+}
+
+#[tokio::test]
+async fn a_task_that_ends_with_a_webhook_sets_its_first_delivery_on_the_deliveries_queue() {
+    let app = app(Queue::default());
+    let records = vec![
+        modify("100", notifying(task_image(ID_1, "IN_PROGRESS", 1)), notifying(task_image(ID_1, "DONE", 1))),
+        insert("101", ID_2),
+        modify("102", notifying(task_image(ID_3, "RECEIVED", 0)), notifying(task_image(ID_3, "FAILED", 0))),
+    ];
+    let answer = handle(&app, lambda_event(batch(records))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    assert_eq!(app.deliveries.sent(), [deliver_now(ID_1, 1, DUE), deliver_now(ID_3, 1, DUE)]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_2, 1)], "jobs never go to the deliveries queue, nor deliveries here");
+    // Both queues were sent to in one call each.
+    assert_eq!(app.deliveries.calls.lock().unwrap().len(), 1);
+    assert_eq!(app.jobs.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_sets_the_next_one_when_it_is_due_and_a_final_delivery_sets_none() {
+    let app = app(Queue::default());
+    let next_at = now_plus(300_000);
+    let ended = notifying(task_image(ID_1, "DONE", 1));
+    let retrying = modify("100", ended.clone(), delivery(ended.clone(), "pending", 1, Some(next_at)));
+    let delivered = modify(
+        "101",
+        notifying(task_image(ID_2, "DONE", 1)),
+        delivery(notifying(task_image(ID_2, "DONE", 1)), "delivered", 1, None),
+    );
+    let given_up = modify(
+        "102",
+        delivery(notifying(task_image(ID_3, "FAILED", 1)), "pending", 7, Some(DUE)),
+        delivery(notifying(task_image(ID_3, "FAILED", 1)), "failed", 8, None),
+    );
+    // Another write to an ended task whose recorded delivery did not change.
+    let waiting = delivery(notifying(task_image(ID_4, "DONE", 1)), "pending", 1, Some(next_at));
+    let unchanged = modify("103", waiting.clone(), due(waiting, DUE + 1));
+    let answer = handle(&app, lambda_event(batch(vec![retrying, delivered, given_up, unchanged]))).await;
+    assert!(answer.batch_item_failures.is_empty());
+    let sent = app.deliveries.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].message.clone(), sent[0].group.as_str()), (timer(ID_1, 2, Step::Deliver, next_at), "alpha"));
+    assert!((299..=300).contains(&sent[0].delay_seconds), "{}", sent[0].delay_seconds);
+    assert_eq!(app.jobs.sent(), []);
+}
+
+#[tokio::test]
+async fn a_deliveries_queue_refusing_fails_only_the_records_of_deliveries() {
+    let app = App { jobs: Queue::default(), deliveries: Queue::refusing(ID_1) };
+    let records = vec![
+        modify("100", notifying(task_image(ID_1, "IN_PROGRESS", 1)), notifying(task_image(ID_1, "DONE", 1))),
+        insert("101", ID_2),
+        modify("102", notifying(task_image(ID_3, "IN_PROGRESS", 1)), notifying(task_image(ID_3, "DONE", 1))),
+    ];
+    let answer = handle(&app, lambda_event(batch(records))).await;
+    assert_eq!(failures(&answer), ["100"]);
+    assert_eq!(app.jobs.sent(), [start_now(ID_2, 1)]);
+    assert_eq!(app.deliveries.sent(), [deliver_now(ID_1, 1, DUE), deliver_now(ID_3, 1, DUE)]);
+
+    // A deliveries queue that answers for none of them has confirmed none.
+    let silent = App { jobs: Queue::default(), deliveries: Queue::answering_only(0) };
+    let ended = modify("200", notifying(task_image(ID_1, "IN_PROGRESS", 1)), notifying(task_image(ID_1, "DONE", 1)));
+    let answer = handle(&silent, lambda_event(batch(vec![ended, insert("201", ID_2)]))).await;
+    assert_eq!(failures(&answer), ["200"]);
 }
