@@ -59,6 +59,7 @@ impl Drill {
             sweep_batch: 100,
             event_source: EventSource { batch_size: 10, batch_window: Duration::ZERO, max_concurrency: 2 },
             caller_concurrency: 10,
+            notifier_concurrency: 10,
             chaos: DeliveryChaos::default(),
             completion: taskfleet_e2e::completion_settings(),
         };

@@ -178,6 +178,7 @@ impl TestFleet {
             sweep_batch: 100,
             event_source: scenario.caller.unwrap_or(CALLER).0,
             caller_concurrency: scenario.caller.unwrap_or(CALLER).1,
+            notifier_concurrency: 4,
             chaos: scenario.delivery,
             completion: completion_settings(),
         };

@@ -1,4 +1,4 @@
-//! The seven functions, built once like seven cold starts, and invoked the way Lambda invokes them:
+//! The eight functions, built once like eight cold starts, and invoked the way Lambda invokes them:
 //! event JSON in, `aws_lambda_events` deserialization, the function's own handler, JSON out.
 
 use std::convert::Infallible;
@@ -15,7 +15,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use taskfleet_adapters::table::Layout;
 use taskfleet_adapters::{
-    CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SqsPublisher, blobs,
+    CloudWatchSink, CompletionSender, ConfigError, DynamoSecretRecords, DynamoStore, HttpExternalService, S3Blobs,
+    SdkConfig, SqsPublisher, blobs,
 };
 
 use taskfleet_adapters::DynamoKeyRecords;
@@ -70,6 +71,10 @@ pub struct FunctionSettings {
     pub queue_url: String,
     /// Jobs one caller invocation hands over at once (`CALLER_CONCURRENCY`).
     pub caller_concurrency: usize,
+    /// The deliveries queue (`DELIVERIES_QUEUE_URL` in AWS).
+    pub deliveries_queue_url: String,
+    /// Deliveries one notifier invocation makes at once (`NOTIFIER_CONCURRENCY`).
+    pub notifier_concurrency: usize,
     /// The bucket of large payloads and results (`BLOBS_BUCKET` in AWS).
     pub bucket: String,
     /// The size above which payloads and results go to the bucket (`INLINE_MAX_BYTES`).
@@ -96,6 +101,7 @@ pub struct Functions {
     pub webhook: taskfleet_webhook::App<DynamoStore>,
     pub dispatcher: taskfleet_dispatcher::App<SqsPublisher>,
     pub caller: taskfleet_caller::App<DynamoStore, HttpExternalService>,
+    pub notifier: taskfleet_notifier::App<DynamoStore, DynamoSecretRecords, CompletionSender>,
     pub metrics: taskfleet_metrics::App<DynamoStore, CloudWatchSink>,
     pub sweeper: taskfleet_sweeper::App<DynamoStore>,
 }
@@ -111,12 +117,23 @@ pub enum InvokeError {
     Function(String),
 }
 
+/// Why the functions cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] taskfleet_adapters::completion::ClientBuildError),
+}
+
 impl Functions {
-    pub fn new(sdk: &SdkConfig, settings: &FunctionSettings) -> Result<Self, ConfigError> {
+    pub fn new(sdk: &SdkConfig, settings: &FunctionSettings) -> Result<Self, BuildError> {
         let store = || DynamoStore::with_layout(aws_sdk_dynamodb::Client::new(sdk), &settings.table, settings.layout);
         let bucket = || S3Blobs::new(blobs::client(sdk), &settings.bucket);
         let large = || Blobs::new(bucket(), settings.inline_max);
         let publisher = || SqsPublisher::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url);
+        let deliveries = || SqsPublisher::new(aws_sdk_sqs::Client::new(sdk), &settings.deliveries_queue_url);
+        let completion = &settings.completion;
         let events = || settings.events.clone();
         let keys = || {
             CachedAuthenticator::new(
@@ -141,7 +158,7 @@ impl Functions {
                 events: events(),
                 signing: settings.signing.clone(),
             },
-            dispatcher: taskfleet_dispatcher::App { publisher: publisher() },
+            dispatcher: taskfleet_dispatcher::App { jobs: publisher(), deliveries: deliveries() },
             caller: taskfleet_caller::App {
                 store: store(),
                 blobs: large(),
@@ -156,6 +173,18 @@ impl Functions {
                 queue: publisher(),
                 hold: taskfleet_core::hold::HoldGate::new(store()),
                 concurrency: settings.caller_concurrency,
+            },
+            notifier: taskfleet_notifier::App {
+                store: store(),
+                records: DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+                sender: CompletionSender::new(completion.rules, completion.timeout)?,
+                blobs: bucket(),
+                master: completion.master.clone(),
+                schedule: completion.schedule.clone(),
+                ttl: policies.ttl,
+                events: events(),
+                queue: deliveries(),
+                concurrency: settings.notifier_concurrency,
             },
             metrics: taskfleet_metrics::App {
                 store: store(),
@@ -221,6 +250,12 @@ impl Functions {
     pub async fn invoke_caller(&self, event: Value) -> Result<Value, InvokeError> {
         let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
         encode(&taskfleet_caller::handle(&self.caller, invocation).await)
+    }
+
+    /// Invokes the notifier with an SQS event; answers its batch item failures.
+    pub async fn invoke_notifier(&self, event: Value) -> Result<Value, InvokeError> {
+        let invocation = LambdaEvent::new(decode(event)?, context(&uuid::Uuid::new_v4().to_string()));
+        encode(&taskfleet_notifier::handle(&self.notifier, invocation).await)
     }
 
     /// Invokes the sweeper with a scheduled event.

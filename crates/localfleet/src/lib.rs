@@ -1,10 +1,10 @@
-//! The local fleet: the seven functions wired as AWS wires them, against the AWS emulator.
+//! The local fleet: the eight functions wired as AWS wires them, against the AWS emulator.
 //!
 //! | AWS                                   | here                                  |
 //! |---------------------------------------|---------------------------------------|
 //! | API Gateway HTTP API                  | [`front`]: axum, API Gateway v2 events |
 //! | DynamoDB stream → Lambda (dispatcher) | [`stream`]: GetRecords poller          |
-//! | SQS → Lambda (caller), batches        | [`queue`]: event source mapping        |
+//! | SQS → Lambda (caller, notifier)       | [`queue`]: event source mappings       |
 //! | EventBridge schedule → Lambda         | [`schedule`]: an interval              |
 //!
 //! Every function gets its event as the JSON AWS would send ([`events`]) and runs the same
@@ -88,6 +88,8 @@ pub struct FleetSettings {
     /// Jobs one caller invocation hands over at once; the fleet-wide bound on jobs being handed
     /// over is this × `event_source.max_concurrency`.
     pub caller_concurrency: usize,
+    /// Deliveries one notifier invocation makes at once (its event source: `event_source`'s).
+    pub notifier_concurrency: usize,
     pub chaos: DeliveryChaos,
     /// Completion webhooks: master key, retry schedule, allowed receivers.
     pub completion: CompletionSettings,
@@ -122,6 +124,8 @@ pub enum FleetError {
     Provision(#[from] resources::ProvisionError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Functions(#[from] functions::BuildError),
     #[error("cannot serve HTTP: {0}")]
     Io(#[from] std::io::Error),
     #[error("the alarms of deploy/alarms.json: {0}")]
@@ -177,6 +181,8 @@ impl Fleet {
                 layout: settings.layout,
                 queue_url: resources.queue_url.clone(),
                 caller_concurrency: settings.caller_concurrency,
+                deliveries_queue_url: resources.deliveries_queue_url.clone(),
+                notifier_concurrency: settings.notifier_concurrency,
                 bucket: resources.bucket.clone(),
                 inline_max: settings.inline_max,
                 key_cache: settings.key_cache,
@@ -217,6 +223,7 @@ impl Fleet {
         tasks.push(tokio::spawn(stream::run(stream_source, functions.clone(), dead_letters.clone(), settings.chaos)));
         let watch = Arc::new(queue_metrics::QueueWatch::default());
         let queue_source = Arc::new(queue::QueueSource {
+            function: local_names::Function::Caller,
             client: sqs.clone(),
             queue_url: resources.queue_url.clone(),
             queue_arn: resources.queue_arn.clone(),
@@ -224,9 +231,22 @@ impl Fleet {
             metrics: metrics.clone(),
             watch: watch.clone(),
         });
-        for _ in 0..settings.event_source.max_concurrency.max(1) {
-            let poller = queue::run(queue_source.clone(), settings.event_source, functions.clone(), settings.chaos);
-            tasks.push(tokio::spawn(poller));
+        // The notifier's event source reads the deliveries queue the same way (its own pollers).
+        let deliveries_watch = Arc::new(queue_metrics::QueueWatch::default());
+        let deliveries_source = Arc::new(queue::QueueSource {
+            function: local_names::Function::Notifier,
+            client: sqs.clone(),
+            queue_url: resources.deliveries_queue_url.clone(),
+            queue_arn: resources.deliveries_queue_arn.clone(),
+            region: region.clone(),
+            metrics: metrics.clone(),
+            watch: deliveries_watch.clone(),
+        });
+        for source in [&queue_source, &deliveries_source] {
+            for _ in 0..settings.event_source.max_concurrency.max(1) {
+                let poller = queue::run(source.clone(), settings.event_source, functions.clone(), settings.chaos);
+                tasks.push(tokio::spawn(poller));
+            }
         }
         let metrics_every = settings.metrics_interval;
         tasks.push(tokio::spawn(schedule::run(
@@ -258,6 +278,15 @@ impl Fleet {
                 name: queue_name(&resources.dead_letter_queue_url),
                 url: resources.dead_letter_queue_url.clone(),
             },
+            deliveries: queue_metrics::WatchedQueue {
+                name: queue_name(&resources.deliveries_queue_url),
+                url: resources.deliveries_queue_url.clone(),
+            },
+            deliveries_dlq: queue_metrics::WatchedQueue {
+                name: queue_name(&resources.deliveries_dlq_url),
+                url: resources.deliveries_dlq_url.clone(),
+            },
+            deliveries_watch,
             dispatcher_dlq: queue_metrics::WatchedQueue {
                 name: queue_name(&resources.dispatcher_dlq_url),
                 url: resources.dispatcher_dlq_url.clone(),

@@ -5,7 +5,7 @@
 
 use crate::resources::Names;
 
-/// The seven functions, as serverless.yml declares them.
+/// The eight functions, as serverless.yml declares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
     Ingest,
@@ -13,17 +13,19 @@ pub enum Function {
     Webhook,
     Dispatcher,
     Caller,
+    Notifier,
     Metrics,
     Sweeper,
 }
 
 impl Function {
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::Ingest,
         Function::Status,
         Function::Webhook,
         Function::Dispatcher,
         Function::Caller,
+        Function::Notifier,
         Function::Metrics,
         Function::Sweeper,
     ];
@@ -36,6 +38,7 @@ impl Function {
             Function::Webhook => "webhook",
             Function::Dispatcher => "dispatcher",
             Function::Caller => "caller",
+            Function::Notifier => "notifier",
             Function::Metrics => "metrics",
             Function::Sweeper => "sweeper",
         }
@@ -58,6 +61,8 @@ pub struct LocalNames {
     pub table: String,
     pub jobs_queue: String,
     pub jobs_dlq: String,
+    pub deliveries_queue: String,
+    pub deliveries_dlq: String,
     pub dispatcher_dlq: String,
 }
 
@@ -70,6 +75,8 @@ impl LocalNames {
             table: names.table.clone(),
             jobs_queue: names.queue.clone(),
             jobs_dlq: names.jobs_dlq.clone(),
+            deliveries_queue: names.deliveries.clone(),
+            deliveries_dlq: names.deliveries_dlq.clone(),
             dispatcher_dlq: names.dispatcher_dlq.clone(),
         }
     }
@@ -94,6 +101,8 @@ impl LocalNames {
             ("${TasksTable}".to_owned(), self.table.clone()),
             ("${JobsQueue.QueueName}".to_owned(), self.jobs_queue.clone()),
             ("${JobsDlq.QueueName}".to_owned(), self.jobs_dlq.clone()),
+            ("${DeliveriesQueue.QueueName}".to_owned(), self.deliveries_queue.clone()),
+            ("${DeliveriesDlq.QueueName}".to_owned(), self.deliveries_dlq.clone()),
             ("${DispatcherDlq.QueueName}".to_owned(), self.dispatcher_dlq.clone()),
         ];
         pairs.extend(Function::ALL.iter().map(|f| (format!("${{{}}}", f.logical_id()), self.function(*f))));

@@ -136,6 +136,12 @@ async fn run() -> Result<(), StartError> {
             config::MAX_CALLER_CONCURRENCY,
         )?)
         .unwrap_or(10),
+        notifier_concurrency: usize::try_from(config::bounded(
+            config::NOTIFIER_CONCURRENCY,
+            config::DEFAULT_NOTIFIER_CONCURRENCY,
+            config::MAX_NOTIFIER_CONCURRENCY,
+        )?)
+        .unwrap_or(10),
         chaos: Default::default(),
         completion: completion(&sdk).await?,
     };
@@ -168,6 +174,10 @@ async fn run() -> Result<(), StartError> {
         settings.event_source.batch_size,
         settings.event_source.max_concurrency,
         settings.caller_concurrency
+    );
+    println!(
+        "  deliveries queue → notifier  {} ({} pollers × {} deliveries at once)",
+        fleet.resources.deliveries_queue_url, settings.event_source.max_concurrency, settings.notifier_concurrency
     );
     println!(
         "  metrics every                {:?} → CloudWatch namespace {}",

@@ -1,7 +1,7 @@
-//! What Lambda's SQS event source mapping does in AWS: polls the jobs queue and invokes the
-//! caller with batches — up to `batch_size` messages, gathered for at most `batch_window` —
+//! What Lambda's SQS event source mapping does in AWS: polls a queue (the jobs queue, the
+//! deliveries queue) and invokes its function (the caller, the notifier) with batches — up to `batch_size` messages, gathered for at most `batch_window` —
 //! from at most `max_concurrency` pollers at once (the mapping's `MaximumConcurrency`). The
-//! caller answers its partial batch failures (`ReportBatchItemFailures`): the other messages
+//! function answers its partial batch failures (`ReportBatchItemFailures`): the other messages
 //! are deleted; the failed ones reappear after the visibility timeout, and after
 //! [`crate::resources::MAX_RECEIVES`] receives the queue moves them to its dead-letter queue.
 //!
@@ -28,6 +28,8 @@ use crate::local_names::Function;
 use crate::queue_metrics::QueueWatch;
 
 pub struct QueueSource {
+    /// The function the mapping invokes: [`Function::Caller`] or [`Function::Notifier`].
+    pub function: Function,
     pub client: Client,
     pub queue_url: String,
     pub queue_arn: String,
@@ -78,7 +80,7 @@ async fn next_batch(source: &QueueSource, settings: &EventSource) -> Vec<Message
         let messages = match received {
             Ok(answer) => answer.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "cannot read the jobs queue");
+                tracing::warn!(error = %DisplayErrorContext(&e), "cannot read the queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if batch.is_empty() {
                     continue;
@@ -112,18 +114,24 @@ pub async fn run(source: Arc<QueueSource>, settings: EventSource, functions: Arc
         }
         source.watch.received(&batch);
         let event = events::sqs_event(&batch, &source.queue_arn, &source.region);
+        let invoke = |event| async {
+            match source.function {
+                Function::Notifier => functions.invoke_notifier(event).await,
+                _ => functions.invoke_caller(event).await,
+            }
+        };
         if fastrand::f64() < chaos.duplicate_message {
-            let _ = source.metrics.invoke(Function::Caller, functions.invoke_caller(event.clone())).await;
+            let _ = source.metrics.invoke(source.function, invoke(event.clone())).await;
         }
-        let failed: Vec<String> = match source.metrics.invoke(Function::Caller, functions.invoke_caller(event)).await {
+        let failed: Vec<String> = match source.metrics.invoke(source.function, invoke(event)).await {
             Ok(answer) => serde_json::from_value::<SqsBatchResponse>(answer)
                 .map(|answer| answer.batch_item_failures.into_iter().map(|f| f.item_identifier).collect())
                 .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "unreadable caller answer; the whole batch will be delivered again");
+                    tracing::warn!(%error, "unreadable answer; the whole batch will be delivered again");
                     batch.iter().filter_map(|m| m.message_id.clone()).collect()
                 }),
             Err(error) => {
-                tracing::warn!(%error, "caller failed; the whole batch will be delivered again");
+                tracing::warn!(%error, "function failed; the whole batch will be delivered again");
                 continue;
             }
         };

@@ -1,5 +1,5 @@
-//! `AWS/SQS` metrics of every queue (the jobs queue, its dead-letter queue, the dispatcher's
-//! dead-letter queue), and the `AWS/DynamoDB` throttle counts of the table, as AWS publishes
+//! `AWS/SQS` metrics of every queue (the jobs queue, the deliveries queue, their dead-letter
+//! queues, the dispatcher's dead-letter queue), and the `AWS/DynamoDB` throttle counts of the table, as AWS publishes
 //! them: a poller reads each queue's attributes (GetQueueAttributes) every few seconds and the
 //! recorder ([`crate::aws_metrics`]) puts them, per `QueueName` / `TableName`.
 //!
@@ -127,6 +127,11 @@ pub struct ResourceMetrics {
     pub dispatcher_dlq: WatchedQueue,
     /// What the jobs queue's event source mapping saw.
     pub watch: Arc<QueueWatch>,
+    /// The deliveries queue and its dead-letter queue.
+    pub deliveries: WatchedQueue,
+    pub deliveries_dlq: WatchedQueue,
+    /// What the deliveries queue's event source mapping saw.
+    pub deliveries_watch: Arc<QueueWatch>,
     pub table: String,
     pub indexes: Vec<String>,
     /// A message received from the jobs queue comes back this long after a failure at most.
@@ -233,7 +238,7 @@ impl ResourceMetrics {
     async fn poll(&self, previous: &mut Previous) {
         let now = now_millis();
         let mut jobs_dlq = None;
-        for dlq in [&self.jobs_dlq, &self.dispatcher_dlq] {
+        for dlq in [&self.jobs_dlq, &self.dispatcher_dlq, &self.deliveries_dlq] {
             if let Some(depth) = self.depth(dlq).await {
                 let age = self.peeked_age(dlq, depth).await;
                 self.record(&dlq.name, "ApproximateAgeOfOldestMessage", age, SECONDS);
@@ -269,6 +274,16 @@ impl ResourceMetrics {
         }
         if jobs_dlq.is_some() {
             previous.jobs_dlq = jobs_dlq;
+        }
+        // The deliveries queue: its depth, and the oldest message its event source saw (as the
+        // jobs queue's, without the clock's growth between polls).
+        let seen = self.deliveries_watch.take(self.visibility_timeout * 3);
+        if let Some(depth) = self.depth(&self.deliveries).await {
+            let age = match seen.oldest_sent {
+                Some(sent) if depth.visible + depth.in_flight > 0 => (now - sent).max(0) as f64 / 1000.0,
+                _ => 0.0,
+            };
+            self.record(&self.deliveries.name, "ApproximateAgeOfOldestMessage", age, SECONDS);
         }
         previous.at = Some(now);
         let mut tables = vec![vec![("TableName", self.table.as_str())]];

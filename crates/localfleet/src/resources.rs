@@ -1,6 +1,7 @@
 //! Creates what serverless.yml creates in AWS, in the emulator: the tasks table (with stream,
 //! TTL and status index), the jobs queue (timers; a standard queue, its messages grouped by
-//! client, with a dead-letter queue after five receives), the dispatcher's dead-letter queue (its
+//! client, with a dead-letter queue after five receives), the deliveries queue (completion-webhook
+//! timers, the same way, with a dead-letter queue of its own), the dispatcher's dead-letter queue (its
 //! on-failure destination) and the bucket of large payloads and results.
 
 use aws_config::SdkConfig;
@@ -17,6 +18,10 @@ pub struct Names {
     pub queue: String,
     /// The jobs queue's dead-letter queue.
     pub jobs_dlq: String,
+    /// The deliveries queue (`DELIVERIES_QUEUE_URL`).
+    pub deliveries: String,
+    /// The deliveries queue's dead-letter queue.
+    pub deliveries_dlq: String,
     /// The dispatcher's on-failure destination (stream records it gave up on).
     pub dispatcher_dlq: String,
     /// The blobs bucket (`BLOBS_BUCKET`): a valid S3 bucket name whatever the prefix.
@@ -31,6 +36,8 @@ impl Names {
             table: format!("{prefix}-tasks"),
             queue: format!("{prefix}-jobs"),
             jobs_dlq: format!("{prefix}-jobs-dlq"),
+            deliveries: format!("{prefix}-deliveries"),
+            deliveries_dlq: format!("{prefix}-deliveries-dlq"),
             dispatcher_dlq: format!("{prefix}-dispatcher-dlq"),
             bucket: bucket_name(prefix),
         }
@@ -61,6 +68,10 @@ pub struct Resources {
     pub queue_url: String,
     pub queue_arn: String,
     pub dead_letter_queue_url: String,
+    /// The deliveries queue.
+    pub deliveries_queue_url: String,
+    pub deliveries_queue_arn: String,
+    pub deliveries_dlq_url: String,
     /// The dispatcher's dead-letter queue (its on-failure destination).
     pub dispatcher_dlq_url: String,
     /// The blobs bucket's name (what the functions get as `BLOBS_BUCKET`).
@@ -109,14 +120,25 @@ pub async fn ensure(sdk: &SdkConfig, names: &Names) -> Result<Resources, Provisi
         serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": MAX_RECEIVES.to_string()})
             .to_string();
     let queue_url = create_queue(&sqs, &names.queue, Some(redrive)).await?;
-    let queue_arn = queue_arn(&sqs, &queue_url).await?;
+    let jobs_arn = queue_arn(&sqs, &queue_url).await?;
+    let deliveries_dlq_url = create_queue(&sqs, &names.deliveries_dlq, None).await?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": queue_arn(&sqs, &deliveries_dlq_url).await?,
+        "maxReceiveCount": MAX_RECEIVES.to_string()
+    })
+    .to_string();
+    let deliveries_queue_url = create_queue(&sqs, &names.deliveries, Some(redrive)).await?;
+    let deliveries_queue_arn = queue_arn(&sqs, &deliveries_queue_url).await?;
 
     Ok(Resources {
         table: names.table.clone(),
         stream_arn,
         queue_url,
-        queue_arn,
+        queue_arn: jobs_arn,
         dead_letter_queue_url,
+        deliveries_queue_url,
+        deliveries_queue_arn,
+        deliveries_dlq_url,
         dispatcher_dlq_url,
         bucket: names.bucket.clone(),
     })
