@@ -93,6 +93,9 @@ FUNCTIONS = {
 }
 
 ORDER = ["ingest", "status", "webhook", "dispatcher", "caller", "metrics"]
+# Functions of the Rust fleet with no Python counterpart to measure against: only their size is
+# reported (the sweeper, issue 10; the notifier of completion webhooks, issue 12).
+RUST_ONLY = ["sweeper", "notifier"]
 
 
 def configuration(resources):

@@ -155,7 +155,7 @@ def _cpu(measured):
 def _memory_and_size(results):
     rows, peak, largest_zip = [], 0, 0
     size = results.get("size", {}).get("functions", {})
-    for name in list(functions.ORDER) + (["sweeper"] if "sweeper" in size else []):
+    for name in list(functions.ORDER) + [name for name in functions.RUST_ONLY if name in size]:
         warm = results.get("warm", {}).get(name, {})
         rust, python = warm.get("rust"), warm.get("python")
         sized = size.get(name, {})

@@ -28,8 +28,8 @@ def measure(ctx, zip_dirs):
     """zip_dirs: "x86_64=DIR,arm64=DIR" (either may be missing: that column stays empty)."""
     dirs = dict(part.split("=", 1) for part in zip_dirs.split(",") if "=" in part)
     names = list(functions.ORDER)
-    if os.path.exists(os.path.join(ctx.rust_dir, "sweeper")):
-        names.append("sweeper")
+    # Functions without a Python counterpart: sized when their release binary was built.
+    names += [name for name in functions.RUST_ONLY if os.path.exists(os.path.join(ctx.rust_dir, name))]
     rows = {}
     for name in names:
         binary = os.path.join(ctx.rust_dir, name)
