@@ -3,7 +3,8 @@
 //! refusing every job (`POST /_chaos`, at run time): `ExternalErrorRateAlarm`, and no other
 //! alarm, goes to ALARM within a few periods; the service recovers and the alarm goes back to
 //! OK. Meanwhile every widget of the deployed dashboard (deploy/dashboard.json) has data, the
-//! AWS metrics the fleet publishes itself included.
+//! AWS metrics the fleet publishes itself included (some tasks have a completion webhook, so the
+//! notifier and the deliveries queue have data too).
 //!
 //! Needs the AWS emulator at AWS_ENDPOINT_URL (`make test` starts it).
 
@@ -28,6 +29,10 @@ struct Drill {
     http: reqwest::Client,
     service: String,
     _service_task: tokio::task::JoinHandle<()>,
+    sdk: taskfleet_adapters::SdkConfig,
+    /// Where the drill's completion webhooks go (a receiver that answers 200).
+    webhook_url: String,
+    _receiver: Arc<taskfleet_e2e::webhooks::Receiver>,
 }
 
 impl Drill {
@@ -70,11 +75,16 @@ impl Drill {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fleet = Fleet::start_with(&sdk, settings, listener, ops).await.unwrap();
+        taskfleet_e2e::webhooks::secret_of(&sdk, &fleet.resources.table, "drill").await;
+        let (webhook_url, receiver) = taskfleet_e2e::webhooks::receiver(vec![200]).await;
         Self {
             fleet,
             http: reqwest::Client::new(),
             service: format!("http://{service_addr}"),
             _service_task: service_task,
+            sdk,
+            webhook_url,
+            _receiver: receiver,
         }
     }
 
@@ -132,11 +142,12 @@ fn in_alarm(states: &BTreeMap<String, String>) -> Vec<&str> {
 }
 
 /// A steady mix, until `stop`: a submit about every 100 ms, its status read, now and then a bad
-/// request (4xx). No cancels: a cancelled task ends FAILED and counts in `TasksFailed`, so while
+/// request (4xx) and a task with a completion webhook. No cancels: a cancelled task ends FAILED and counts in `TasksFailed`, so while
 /// the service refuses everything (no completions) a single cancel is a 100 % failure rate and
 /// `TaskFailureRateAlarm` fires too (README, operations: the drill).
 fn load(drill: &Drill, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let (http, base) = (drill.http.clone(), drill.url(""));
+    let (sdk, table, webhook_url) = (drill.sdk.clone(), drill.fleet.resources.table.clone(), drill.webhook_url.clone());
     tokio::spawn(async move {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -152,6 +163,9 @@ fn load(drill: &Drill, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
                 && let Some(id) = body["task_id"].as_str()
             {
                 let _ = http.get(format!("{base}/tasks/{id}")).header("x-api-key", KEY).send().await;
+            }
+            if n.is_multiple_of(5) {
+                taskfleet_e2e::webhooks::submit_notifying(&sdk, &table, "drill", &webhook_url).await;
             }
             if n.is_multiple_of(7) {
                 let _ = http.post(format!("{base}/tasks")).header("x-api-key", KEY).body("not json").send().await;

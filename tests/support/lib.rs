@@ -1,6 +1,8 @@
 //! Starting a whole local fleet (front, pollers, schedules) plus the example external service
 //! against the emulator, on ephemeral loopback ports, for one test.
 
+pub mod webhooks;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
