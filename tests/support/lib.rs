@@ -45,6 +45,8 @@ pub struct Scenario {
     /// AWS misbehaving: the fleet reaches the emulator through a proxy that throttles, fails,
     /// slows or drops answers at these rates (None: directly).
     pub aws_faults: Option<Rates>,
+    /// Completion webhooks (None: [`completion_settings`]).
+    pub completion: Option<taskfleet_localfleet::CompletionSettings>,
 }
 
 impl Scenario {
@@ -179,7 +181,7 @@ impl TestFleet {
             event_source: scenario.caller.unwrap_or(CALLER).0,
             caller_concurrency: scenario.caller.unwrap_or(CALLER).1,
             chaos: scenario.delivery,
-            completion: completion_settings(),
+            completion: scenario.completion.clone().unwrap_or_else(completion_settings),
         };
         Fleet::start(sdk, settings, listener).await.unwrap()
     }
