@@ -115,9 +115,9 @@ pub async fn submit(
 /// Ingest: stores a new RECEIVED task for `client`, due at its `run_at` if that is later than
 /// `now` (it waits RECEIVED until then), else at once. Its expiries count from when it may
 /// start ([`Task::starts_at`]): it lives a task TTL from then, its payload and its idempotency
-/// key's record a task TTL and a retention. With an idempotency key, the same key, payload and
-/// `run_at` answer the task the first submission created (also when both arrive at once), and
-/// the same key with another payload or `run_at` is refused.
+/// key's record a task TTL and a retention. With an idempotency key, the same key, payload,
+/// `run_at` and `webhook_url` answer the task the first submission created (also when both
+/// arrive at once), and the same key with another payload, `run_at` or `webhook_url` is refused.
 ///
 /// The rule for a key whose task is gone: a key's record lives until
 /// [`TtlPolicy::payload_expiry`] of its task's start; once that passed the key is free again

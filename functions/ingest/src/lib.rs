@@ -1,19 +1,19 @@
 //! The client's writes:
-//! - `POST /tasks` `{"payload": {…}, "run_at"?: RFC 3339, "webhook_url"?: URL}` → a RECEIVED task → `202
-//!   {"task_id","status","created_at","run_at"?,"trace_id"}` with `Location: /tasks/{task_id}`.
-//!   A `run_at` later than now (at most 7 days ahead, else 400 `run_at_too_far`) schedules the
-//!   task: it waits RECEIVED until then. A valid W3C `traceparent` header puts the task in the
-//!   caller's trace; otherwise it starts a trace of its own. With an `Idempotency-Key` header,
-//!   repeating the same request answers `200` with the same task; the same key with another
-//!   payload or `run_at` answers 409 `idempotency_conflict`, and a repeat whose task has expired
-//!   answers 409 `idempotency_task_gone` (the task is never created again). A `webhook_url`
+//! - `POST /tasks` `{"payload": {…}, "run_at"?: RFC 3339, "webhook_url"?: URL}` → a RECEIVED
+//!   task → `202 {"task_id","status","created_at","run_at"?,"trace_id"}` with
+//!   `Location: /tasks/{task_id}`. A `run_at` later than now (at most 7 days ahead, else 400
+//!   `run_at_too_far`) schedules the task: it waits RECEIVED until then. A valid W3C
+//!   `traceparent` header puts the task in the caller's trace; otherwise it starts a trace of its
+//!   own. With an `Idempotency-Key` header, repeating the same request answers `200` with the
+//!   same task; the same key with another payload, `run_at` or `webhook_url` answers 409
+//!   `idempotency_conflict`, and a repeat whose task has expired answers 409
+//!   `idempotency_task_gone` (the task is never created again). A `webhook_url`
 //!   (see [`webhooks`]) is where the fleet POSTs the task, signed, when it ends: it must pass the
 //!   destination rules (400 `invalid_webhook_url`; 503 `webhook_host_unresolved` when its host
 //!   cannot be resolved now) and the client must have a secret (409 `webhook_secret_missing`);
 //!   an idempotency key is bound to it as to the payload.
-//! - `POST /tasks/batch` `{"tasks": [{"payload", "run_at"?, "idempotency_key"?, "webhook_url"?}, …]}`
-//!   (1 to 100)
-//!   → `200 {"results": […]}`, one result per item in order: what `POST /tasks` would have
+//! - `POST /tasks/batch` `{"tasks": [{"payload", "run_at"?, "idempotency_key"?, "webhook_url"?},
+//!   …]}` (1 to 100) → `200 {"results": […]}`, one result per item in order: what `POST /tasks` would have
 //!   answered for it alone (`{"task_id","status",…}`) or its error (`{"error":{"code","message"}}`).
 //!   A bad item does not stop the others; `idempotency_key` is the item's `Idempotency-Key`.
 //!   The items share the request's trace when it has a valid `traceparent`; otherwise each task
