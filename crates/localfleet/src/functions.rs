@@ -18,7 +18,7 @@ use taskfleet_adapters::{
     CloudWatchSink, ConfigError, DynamoStore, HttpExternalService, S3Blobs, SdkConfig, SqsPublisher, blobs,
 };
 
-use taskfleet_adapters::DynamoKeyRecords;
+use taskfleet_adapters::{DynamoKeyRecords, DynamoSecretRecords};
 use taskfleet_core::auth::CachedAuthenticator;
 use taskfleet_core::blob::Blobs;
 use taskfleet_core::completion::client_secret::{self, MasterKey};
@@ -132,6 +132,13 @@ impl Functions {
                 blobs: large(),
                 ttl: policies.ttl,
                 events: events(),
+                webhooks: taskfleet_ingest::webhooks::Webhooks::new(
+                    DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+                    settings.completion.master.clone(),
+                    settings.completion.rules,
+                    settings.completion.timeout,
+                    settings.completion.grace,
+                )?,
             },
             status: taskfleet_status::App { store: store(), keys: keys(), blobs: bucket() },
             webhook: taskfleet_webhook::App {
