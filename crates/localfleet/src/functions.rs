@@ -136,9 +136,8 @@ impl Functions {
                     DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
                     settings.completion.master.clone(),
                     settings.completion.rules,
-                    settings.completion.timeout,
                     settings.completion.grace,
-                )?,
+                ),
             },
             status: taskfleet_status::App { store: store(), keys: keys(), blobs: bucket() },
             webhook: taskfleet_webhook::App {

@@ -73,7 +73,7 @@ fn master() -> MasterKey {
 
 /// The webhook side with `records`, as in local runs (loopback receivers allowed).
 fn webhooks_over<R>(records: R) -> Webhooks<R> {
-    Webhooks::new(records, master(), Rules { allow_loopback: true }, Duration::from_secs(5), DEFAULT_GRACE).unwrap()
+    Webhooks::new(records, master(), Rules { allow_loopback: true }, DEFAULT_GRACE)
 }
 
 fn app() -> (TestApp, Arc<RecordedEvents>) {

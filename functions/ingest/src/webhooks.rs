@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use lambda_http::http::header::CACHE_CONTROL;
 use lambda_http::http::{HeaderValue, StatusCode};
-use taskfleet_adapters::completion::SubmitCheckError;
-use taskfleet_adapters::{CompletionSender, ConfigError, DynamoSecretRecords, SdkConfig, config};
+use taskfleet_adapters::completion::{SubmitCheck, SubmitCheckError};
+use taskfleet_adapters::{ConfigError, DynamoSecretRecords, SdkConfig, config};
 use taskfleet_api::view::SecretView;
 use taskfleet_api::{ApiError, Body, Response, response};
 use taskfleet_core::completion::client_secret::MasterKey;
@@ -24,8 +24,7 @@ use tokio::sync::OnceCell;
 /// What ingest needs for completion webhooks, built once per cold start.
 pub struct Webhooks<R = DynamoSecretRecords> {
     /// Checks a `webhook_url` at submit: the rules, then the addresses its host resolves to.
-    /// Ingest never sends with it.
-    pub checker: CompletionSender,
+    pub checker: SubmitCheck,
     /// The clients' secret records (a version and a salt each; never a secret).
     pub records: R,
     /// The key every client's secret is derived from.
@@ -36,27 +35,19 @@ pub struct Webhooks<R = DynamoSecretRecords> {
 
 impl Webhooks {
     /// From the environment: `WEBHOOK_MASTER_KEY_ARN` (or `WEBHOOK_MASTER_KEY` in local runs;
-    /// one is required), `WEBHOOK_ALLOW_LOOPBACK`, `WEBHOOK_TIMEOUT_MS`,
-    /// `WEBHOOK_SECRET_GRACE_SECONDS`, and the records in `TASKS_TABLE`.
+    /// one is required), `WEBHOOK_ALLOW_LOOPBACK`, `WEBHOOK_SECRET_GRACE_SECONDS`, and the
+    /// records in `TASKS_TABLE`.
     pub async fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         let records = DynamoSecretRecords::from_env(sdk)?;
         let master = config::master_key(sdk).await?;
-        Self::new(records, master, config::destination_rules()?, config::webhook_timeout()?, config::secret_grace()?)
+        Ok(Self::new(records, master, config::destination_rules()?, config::secret_grace()?))
     }
 }
 
 impl<R> Webhooks<R> {
     /// The webhook side over `records`, checking URLs against `rules`.
-    pub fn new(
-        records: R,
-        master: MasterKey,
-        rules: Rules,
-        timeout: Duration,
-        grace: Duration,
-    ) -> Result<Self, ConfigError> {
-        let checker = CompletionSender::new(rules, timeout)
-            .map_err(|e| ConfigError::Invalid { name: config::WEBHOOK_TIMEOUT_MS, reason: e.to_string() })?;
-        Ok(Self { checker, records, master, grace })
+    pub fn new(records: R, master: MasterKey, rules: Rules, grace: Duration) -> Self {
+        Self { checker: SubmitCheck::new(rules), records, master, grace }
     }
 
     /// The rules a `webhook_url` is read with.
@@ -87,7 +78,7 @@ impl<'a, R: SecretRecords> SecretOnFile<'a, R> {
     /// address its host resolves to may be called (refused or unknown: 400; the resolver
     /// failing: 503), and the client has a secret (else 409 `webhook_secret_missing`).
     pub async fn admit(&self, url: &str) -> Result<String, ApiError> {
-        let url = self.webhooks.checker.check_at_submit(url).await.map_err(refusal)?;
+        let url = self.webhooks.checker.check(url).await.map_err(refusal)?;
         if !self.found().await? {
             return Err(ApiError::WebhookSecretMissing);
         }
