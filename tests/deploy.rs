@@ -324,9 +324,6 @@ fn functions_get_only_settings_the_code_reads_and_the_ones_it_requires() {
         if let Some(queue) = deliveries {
             assert_eq!(queue, &serde_json::json!({ "Ref": "DeliveriesQueue" }), "{name}");
         }
-        // Only the loopback rule of local runs is never deployed; nor the master key's value.
-        assert!(!variables.contains_key(config::WEBHOOK_ALLOW_LOOPBACK), "{name}: loopback receivers in AWS");
-        assert!(!variables.contains_key(config::WEBHOOK_MASTER_KEY), "{name} is given the master key's value");
     }
 }
 
@@ -611,7 +608,16 @@ fn grants(template: &Value, function: &Value) -> Vec<(BTreeSet<String>, Value, V
 fn each_function_has_a_role_of_its_own_with_only_what_it_uses() {
     let template = template();
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
-        ("ingest", &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject"][..]),
+        (
+            "ingest",
+            &[
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:GetItem",
+                "s3:PutObject",
+                "secretsmanager:GetSecretValue",
+            ][..],
+        ),
         ("status", &["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "s3:GetObject"][..]),
         ("webhook", &["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject", "secretsmanager:GetSecretValue"][..]),
         (
@@ -970,6 +976,7 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
     let template = template();
     let meta = table::STATUS_SHARDS_ITEM;
     let webhook_secrets = format!("{}*", table::webhook_secret_key(""));
+    let webhook_secrets = webhook_secrets.as_str();
     let pairs = |list: &[(&str, &str)]| -> BTreeSet<(String, String)> {
         list.iter().map(|(action, pattern)| (format!("dynamodb:{action}"), (*pattern).to_owned())).collect()
     };
@@ -986,6 +993,10 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
                 ("GetItem", "APIKEY#*"),
                 ("GetItem", meta),
                 ("UpdateItem", meta),
+                // Clients' completion-webhook secret records: read at submit, created or
+                // rotated (conditional put) by POST /webhook-secret.
+                ("GetItem", webhook_secrets),
+                ("PutItem", webhook_secrets),
             ]),
         ),
         ("status", pairs(&[("GetItem", "TASK#*"), ("BatchGetItem", "TASK#*"), ("GetItem", "APIKEY#*")])),
@@ -1005,7 +1016,7 @@ fn table_item_actions_are_held_to_the_key_prefixes_each_function_touches() {
         ("sweeper", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("UpdateItem", meta), ("GetItem", meta)])),
         // Reads and records delivery attempts on task items; reads clients' secret records
         // (version and salt: no secret), never writes them (ingest's POST /webhook-secret does).
-        ("notifier", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("GetItem", &webhook_secrets)])),
+        ("notifier", pairs(&[("UpdateItem", "TASK#*"), ("GetItem", "TASK#*"), ("GetItem", webhook_secrets)])),
         ("dispatcher", BTreeSet::new()),
     ]);
     for (name, function) in functions(&template) {
@@ -1256,19 +1267,12 @@ fn signing_secrets_are_read_at_run_time_from_one_secret_and_never_put_in_the_env
         let arn = variables.get(config::WEBHOOK_SIGNING_SECRET_ARN);
         let signs = matches!(name.as_str(), "caller" | "webhook");
         assert_eq!(arn.is_some(), signs, "{name}: {}", config::WEBHOOK_SIGNING_SECRET_ARN);
-        // A function that derives clients' webhook secrets reads the master key instead.
-        let master = variables.get(config::WEBHOOK_MASTER_KEY_ARN);
-        let arn = arn.or(master);
         // Every grant on Secrets Manager: GetSecretValue on exactly the secret the function reads.
-        let secret_grants: Vec<(BTreeSet<String>, Value)> = grants(&template, function)
-            .into_iter()
-            .filter(|(actions, _, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
-            .map(|(actions, resource, condition)| {
-                assert!(condition.is_null(), "{name}: conditional secret grant {condition}");
-                (actions, resource)
-            })
-            .collect();
-        if arn.is_none() {
+        // (The completion-webhook master key's grant is checked on its own, below.)
+        let master = variables.get(config::WEBHOOK_MASTER_KEY_ARN);
+        let secret_grants: Vec<(BTreeSet<String>, Value)> =
+            secret_grants(&template, function).into_iter().filter(|(_, resource)| Some(resource) != master).collect();
+        if !signs {
             assert!(secret_grants.is_empty(), "{name} may read secrets: {secret_grants:?}");
             continue;
         }
@@ -1288,6 +1292,61 @@ fn signing_secrets_are_read_at_run_time_from_one_secret_and_never_put_in_the_env
         deployed[name]["Properties"]["Environment"]["Variables"][config::WEBHOOK_SIGNING_SECRET_ARN].clone()
     };
     assert_eq!(arn_of("caller"), arn_of("webhook"));
+}
+
+/// Every grant on Secrets Manager of a function's role: (actions, resource), none conditional.
+fn secret_grants(template: &Value, function: &Value) -> Vec<(BTreeSet<String>, Value)> {
+    grants(template, function)
+        .into_iter()
+        .filter(|(actions, _, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
+        .map(|(actions, resource, condition)| {
+            assert!(condition.is_null(), "conditional secret grant {condition}");
+            (actions, resource)
+        })
+        .collect()
+}
+
+#[test]
+fn the_completion_webhook_master_key_is_read_from_its_one_secret_by_ingest_and_never_put_in_the_environment() {
+    let template = template();
+    let mut readers = BTreeSet::new();
+    for (name, function) in functions(&template) {
+        let variables = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        assert!(!variables.contains_key(config::WEBHOOK_MASTER_KEY), "{name} is given the master key's value");
+        assert!(!variables.contains_key(config::WEBHOOK_ALLOW_LOOPBACK), "{name}: loopback receivers are local only");
+        let Some(arn) = variables.get(config::WEBHOOK_MASTER_KEY_ARN) else {
+            assert!(
+                !secret_grants(&template, function)
+                    .iter()
+                    .any(|(_, resource)| text_of(resource).contains("master-key")),
+                "{name} may read the master key"
+            );
+            continue;
+        };
+        readers.insert(name.clone());
+        let arn = text_of(arn);
+        let parts: Vec<&str> = arn.split(':').collect();
+        assert!(parts.len() == 7 && parts[..3] == ["arn", "aws", "secretsmanager"], "{name}: {arn}");
+        assert!(!arn.contains(['*', '?']), "{name}: a wildcard in {arn}");
+        let grant = (BTreeSet::from(["secretsmanager:GetSecretValue".to_owned()]), Value::String(arn.clone()));
+        assert!(secret_grants(&template, function).contains(&grant), "{name}: GetSecretValue on {arn}");
+    }
+    assert!(readers.contains("ingest"), "POST /webhook-secret derives secrets from the master key");
+    assert!(readers.contains("notifier"), "the notifier signs each delivery with a secret derived from it");
+}
+
+#[test]
+fn post_webhook_secret_is_served_by_ingest() {
+    let template = template();
+    let routes: Vec<&Value> = of_type(&template, "AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|(_, route)| &route["Properties"])
+        .filter(|route| route["RouteKey"] == "POST /webhook-secret")
+        .collect();
+    assert_eq!(routes.len(), 1, "one POST /webhook-secret route");
+    let integration = routes[0]["Target"]["Fn::Join"][1][1]["Ref"].as_str().expect("integration");
+    let uri = &template["Resources"][integration]["Properties"]["IntegrationUri"];
+    assert_eq!(invoked_alias(&template, uri).as_deref(), Some("ingest"));
 }
 
 /// A string of the template.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use taskfleet_core::completion::destination::MAX_URL_LEN;
 use taskfleet_core::validation::{
     MAX_BATCH, MAX_BODY_BYTES, MAX_ERROR_BYTES, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_RESULT_BYTES,
     MAX_RUN_AT_AHEAD, MAX_WAIT_SECONDS,
@@ -88,10 +89,33 @@ fn the_spec_states_the_limits_the_code_enforces() {
         format!("{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"),
         format!("| `run_at` | at most {} days ahead | 400 `run_at_too_far` |", MAX_RUN_AT_AHEAD.as_secs() / 86_400),
         format!("| tasks in one `POST /tasks/batch` | 1–{MAX_BATCH} | 400 `invalid_request` |"),
+        format!(
+            "| `webhook_url` | at most {MAX_URL_LEN} characters, `https` to a public host | 400 `invalid_webhook_url` |"
+        ),
+        format!("      format: uri\n      maxLength: {MAX_URL_LEN}\n"),
         format!("| `wait` of `GET /tasks/{{task_id}}` | 0–{MAX_WAIT_SECONDS} whole seconds | 400 `invalid_request` |"),
         format!("          minItems: 1\n          maxItems: {MAX_BATCH}\n"),
         format!("        minimum: 0\n        maximum: {MAX_WAIT_SECONDS}\n"),
     ] {
         assert!(SPEC.contains(&expected), "openapi.yaml does not say {expected:?}");
+    }
+}
+
+#[test]
+fn the_spec_lists_the_completion_webhook_error_codes_where_they_are_answered() {
+    use taskfleet_api::ApiError;
+    use taskfleet_core::ValidationError;
+    let codes = [
+        (ApiError::Invalid(ValidationError::WebhookUrl(String::new())), "ErrorSubmissionInvalid"),
+        (ApiError::WebhookSecretMissing, "ErrorSubmissionConflict"),
+        (ApiError::WebhookHostUnresolved, "ErrorSubmissionUnavailable"),
+    ];
+    for (error, schema) in codes {
+        let code = error.code();
+        assert!(SPEC.contains(&format!("                - {code}\n")), "the Error schema's enum lacks {code}");
+        assert!(SPEC.contains(&format!("                    - {code}\n")), "ErrorBatchItem lacks {code}");
+        let narrowed = SPEC.split(&format!("    {schema}:\n")).nth(1).expect(schema);
+        let narrowed = &narrowed[..narrowed.find("\n    Error").unwrap_or(narrowed.len())];
+        assert!(narrowed.contains(code), "{schema} lacks {code}");
     }
 }

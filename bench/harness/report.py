@@ -11,6 +11,7 @@ import time
 import baselines
 import functions
 import log_report
+import reads_report
 import prices
 
 STORAGE_HEADING = "## 8. Storage: partition heat and write units per task"
@@ -459,6 +460,7 @@ def write(path, results, ctx, command):
         storage_section(results, ctx.root),
         timers_section(results, ctx.root),
         log_report.logs_section(results, ctx.root),
+        reads_report.reads_section(results, ctx.root),
         notes_section(ctx.root),
     ]
     if results.get("failures"):
@@ -726,6 +728,7 @@ SECTIONS = {
     "storage": (lambda: STORAGE_HEADING, lambda results, root: storage_section(results, root)),
     "timers": (lambda: TIMERS_HEADING, lambda results, root: timers_section(results, root)),
     "logs": (lambda: log_report.LOGS_HEADING, log_report.logs_section),
+    "reads": (lambda: reads_report.READS_HEADING, reads_report.reads_section),
 }
 
 

@@ -8,6 +8,8 @@ loopback, each step bounded in count and time, and writes bench/RESULTS.md.
         step 9 alone (issue 10's timers, batched caller, backlog drain), the same way
     python bench/harness/run.py --steps logs --splice [--save-logs-baseline NOTE]
         step 10 alone (issue 13: log bytes per task), the same way
+    python bench/harness/run.py --steps reads --splice
+        step 11 alone (issue 12: polling vs ?wait vs webhooks for a 30 s task), the same way
 
 --smoke runs one repetition of everything with tiny counts and asserts only that each step
 worked (every invocation answered correctly, every task finished): it never judges timings.
@@ -31,6 +33,7 @@ import functions  # noqa: E402
 import invoke  # noqa: E402
 import log_bytes  # noqa: E402
 import quiet  # noqa: E402
+import reads  # noqa: E402
 import report  # noqa: E402
 import seed  # noqa: E402
 import sizes  # noqa: E402
@@ -38,11 +41,11 @@ import storage  # noqa: E402
 import timers  # noqa: E402
 from stub import ExternalService  # noqa: E402
 
-STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "timers", "logs"]
+STEPS = ["cold", "warm", "size", "requests", "throughput", "cron", "storage", "timers", "logs", "reads"]
 # Steps that need the templates (a task taken through the functions, a reference table).
 TEMPLATE_STEPS = {"cold", "warm", "throughput", "cron", "timers", "logs"}
 # Steps whose section of RESULTS.md --splice rewrites alone.
-SPLICED = ("storage", "timers", "logs")
+SPLICED = ("storage", "timers", "logs", "reads")
 
 # (full run, smoke run): counts, and seconds each step may take before it stops early.
 SETTINGS = {
@@ -76,6 +79,10 @@ SETTINGS = {
     "budget_timers_accept": (60, 30),  # each of the two runs, from the backlog's due time
     "budget_timers_drain": (150, 40),  # from the backlog's due time; --drain-tasks scales it
     "logs_tasks": (5, 1),  # happy-path tasks whose log bytes are measured (one more warms up)
+    # Issue 12 asks about a task that takes 30 s; each of the four runs lasts about that long.
+    "reads_tasks": (5, 1),
+    "reads_task_seconds": (30, 2),
+    "budget_reads": (240, 60),
 }
 
 
@@ -242,6 +249,7 @@ def main():
             ("storage", "storage", lambda: storage.measure(ctx)),
             ("timers", "timers", lambda: timers.measure(ctx)),
             ("logs", "logs", lambda: log_bytes.measure(ctx)),
+            ("reads", "reads", lambda: reads.measure(ctx)),
         ]
         for label, key, measure in runs:
             if not any(step in steps for step in label.split("/")):

@@ -3,7 +3,8 @@ each task back with success, from a few worker threads. `refuse_first` answers e
 first job 503 (with `Retry-After: retry_after` unless that is None) to measure the one-retry
 path. `answer_after` (seconds) answers every job that late, as crates/example-service's
 `Chaos::answer_after` (a service slow to accept). `result(job)`, if given, makes the result each
-callback reports (default: the job's payload echoed). It counts what it saw: jobs per task, the
+callback reports (default: the job's payload echoed). `call_back_after` (seconds) is how long
+each task takes: its callback is made that long after its job was accepted. It counts what it saw: jobs per task, the
 most jobs it was answering at once, and when each job arrived and was answered."""
 
 import collections
@@ -18,8 +19,9 @@ from http_io import Client, Server, respond
 
 class ExternalService:
     def __init__(self, call_back=False, refuse_first=False, workers=4, result=None, answer_after=0.0,
-                 retry_after="1"):
+                 retry_after="1", call_back_after=0.0):
         self.call_back, self.refuse_first = call_back, refuse_first
+        self.call_back_after = call_back_after
         self.result = result
         self.answer_after, self.retry_after = answer_after, retry_after
         self.lock = threading.Condition()
@@ -28,6 +30,7 @@ class ExternalService:
         self.journal = []  # (task_id, attempt, arrived, answered): perf_counter seconds
         self.answered = set()  # tasks with a job answered
         self.finished = {}  # task_id -> webhook status code
+        self.finished_at = {}  # task_id -> perf_counter when its callback was answered
         self.callback_urls = {}  # task_id -> the callback URL of its latest job
         self.pending = queue.Queue()
         self.server = Server(self._handle)
@@ -65,12 +68,13 @@ class ExternalService:
             result = (self.result(job) if self.result else
                       {"echo": job.get("payload"), "attempt": job.get("attempt")})
             outcome = {"status": "succeeded", "result": result}
-            self.pending.put((task_id, job["callback_url"], outcome))
+            self.pending.put((time.perf_counter() + self.call_back_after, task_id, job["callback_url"], outcome))
 
     def _deliver(self):
         clients = {}
         while True:
-            task_id, url, outcome = self.pending.get()
+            due, task_id, url, outcome = self.pending.get()
+            time.sleep(max(0.0, due - time.perf_counter()))
             parts = urllib.parse.urlsplit(url)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             client = clients.setdefault(parts.netloc, Client(parts.hostname, parts.port))
@@ -85,6 +89,7 @@ class ExternalService:
                     break
             with self.lock:
                 self.finished[task_id] = status
+                self.finished_at[task_id] = time.perf_counter()
                 self.lock.notify_all()
 
     def wait_finished(self, count, timeout):

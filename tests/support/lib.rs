@@ -47,6 +47,8 @@ pub struct Scenario {
     /// AWS misbehaving: the fleet reaches the emulator through a proxy that throttles, fails,
     /// slows or drops answers at these rates (None: directly).
     pub aws_faults: Option<Rates>,
+    /// Completion webhooks (None: [`completion_settings`]).
+    pub completion: Option<taskfleet_localfleet::CompletionSettings>,
 }
 
 impl Scenario {
@@ -182,7 +184,7 @@ impl TestFleet {
             caller_concurrency: scenario.caller.unwrap_or(CALLER).1,
             notifier_concurrency: 4,
             chaos: scenario.delivery,
-            completion: completion_settings(),
+            completion: scenario.completion.clone().unwrap_or_else(completion_settings),
         };
         Fleet::start(sdk, settings, listener).await.unwrap()
     }

@@ -3,7 +3,7 @@
 //!
 //! The destination rules ([`taskfleet_core::completion::destination`]) are applied at both ends:
 //!
-//! - **At submit**, [`CompletionSender::check_at_submit`] reads the URL and resolves its host:
+//! - **At submit**, [`SubmitCheck::check`] reads the URL and resolves its host:
 //!   every address it resolves to must be one that may be called.
 //! - **At delivery**, the stored URL is read again, and the client resolves host names only
 //!   through [`CheckedResolver`], which hands the connection nothing but addresses that pass the
@@ -121,6 +121,36 @@ impl SubmitCheckError {
     }
 }
 
+/// The check of a `webhook_url` at submit (ingest): no HTTP client, only the rules and the
+/// system resolver.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitCheck {
+    rules: Rules,
+}
+
+impl SubmitCheck {
+    pub fn new(rules: Rules) -> Self {
+        Self { rules }
+    }
+
+    /// The rules it applies.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// Checks a submitted `webhook_url`: the rules, then every address its host name resolves to.
+    /// The URL as it will be stored (normalised).
+    pub async fn check(&self, url: &str) -> Result<String, SubmitCheckError> {
+        let destination = Destination::parse(url, self.rules)?;
+        if let Some(host) = destination.host_name() {
+            for address in lookup_at_submit(host).await? {
+                self.rules.check_address(address.ip())?;
+            }
+        }
+        Ok(destination.as_str().to_owned())
+    }
+}
+
 /// The client could not be built.
 #[derive(Debug, Error)]
 #[error("cannot build the completion webhooks' HTTP client: {0}")]
@@ -154,18 +184,6 @@ impl CompletionSender {
     /// The rules the sender applies.
     pub fn rules(&self) -> Rules {
         self.rules
-    }
-
-    /// Checks a submitted `webhook_url`: the rules, then every address its host name resolves to.
-    /// The URL as it will be stored (normalised).
-    pub async fn check_at_submit(&self, url: &str) -> Result<String, SubmitCheckError> {
-        let destination = Destination::parse(url, self.rules)?;
-        if let Some(host) = destination.host_name() {
-            for address in lookup_at_submit(host).await? {
-                self.rules.check_address(address.ip())?;
-            }
-        }
-        Ok(destination.as_str().to_owned())
     }
 
     /// The reason a request that got no answer failed, for the task's history.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use reqwest::dns::{Name, Resolve};
-use taskfleet_adapters::completion::{CheckedResolver, CompletionSender, ResolveError, SubmitCheckError};
+use taskfleet_adapters::completion::{CheckedResolver, CompletionSender, ResolveError, SubmitCheck, SubmitCheckError};
 use taskfleet_core::Timestamp;
 use taskfleet_core::completion::delivery::Outcome;
 use taskfleet_core::completion::destination::{DestinationError, Rules};
@@ -168,14 +168,14 @@ async fn outside_local_runs_loopback_destinations_are_refused_before_any_connect
 
 #[tokio::test]
 async fn at_submit_non_public_and_plain_http_destinations_are_refused() {
-    let sender = sender(AWS);
+    let check = SubmitCheck::new(AWS);
     for (url, expected) in [
         ("https://127.0.0.1/", DestinationError::NotPublic("127.0.0.1".parse().unwrap())),
         ("https://10.0.0.1/", DestinationError::NotPublic("10.0.0.1".parse().unwrap())),
         ("http://example.com/", DestinationError::Scheme),
         ("https://localhost/", DestinationError::LocalName),
     ] {
-        match sender.check_at_submit(url).await {
+        match check.check(url).await {
             Err(SubmitCheckError::Refused(refused)) => assert_eq!(refused, expected, "{url}"),
             other => panic!("{url}: {other:?}"),
         }
@@ -184,13 +184,10 @@ async fn at_submit_non_public_and_plain_http_destinations_are_refused() {
 
 #[tokio::test]
 async fn at_submit_a_loopback_receiver_is_accepted_in_local_runs_and_normalised() {
-    let sender = sender(LOCAL);
-    assert_eq!(sender.check_at_submit("http://LOCALHOST:9000").await.unwrap(), "http://localhost:9000/");
-    assert_eq!(
-        sender.check_at_submit("https://127.0.0.1:9000/hook?x=1").await.unwrap(),
-        "https://127.0.0.1:9000/hook?x=1"
-    );
-    let private = sender.check_at_submit("https://10.0.0.1/").await.unwrap_err();
+    let check = SubmitCheck::new(LOCAL);
+    assert_eq!(check.check("http://LOCALHOST:9000").await.unwrap(), "http://localhost:9000/");
+    assert_eq!(check.check("https://127.0.0.1:9000/hook?x=1").await.unwrap(), "https://127.0.0.1:9000/hook?x=1");
+    let private = check.check("https://10.0.0.1/").await.unwrap_err();
     assert!(!private.is_transient(), "a client error: {private}");
 }
 
@@ -237,6 +234,6 @@ async fn a_name_that_resolves_to_loopback_is_refused_at_delivery_and_nothing_is_
     assert!(reason.starts_with("destination refused: `webhook_url` points at a non-public address (127."), "{reason}");
     assert!(!reason.contains("secret") && !reason.contains(&alias), "{reason}");
     assert!(seen.lock().unwrap().is_empty());
-    let at_submit = sender(AWS).check_at_submit(&format!("https://{alias}/")).await.unwrap_err();
+    let at_submit = SubmitCheck::new(AWS).check(&format!("https://{alias}/")).await.unwrap_err();
     assert!(matches!(at_submit, SubmitCheckError::Refused(DestinationError::NotPublic(_))), "{at_submit}");
 }

@@ -7,6 +7,8 @@ use lambda_http::http::header::RETRY_AFTER;
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
+use taskfleet_core::completion::client_secret::NoEntropy;
+use taskfleet_core::completion::rotation::RotateError;
 use taskfleet_core::{StoreError, ValidationError};
 use thiserror::Error;
 
@@ -38,8 +40,27 @@ pub enum ApiError {
     InvalidCallbackToken,
     #[error("{0}")]
     InvalidSignature(taskfleet_core::signing::SignatureError),
+    /// A `webhook_url` was given but the client has no completion-webhook secret to sign with.
+    #[error("this client has no webhook secret yet; call POST /webhook-secret first, then submit again")]
+    WebhookSecretMissing,
+    /// The `webhook_url`'s host could not be resolved now (the resolver failed, not the name).
+    #[error("the webhook_url's host could not be resolved now; retry later")]
+    WebhookHostUnresolved,
+    /// No randomness for a new secret.
+    #[error(transparent)]
+    Entropy(#[from] NoEntropy),
     #[error("the task store is unavailable; retry later")]
     Store(#[from] StoreError),
+}
+
+impl From<RotateError> for ApiError {
+    fn from(error: RotateError) -> Self {
+        match error {
+            RotateError::Conflict => Self::Conflict(error.to_string()),
+            RotateError::Entropy(e) => Self::Entropy(e),
+            RotateError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -51,9 +72,11 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(ValidationError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Store(StoreError::Corrupt(_) | StoreError::AlreadyExists) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Conflict(_) | Self::WebhookSecretMissing => StatusCode::CONFLICT,
+            Self::Store(StoreError::Corrupt(_) | StoreError::AlreadyExists) | Self::Entropy(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Store(StoreError::Unavailable(_)) | Self::WebhookHostUnresolved => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,6 +91,7 @@ impl ApiError {
             Self::Invalid(ValidationError::TooLarge { .. }) => "too_large",
             Self::Invalid(ValidationError::EmptyBody | ValidationError::MalformedJson(_)) => "malformed_json",
             Self::Invalid(ValidationError::RunAtTooFar) => "run_at_too_far",
+            Self::Invalid(ValidationError::WebhookUrl(_)) => "invalid_webhook_url",
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyConflict => "idempotency_conflict",
@@ -75,8 +99,10 @@ impl ApiError {
             Self::StaleAttempt => "stale_attempt",
             Self::InvalidCallbackToken => "invalid_callback_token",
             Self::InvalidSignature(_) => "invalid_signature",
+            Self::WebhookSecretMissing => "webhook_secret_missing",
+            Self::WebhookHostUnresolved => "webhook_host_unresolved",
             Self::Store(StoreError::Unavailable(_)) => "unavailable",
-            Self::Store(_) => "internal",
+            Self::Store(_) | Self::Entropy(_) => "internal",
         }
     }
 
@@ -102,7 +128,7 @@ impl ApiError {
         let status = self.status();
         let message = match self {
             Self::Store(StoreError::Unavailable(_)) => self.to_string(),
-            Self::Store(_) => "internal error".to_owned(),
+            Self::Store(_) | Self::Entropy(_) => "internal error".to_owned(),
             _ => self.to_string(),
         };
         if status.is_server_error() {
@@ -181,6 +207,29 @@ mod tests {
         assert_eq!(status, 400);
         assert_eq!(body["error"]["code"], "run_at_too_far");
         assert!(body["error"]["message"].as_str().unwrap().contains("7 days"));
+    }
+
+    #[test]
+    fn completion_webhook_refusals_have_codes_of_their_own() {
+        let refused = ApiError::Invalid(ValidationError::WebhookUrl("`webhook_url` must use https".into()));
+        assert_eq!(
+            answer(refused),
+            (400, json!({"error": {"code": "invalid_webhook_url", "message": "`webhook_url` must use https"}}))
+        );
+        let (status, body) = answer(ApiError::WebhookSecretMissing);
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("webhook_secret_missing")));
+        assert!(body["error"]["message"].as_str().unwrap().contains("POST /webhook-secret"));
+        let unresolved = ApiError::WebhookHostUnresolved.into_response();
+        assert_eq!(unresolved.status().as_u16(), 503);
+        assert!(unresolved.headers().contains_key("retry-after"));
+    }
+
+    #[test]
+    fn a_rotation_that_lost_a_race_is_a_conflict_and_a_store_failure_is_unavailable() {
+        let (status, body) = answer(RotateError::Conflict.into());
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+        assert!(body["error"]["message"].as_str().unwrap().contains("try again"));
+        assert_eq!(answer(RotateError::Store(StoreError::Unavailable("down".into())).into()).0, 503);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use taskfleet_core::blob::{BlobStore, Content};
+use taskfleet_core::completion::rotation::IssuedSecret;
 use taskfleet_core::{StoreError, Task};
 
 /// How long a `result_url` lets its holder read the result.
@@ -187,6 +188,28 @@ impl From<&taskfleet_core::ports::ListPage> for TaskList {
                 })
                 .collect(),
             next_cursor: page.next.as_ref().map(taskfleet_core::validation::encode_cursor),
+        }
+    }
+}
+
+/// `POST /webhook-secret` answers this (200), the only time the secret is shown: the client's
+/// new completion-webhook secret, its version, and after a rotation until when the previous
+/// secret keeps signing (RFC 3339). No `Debug`: it is never printed.
+#[derive(Serialize)]
+pub struct SecretView {
+    /// `whsec_…`.
+    pub secret: String,
+    pub version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_valid_until: Option<String>,
+}
+
+impl From<IssuedSecret> for SecretView {
+    fn from(issued: IssuedSecret) -> Self {
+        Self {
+            secret: issued.secret,
+            version: issued.version,
+            previous_secret_valid_until: issued.previous_until.map(taskfleet_core::Timestamp::to_rfc3339),
         }
     }
 }

@@ -28,6 +28,10 @@ pub enum ValidationError {
     TooLarge { field: &'static str, limit: usize },
     #[error("`run_at` is more than 7 days ahead; a task can be scheduled at most 7 days ahead")]
     RunAtTooFar,
+    /// A `webhook_url` that may not be called (see `completion::destination`): why, in words
+    /// that name at most the address it points at.
+    #[error("{0}")]
+    WebhookUrl(String),
 }
 
 /// Storage failed or holds something unexpected.

@@ -52,7 +52,8 @@ async fn store_new(
     store.insert(task, &payload, ttl.payload_expiry(task.starts_at())).await
 }
 
-/// What a client submits: the payload, when the task should start, and the trace it belongs to.
+/// What a client submits: the payload, when the task should start, the trace it belongs to and
+/// where its completion webhook goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
     pub payload: Value,
@@ -60,29 +61,38 @@ pub struct NewTask {
     /// by the caller): a time not later than the submission, or none, means at once.
     pub run_at: Option<Timestamp>,
     pub trace_id: Option<TraceId>,
+    /// The completion webhook's URL, as the destination rules accepted it (checked by the
+    /// caller: [`crate::validation`], and its host resolved).
+    pub webhook_url: Option<String>,
 }
 
 impl NewTask {
-    /// A task due at once, outside any trace.
+    /// A task due at once, outside any trace, with no completion webhook.
     pub fn now(payload: Value) -> Self {
-        Self { payload, run_at: None, trace_id: None }
+        Self { payload, run_at: None, trace_id: None, webhook_url: None }
     }
 
-    /// What an idempotency key is bound to: the payload and the `run_at` asked for (as asked,
-    /// so a repeat whose `run_at` has passed meanwhile is still the same request). Not the
-    /// trace: a retry may come from another span.
+    /// What an idempotency key is bound to: the payload, the `run_at` asked for (as asked, so a
+    /// repeat whose `run_at` has passed meanwhile is still the same request) and the
+    /// `webhook_url`, each only when present (so requests without the later ones keep the
+    /// digests they always had). Not the trace: a retry may come from another span.
     fn request_digest(&self) -> String {
-        match self.run_at {
-            None => token::digest(&self.payload.to_string()),
-            Some(run_at) => token::digest(&format!("{}\u{0}run_at={}", self.payload, run_at.as_millis())),
+        let mut request = self.payload.to_string();
+        if let Some(run_at) = self.run_at {
+            request.push_str(&format!("\u{0}run_at={}", run_at.as_millis()));
         }
+        if let Some(url) = &self.webhook_url {
+            request.push_str(&format!("\u{0}webhook_url={url}"));
+        }
+        token::digest(&request)
     }
 
     /// The task this submission describes, with id `task_id`, created at `created_at`.
     fn task(&self, task_id: TaskId, client: &ClientId, created_at: Timestamp, ttl: &TtlPolicy) -> Task {
         let mut task = Task::received_as(task_id, client.clone(), created_at, 0)
             .scheduled(self.run_at)
-            .traced(self.trace_id.clone());
+            .traced(self.trace_id.clone())
+            .notifying(self.webhook_url.clone());
         task.expires_at = ttl.new_task_expiry(task.starts_at());
         task
     }
@@ -105,9 +115,9 @@ pub async fn submit(
 /// Ingest: stores a new RECEIVED task for `client`, due at its `run_at` if that is later than
 /// `now` (it waits RECEIVED until then), else at once. Its expiries count from when it may
 /// start ([`Task::starts_at`]): it lives a task TTL from then, its payload and its idempotency
-/// key's record a task TTL and a retention. With an idempotency key, the same key, payload and
-/// `run_at` answer the task the first submission created (also when both arrive at once), and
-/// the same key with another payload or `run_at` is refused.
+/// key's record a task TTL and a retention. With an idempotency key, the same key, payload,
+/// `run_at` and `webhook_url` answer the task the first submission created (also when both
+/// arrive at once), and the same key with another payload, `run_at` or `webhook_url` is refused.
 ///
 /// The rule for a key whose task is gone: a key's record lives until
 /// [`TtlPolicy::payload_expiry`] of its task's start; once that passed the key is free again

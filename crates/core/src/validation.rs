@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::completion::destination::{Destination, Rules};
 use crate::error::ValidationError;
 use crate::lifecycle::Outcome;
 use crate::time::Timestamp;
@@ -31,6 +32,9 @@ pub struct Submission {
     pub payload: Value,
     /// When to start, as asked (see [`check_run_at`]).
     pub run_at: Option<Timestamp>,
+    /// Where to POST the task when it ends, as the destination rules normalised it (its host is
+    /// not resolved here).
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -39,21 +43,38 @@ struct SubmissionBody {
     payload: Value,
     #[serde(default)]
     run_at: Option<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
 }
 
-/// Parses `POST /tasks`: `{"payload": <JSON object>, "run_at"?: <RFC 3339 date-time>}`.
-pub fn parse_submission(body: &[u8]) -> Result<Submission, ValidationError> {
+/// Parses `POST /tasks`: `{"payload": <JSON object>, "run_at"?: <RFC 3339 date-time>,
+/// "webhook_url"?: <URL>}`, the URL checked against `rules`.
+pub fn parse_submission(body: &[u8], rules: Rules) -> Result<Submission, ValidationError> {
     let submission: SubmissionBody = parse_json(body)?;
-    submission_of(submission.payload, submission.run_at.as_deref())
+    submission_of(submission.payload, submission.run_at.as_deref(), submission.webhook_url.as_deref(), rules)
 }
 
-fn submission_of(payload: Value, run_at: Option<&str>) -> Result<Submission, ValidationError> {
+fn submission_of(
+    payload: Value,
+    run_at: Option<&str>,
+    webhook_url: Option<&str>,
+    rules: Rules,
+) -> Result<Submission, ValidationError> {
     if !payload.is_object() {
         return Err(ValidationError::Schema("`payload` must be a JSON object".into()));
     }
     ensure_size("payload", &payload, MAX_PAYLOAD_BYTES)?;
     let run_at = run_at.map(parse_run_at).transpose()?;
-    Ok(Submission { payload, run_at })
+    let webhook_url = webhook_url.map(|url| parse_webhook_url(url, rules)).transpose()?;
+    Ok(Submission { payload, run_at, webhook_url })
+}
+
+/// A `webhook_url`: at most [`crate::completion::destination::MAX_URL_LEN`] characters, and a
+/// URL the destination rules accept; normalised as the HTTP client reads it.
+fn parse_webhook_url(url: &str, rules: Rules) -> Result<String, ValidationError> {
+    Destination::parse(url, rules)
+        .map(|destination| destination.as_str().to_owned())
+        .map_err(|refused| ValidationError::WebhookUrl(refused.to_string()))
 }
 
 fn parse_run_at(raw: &str) -> Result<Timestamp, ValidationError> {
@@ -89,6 +110,8 @@ struct BatchEntry {
     run_at: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
 }
 
 /// One item of a batch, read on its own.
@@ -99,17 +122,18 @@ pub struct BatchItem {
 }
 
 /// Parses `POST /tasks/batch`: `{"tasks": [<item>, …]}` with 1 to [`MAX_BATCH`] items, each
-/// `{"payload", "run_at"?, "idempotency_key"?}`. The request as a whole fails only if it is not
-/// that shape; each item is checked on its own, in order, and a bad one does not spoil the rest.
-pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<BatchItem, ValidationError>>, ValidationError> {
+/// `{"payload", "run_at"?, "idempotency_key"?, "webhook_url"?}` (the URL checked against
+/// `rules`). The request as a whole fails only if it is not that shape; each item is checked on
+/// its own, in order, and a bad one does not spoil the rest.
+pub fn parse_batch(body: &[u8], rules: Rules) -> Result<Vec<Result<BatchItem, ValidationError>>, ValidationError> {
     let batch: BatchBody = parse_json(body)?;
     if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH {
         return Err(ValidationError::Schema(format!("`tasks` must hold 1 to {MAX_BATCH} tasks")));
     }
-    Ok(batch.tasks.into_iter().map(batch_item).collect())
+    Ok(batch.tasks.into_iter().map(|item| batch_item(item, rules)).collect())
 }
 
-fn batch_item(item: Value) -> Result<BatchItem, ValidationError> {
+fn batch_item(item: Value, rules: Rules) -> Result<BatchItem, ValidationError> {
     let entry: BatchEntry = serde_json::from_value(item).map_err(|error| ValidationError::Schema(describe(&error)))?;
     let idempotency_key = match entry.idempotency_key {
         Some(key) if parse_idempotency_key(&key).is_err() => {
@@ -119,7 +143,8 @@ fn batch_item(item: Value) -> Result<BatchItem, ValidationError> {
         }
         key => key,
     };
-    Ok(BatchItem { submission: submission_of(entry.payload, entry.run_at.as_deref())?, idempotency_key })
+    let submission = submission_of(entry.payload, entry.run_at.as_deref(), entry.webhook_url.as_deref(), rules)?;
+    Ok(BatchItem { submission, idempotency_key })
 }
 
 /// The longest `GET /tasks/{task_id}?wait=` (seconds).
@@ -273,42 +298,49 @@ fn ensure_size(field: &'static str, value: &Value, limit: usize) -> Result<(), V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::completion::destination::MAX_URL_LEN;
     use serde_json::json;
 
+    /// The rules in AWS, and in local runs (`make dev`).
+    const AWS: Rules = Rules { allow_loopback: false };
+    const LOCAL: Rules = Rules { allow_loopback: true };
+
     fn payload_of(body: &[u8]) -> Result<Value, ValidationError> {
-        parse_submission(body).map(|submission| submission.payload)
+        parse_submission(body, AWS).map(|submission| submission.payload)
     }
 
     #[test]
     fn a_submission_is_an_object_payload() {
         assert_eq!(payload_of(br#"{"payload":{"n":1}}"#), Ok(json!({"n": 1})));
         assert_eq!(payload_of(br#" {"payload":{}} "#), Ok(json!({})));
-        assert_eq!(parse_submission(br#"{"payload":{}}"#).unwrap().run_at, None);
+        assert_eq!(parse_submission(br#"{"payload":{}}"#, AWS).unwrap().run_at, None);
     }
 
     #[test]
     fn a_submission_must_be_json() {
-        assert_eq!(parse_submission(b""), Err(ValidationError::EmptyBody));
-        assert_eq!(parse_submission(b"  \n"), Err(ValidationError::EmptyBody));
-        assert!(matches!(parse_submission(b"{"), Err(ValidationError::MalformedJson(_))));
-        assert!(matches!(parse_submission(b"payload=1"), Err(ValidationError::MalformedJson(_))));
+        assert_eq!(parse_submission(b"", AWS), Err(ValidationError::EmptyBody));
+        assert_eq!(parse_submission(b"  \n", AWS), Err(ValidationError::EmptyBody));
+        assert!(matches!(parse_submission(b"{", AWS), Err(ValidationError::MalformedJson(_))));
+        assert!(matches!(parse_submission(b"payload=1", AWS), Err(ValidationError::MalformedJson(_))));
     }
 
     #[test]
     fn a_submission_payload_must_be_an_object() {
         for body in [r#"{"payload":[1]}"#, r#"{"payload":"x"}"#, r#"{"payload":null}"#, r#"{"payload":3}"#] {
-            assert!(matches!(parse_submission(body.as_bytes()), Err(ValidationError::Schema(_))), "{body}");
+            assert!(matches!(parse_submission(body.as_bytes(), AWS), Err(ValidationError::Schema(_))), "{body}");
         }
     }
 
     #[test]
-    fn a_submission_has_the_payload_field_and_maybe_run_at_and_nothing_else() {
-        assert!(matches!(parse_submission(br#"{}"#), Err(ValidationError::Schema(m)) if m.contains("payload")));
+    fn a_submission_has_the_payload_field_and_maybe_run_at_and_webhook_url_and_nothing_else() {
+        assert!(matches!(parse_submission(br#"{}"#, AWS), Err(ValidationError::Schema(m)) if m.contains("payload")));
         assert_eq!(
-            parse_submission(br#"{"payload":{},"x":1}"#),
-            Err(ValidationError::Schema("unknown field, expected `payload` or `run_at` at line 1 column 17".into()))
+            parse_submission(br#"{"payload":{},"x":1}"#, AWS),
+            Err(ValidationError::Schema(
+                "unknown field, expected one of `payload`, `run_at`, `webhook_url` at line 1 column 17".into()
+            ))
         );
-        assert!(matches!(parse_submission(br#"[]"#), Err(ValidationError::Schema(_))));
+        assert!(matches!(parse_submission(br#"[]"#, AWS), Err(ValidationError::Schema(_))));
     }
 
     /// The message is shown to the caller: it says what is wrong and where, never what was sent.
@@ -330,7 +362,7 @@ mod tests {
             format!(r#"["{SENT}"]"#),
             format!(r#"{{"status":"failed","error":"x"}} "{SENT}""#),
         ];
-        let errors = submissions.iter().map(|body| parse_submission(body.as_bytes()).unwrap_err());
+        let errors = submissions.iter().map(|body| parse_submission(body.as_bytes(), AWS).unwrap_err());
         let errors = errors.chain(callbacks.iter().map(|body| parse_callback(body.as_bytes()).unwrap_err()));
         for error in errors {
             let message = error.to_string();
@@ -348,27 +380,111 @@ mod tests {
         let big = "a".repeat(MAX_PAYLOAD_BYTES);
         let body = serde_json::to_vec(&json!({"payload": {"s": big}})).unwrap();
         assert_eq!(
-            parse_submission(&body),
+            parse_submission(&body, AWS),
             Err(ValidationError::TooLarge { field: "payload", limit: MAX_PAYLOAD_BYTES })
         );
         let fits = "a".repeat(MAX_PAYLOAD_BYTES - 10);
         let body = serde_json::to_vec(&json!({"payload": {"s": fits}})).unwrap();
-        assert!(parse_submission(&body).is_ok());
+        assert!(parse_submission(&body, AWS).is_ok());
     }
 
     #[test]
     fn a_submission_may_say_when_to_start_in_rfc3339() {
-        let submission = parse_submission(br#"{"payload":{},"run_at":"2026-11-27T01:13:25.216+01:00"}"#).unwrap();
+        let submission = parse_submission(br#"{"payload":{},"run_at":"2026-11-27T01:13:25.216+01:00"}"#, AWS).unwrap();
         assert_eq!(submission.run_at, Timestamp::parse_rfc3339("2026-11-27T00:13:25.216Z"));
-        assert_eq!(parse_submission(br#"{"payload":{},"run_at":null}"#).unwrap().run_at, None);
+        assert_eq!(parse_submission(br#"{"payload":{},"run_at":null}"#, AWS).unwrap().run_at, None);
         for bad in [r#""tomorrow""#, r#""2026-11-27""#, r#""2026-11-27T00:13:25""#, r#""""#] {
             let body = format!(r#"{{"payload":{{}},"run_at":{bad}}}"#);
             assert!(
-                matches!(parse_submission(body.as_bytes()), Err(ValidationError::Schema(m)) if m.contains("run_at")),
+                matches!(parse_submission(body.as_bytes(), AWS), Err(ValidationError::Schema(m)) if m.contains("run_at")),
                 "{bad}"
             );
         }
-        assert!(matches!(parse_submission(br#"{"payload":{},"run_at":1764201387}"#), Err(ValidationError::Schema(_))));
+        assert!(matches!(
+            parse_submission(br#"{"payload":{},"run_at":1764201387}"#, AWS),
+            Err(ValidationError::Schema(_))
+        ));
+    }
+
+    fn webhook_url_of(url: &str, rules: Rules) -> Result<Option<String>, ValidationError> {
+        let body = serde_json::to_vec(&json!({"payload": {}, "webhook_url": url})).unwrap();
+        parse_submission(&body, rules).map(|submission| submission.webhook_url)
+    }
+
+    fn refused_url(url: &str, rules: Rules) -> String {
+        match webhook_url_of(url, rules) {
+            Err(ValidationError::WebhookUrl(message)) => message,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_submission_may_name_a_webhook_url_kept_as_the_http_client_reads_it() {
+        assert_eq!(
+            webhook_url_of("https://Hooks.Example.com/done?x=1", AWS),
+            Ok(Some("https://hooks.example.com/done?x=1".into()))
+        );
+        assert_eq!(parse_submission(br#"{"payload":{}}"#, AWS).unwrap().webhook_url, None);
+        assert_eq!(parse_submission(br#"{"payload":{},"webhook_url":null}"#, AWS).unwrap().webhook_url, None);
+    }
+
+    #[test]
+    fn a_webhook_url_must_be_a_string() {
+        for bad in ["7", "{}", r#"["https://hooks.example.com/"]"#, "true"] {
+            let body = format!(r#"{{"payload":{{}},"webhook_url":{bad}}}"#);
+            assert!(matches!(parse_submission(body.as_bytes(), AWS), Err(ValidationError::Schema(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn in_aws_a_webhook_url_is_https_to_a_public_host_and_anything_else_is_refused_with_the_reason() {
+        assert_eq!(refused_url("http://hooks.example.com/", AWS), "`webhook_url` must use https");
+        assert_eq!(refused_url("hooks.example.com/done", AWS), "`webhook_url` is not an absolute URL");
+        assert_eq!(refused_url("", AWS), "`webhook_url` is not an absolute URL");
+        assert_eq!(
+            refused_url("https://u:p@hooks.example.com/", AWS),
+            "`webhook_url` must not carry a user name or password"
+        );
+        assert_eq!(refused_url("https://localhost/", AWS), "`webhook_url` points at a local host name");
+        assert_eq!(
+            refused_url("https://169.254.169.254/latest/meta-data/", AWS),
+            "`webhook_url` points at a non-public address (169.254.169.254)"
+        );
+        assert_eq!(refused_url("http://127.0.0.1:9000/hook", AWS), "`webhook_url` must use https");
+    }
+
+    #[test]
+    fn a_webhook_url_is_at_most_max_url_len_characters() {
+        let fits =
+            format!("https://hooks.example.com/{}", "a".repeat(MAX_URL_LEN - "https://hooks.example.com/".len()));
+        assert_eq!(fits.len(), MAX_URL_LEN);
+        assert_eq!(webhook_url_of(&fits, AWS), Ok(Some(fits.clone())));
+        let over = format!("{fits}a");
+        assert_eq!(refused_url(&over, AWS), format!("`webhook_url` is longer than {MAX_URL_LEN} characters"));
+    }
+
+    #[test]
+    fn local_runs_also_accept_loopback_receivers_over_http() {
+        assert_eq!(webhook_url_of("http://127.0.0.1:9000/hook", LOCAL), Ok(Some("http://127.0.0.1:9000/hook".into())));
+        assert_eq!(webhook_url_of("http://localhost:9000/hook", LOCAL), Ok(Some("http://localhost:9000/hook".into())));
+        assert_eq!(refused_url("http://hooks.example.com/", LOCAL), "`webhook_url` must use https");
+        assert!(refused_url("https://10.0.0.1/", LOCAL).contains("non-public"));
+    }
+
+    #[test]
+    fn each_batch_item_may_name_its_own_webhook_url_and_a_bad_one_spoils_only_itself() {
+        let items = parse_batch(
+            br#"{"tasks":[
+                {"payload":{},"webhook_url":"https://hooks.example.com/a"},
+                {"payload":{},"webhook_url":"http://hooks.example.com/b"},
+                {"payload":{}}
+            ]}"#,
+            AWS,
+        )
+        .unwrap();
+        assert_eq!(items[0].as_ref().unwrap().submission.webhook_url.as_deref(), Some("https://hooks.example.com/a"));
+        assert_eq!(items[1], Err(ValidationError::WebhookUrl("`webhook_url` must use https".into())));
+        assert_eq!(items[2].as_ref().unwrap().submission.webhook_url, None);
     }
 
     #[test]
@@ -398,19 +514,24 @@ mod tests {
                 {"payload":{},"run_at":"soon"},
                 7
             ]}"#,
+            AWS,
         )
         .unwrap();
         assert_eq!(items.len(), 7);
         assert_eq!(
             items[0],
-            Ok(BatchItem { submission: Submission { payload: json!({"n": 1}), run_at: None }, idempotency_key: None })
+            Ok(BatchItem {
+                submission: Submission { payload: json!({"n": 1}), run_at: None, webhook_url: None },
+                idempotency_key: None
+            })
         );
         assert_eq!(
             items[2],
             Ok(BatchItem {
                 submission: Submission {
                     payload: json!({"n": 3}),
-                    run_at: Timestamp::parse_rfc3339("2026-11-27T00:13:25Z")
+                    run_at: Timestamp::parse_rfc3339("2026-11-27T00:13:25Z"),
+                    webhook_url: None,
                 },
                 idempotency_key: Some("k-3".into())
             })
@@ -423,15 +544,15 @@ mod tests {
             );
         }
         let big = json!({"tasks": [{"payload": {"s": "a".repeat(MAX_PAYLOAD_BYTES)}}, {"payload": {}}]});
-        let items = parse_batch(&serde_json::to_vec(&big).unwrap()).unwrap();
+        let items = parse_batch(&serde_json::to_vec(&big).unwrap(), AWS).unwrap();
         assert_eq!(items[0], Err(ValidationError::TooLarge { field: "payload", limit: MAX_PAYLOAD_BYTES }));
         assert!(items[1].is_ok());
     }
 
     #[test]
     fn a_batch_that_is_not_a_list_of_1_to_100_tasks_is_refused_whole() {
-        assert_eq!(parse_batch(b""), Err(ValidationError::EmptyBody));
-        assert!(matches!(parse_batch(b"{"), Err(ValidationError::MalformedJson(_))));
+        assert_eq!(parse_batch(b"", AWS), Err(ValidationError::EmptyBody));
+        assert!(matches!(parse_batch(b"{", AWS), Err(ValidationError::MalformedJson(_))));
         for body in [
             r#"{}"#.to_owned(),
             r#"[]"#.to_owned(),
@@ -440,13 +561,13 @@ mod tests {
             r#"{"tasks":[]}"#.to_owned(),
             serde_json::to_string(&json!({"tasks": vec![json!({"payload": {}}); MAX_BATCH + 1]})).unwrap(),
         ] {
-            assert!(matches!(parse_batch(body.as_bytes()), Err(ValidationError::Schema(_))), "{body:.60}");
+            assert!(matches!(parse_batch(body.as_bytes(), AWS), Err(ValidationError::Schema(_))), "{body:.60}");
         }
         let full = serde_json::to_vec(&json!({"tasks": vec![json!({"payload": {}}); MAX_BATCH]})).unwrap();
-        assert_eq!(parse_batch(&full).unwrap().len(), MAX_BATCH);
+        assert_eq!(parse_batch(&full, AWS).unwrap().len(), MAX_BATCH);
         let mut huge = vec![b' '; MAX_BODY_BYTES + 1];
         huge[0] = b'{';
-        assert_eq!(parse_batch(&huge), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
+        assert_eq!(parse_batch(&huge, AWS), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
     }
 
     #[test]
@@ -469,7 +590,10 @@ mod tests {
         let body = vec![b' '; MAX_BODY_BYTES + 1];
         let mut body = body;
         body[0] = b'{';
-        assert_eq!(parse_submission(&body), Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES }));
+        assert_eq!(
+            parse_submission(&body, AWS),
+            Err(ValidationError::TooLarge { field: "body", limit: MAX_BODY_BYTES })
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/tasks/{task_id}", function: HttpFunction::Status },
     Route { method: "DELETE", path: "/tasks/{task_id}", function: HttpFunction::Ingest },
     Route { method: "POST", path: "/tasks/{task_id}/retry", function: HttpFunction::Ingest },
+    Route { method: "POST", path: "/webhook-secret", function: HttpFunction::Ingest },
     Route { method: "POST", path: "/callbacks/{task_id}", function: HttpFunction::Webhook },
     Route { method: "POST", path: "/callbacks/{task_id}/heartbeat", function: HttpFunction::Webhook },
 ];

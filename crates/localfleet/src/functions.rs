@@ -149,6 +149,12 @@ impl Functions {
                 blobs: large(),
                 ttl: policies.ttl,
                 events: events(),
+                webhooks: taskfleet_ingest::webhooks::Webhooks::new(
+                    DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+                    settings.completion.master.clone(),
+                    settings.completion.rules,
+                    settings.completion.grace,
+                ),
             },
             status: taskfleet_status::App { store: store(), keys: keys(), blobs: bucket() },
             webhook: taskfleet_webhook::App {

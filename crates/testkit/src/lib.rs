@@ -1,8 +1,10 @@
 //! Test support for tests that talk to the AWS emulator (moto server). `make test` starts the
 //! emulator and exports `AWS_ENDPOINT_URL`; these helpers point the real SDK at it with dummy
-//! credentials. Nothing here fakes AWS; [`faults`] puts a misbehaving proxy in front of it.
+//! credentials. Nothing here fakes AWS; [`faults`] puts a misbehaving proxy in front of it, and
+//! [`receiver`] is a client's webhook endpoint on loopback.
 
 pub mod faults;
+pub mod receiver;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 

@@ -1,14 +1,19 @@
 //! The client's writes:
-//! - `POST /tasks` `{"payload": {…}, "run_at"?: RFC 3339}` → a RECEIVED task → `202
-//!   {"task_id","status","created_at","run_at"?,"trace_id"}` with `Location: /tasks/{task_id}`.
-//!   A `run_at` later than now (at most 7 days ahead, else 400 `run_at_too_far`) schedules the
-//!   task: it waits RECEIVED until then. A valid W3C `traceparent` header puts the task in the
-//!   caller's trace; otherwise it starts a trace of its own. With an `Idempotency-Key` header,
-//!   repeating the same request answers `200` with the same task; the same key with another
-//!   payload or `run_at` answers 409 `idempotency_conflict`, and a repeat whose task has expired
-//!   answers 409 `idempotency_task_gone` (the task is never created again).
-//! - `POST /tasks/batch` `{"tasks": [{"payload", "run_at"?, "idempotency_key"?}, …]}` (1 to 100)
-//!   → `200 {"results": […]}`, one result per item in order: what `POST /tasks` would have
+//! - `POST /tasks` `{"payload": {…}, "run_at"?: RFC 3339, "webhook_url"?: URL}` → a RECEIVED
+//!   task → `202 {"task_id","status","created_at","run_at"?,"trace_id"}` with
+//!   `Location: /tasks/{task_id}`. A `run_at` later than now (at most 7 days ahead, else 400
+//!   `run_at_too_far`) schedules the task: it waits RECEIVED until then. A valid W3C
+//!   `traceparent` header puts the task in the caller's trace; otherwise it starts a trace of its
+//!   own. With an `Idempotency-Key` header, repeating the same request answers `200` with the
+//!   same task; the same key with another payload, `run_at` or `webhook_url` answers 409
+//!   `idempotency_conflict`, and a repeat whose task has expired answers 409
+//!   `idempotency_task_gone` (the task is never created again). A `webhook_url`
+//!   (see [`webhooks`]) is where the fleet POSTs the task, signed, when it ends: it must pass the
+//!   destination rules (400 `invalid_webhook_url`; 503 `webhook_host_unresolved` when its host
+//!   cannot be resolved now) and the client must have a secret (409 `webhook_secret_missing`);
+//!   an idempotency key is bound to it as to the payload.
+//! - `POST /tasks/batch` `{"tasks": [{"payload", "run_at"?, "idempotency_key"?, "webhook_url"?},
+//!   …]}` (1 to 100) → `200 {"results": […]}`, one result per item in order: what `POST /tasks` would have
 //!   answered for it alone (`{"task_id","status",…}`) or its error (`{"error":{"code","message"}}`).
 //!   A bad item does not stop the others; `idempotency_key` is the item's `Idempotency-Key`.
 //!   The items share the request's trace when it has a valid `traceparent`; otherwise each task
@@ -18,23 +23,29 @@
 //!   unchanged; a task that finished otherwise answers 409.
 //! - `POST /tasks/{task_id}/retry` replays a FAILED task with a fresh attempt series, at most
 //!   `MAX_REPLAYS` (10) times; then 409.
+//! - `POST /webhook-secret` creates or rotates the client's completion-webhook secret → `200
+//!   {"secret": "whsec_…", "version", "previous_secret_valid_until"?}` (`Cache-Control: no-store`),
+//!   shown this once; after a rotation the previous secret keeps signing until then. Two
+//!   rotations at once: one answers 409.
 //!
 //! A payload whose compact JSON is larger than `INLINE_MAX_BYTES` is kept in the blob store (S3),
 //! the task item keeping its key. Every line logged about a task is in its span
 //! (`taskfleet_core::trace::task_span`): it carries the task id and the trace id.
 
+pub mod webhooks;
+
 use std::sync::Arc;
 
 use lambda_http::http::header::LOCATION;
 use lambda_http::http::{HeaderValue, StatusCode};
-use taskfleet_adapters::DynamoKeyRecords;
 use taskfleet_adapters::{ConfigError, DynamoStore, EmfSink, S3Blobs, SdkConfig, config};
+use taskfleet_adapters::{DynamoKeyRecords, DynamoSecretRecords};
 use taskfleet_api::view::{Accepted, TaskView};
 use taskfleet_api::{ApiError, Body, Request, Response, request, response};
 use taskfleet_core::auth::{CachedAuthenticator, KeyAuthenticator};
 use taskfleet_core::blob::{BlobStore, Blobs};
 use taskfleet_core::lifecycle::MAX_REPLAYS;
-use taskfleet_core::ports::{EventSink, TaskEvent, TaskStore};
+use taskfleet_core::ports::{EventSink, SecretRecords, TaskEvent, TaskStore};
 use taskfleet_core::service::{self, NewTask, OwnerAction, SubmitError, Submitted};
 use taskfleet_core::trace::{self, TraceId};
 use taskfleet_core::{ClientId, Task, TaskStatus, Timestamp, TtlPolicy, validation};
@@ -43,34 +54,38 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
+use webhooks::{SecretOnFile, Webhooks};
 
 /// The header carrying a client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the function needs, built once per cold start.
-pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs> {
+pub struct App<S, K = CachedAuthenticator<DynamoKeyRecords>, B = S3Blobs, R = DynamoSecretRecords> {
     pub store: S,
     pub keys: K,
     /// Where large payloads go.
     pub blobs: Blobs<B>,
     pub ttl: TtlPolicy,
     pub events: Arc<dyn EventSink>,
+    /// Completion webhooks: the `webhook_url` checks and the clients' secrets.
+    pub webhooks: Webhooks<R>,
 }
 
 impl App<DynamoStore> {
-    pub fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
+    pub async fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             store: DynamoStore::from_env(sdk)?,
             keys: DynamoKeyRecords::cached_from_env(sdk)?,
             blobs: Blobs::new(S3Blobs::from_env(sdk)?, config::inline_max_bytes()?),
             ttl: config::ttl_policy()?,
             events: Arc::new(EmfSink::from_env()),
+            webhooks: Webhooks::from_env(sdk).await?,
         })
     }
 }
 
-pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
-    app: &App<S, K, B>,
+pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore, R: SecretRecords>(
+    app: &App<S, K, B, R>,
     request: Request,
 ) -> Response<Body> {
     // The request's lines (its refusal too) are in the span of the task it is about.
@@ -78,12 +93,13 @@ pub async fn handle<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     async { route(app, &request).await.unwrap_or_else(ApiError::into_response) }.instrument(span).await
 }
 
-async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
-    app: &App<S, K, B>,
+async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore, R: SecretRecords>(
+    app: &App<S, K, B, R>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let client = request::client(request, &app.keys).await?;
     match request::route_key(request).as_deref() {
+        Some("POST /webhook-secret") => webhooks::issue_secret(&app.webhooks, &client).await,
         Some("DELETE /tasks/{task_id}") => cancel(app, &client, request).await,
         Some("POST /tasks/{task_id}/retry") => replay(app, &client, request).await,
         Some("POST /tasks/batch") => submit_batch(app, &client, request).await,
@@ -91,8 +107,8 @@ async fn route<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
     }
 }
 
-async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
-    app: &App<S, K, B>,
+async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore, R: SecretRecords>(
+    app: &App<S, K, B, R>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -100,24 +116,30 @@ async fn submit<S: TaskStore, K: KeyAuthenticator, B: BlobStore>(
         Some(value) => Some(validation::parse_idempotency_key(value.to_str().unwrap_or("\u{0}"))?),
         None => None,
     };
-    let submission = validation::parse_submission(request::json_body(request)?)?;
+    let submission = validation::parse_submission(request::json_body(request)?, app.webhooks.rules())?;
     let trace = request::trace(request);
-    let (status, task) = submit_one(app, client, submission, key, trace, Timestamp::now()).await?;
+    let secret = SecretOnFile::new(&app.webhooks, client);
+    let (status, task) = submit_one(app, (client, &secret), submission, key, trace, Timestamp::now()).await?;
     Ok(located(response::json(status, &Accepted::from(&task)), &task))
 }
 
-/// Stores one submission in trace `trace`, as `POST /tasks` does: 202 and the new task, or 200
-/// and the task an earlier submission with the same idempotency key created.
-async fn submit_one<S: TaskStore, K, B: BlobStore>(
-    app: &App<S, K, B>,
-    client: &ClientId,
+/// Stores one submission of `client` (whose secret record is looked up in `secret`, if need be)
+/// in trace `trace`, as `POST /tasks` does: 202 and the new task, or 200 and the task an
+/// earlier submission with the same idempotency key created.
+async fn submit_one<S: TaskStore, K, B: BlobStore, R: SecretRecords>(
+    app: &App<S, K, B, R>,
+    (client, secret): (&ClientId, &SecretOnFile<'_, R>),
     submission: validation::Submission,
     key: Option<&str>,
     trace: TraceId,
     now: Timestamp,
 ) -> Result<(StatusCode, Task), ApiError> {
     validation::check_run_at(submission.run_at, now)?;
-    let new = NewTask { payload: submission.payload, run_at: submission.run_at, trace_id: Some(trace) };
+    let webhook_url = match submission.webhook_url {
+        Some(url) => Some(secret.admit(&url).await?),
+        None => None,
+    };
+    let new = NewTask { payload: submission.payload, run_at: submission.run_at, trace_id: Some(trace), webhook_url };
     let submitted =
         service::submit_task(&app.store, &app.blobs, client, new, key, now, &app.ttl).await.map_err(|e| match e {
             SubmitError::KeyReused => ApiError::IdempotencyConflict,
@@ -129,7 +151,8 @@ async fn submit_one<S: TaskStore, K, B: BlobStore>(
     let run_at = task.run_at.map(Timestamp::to_rfc3339);
     Ok(match submitted {
         Submitted::Created(task) => {
-            tracing::info!(task_id = %task.task_id, client_id = %client, run_at, "task received");
+            let webhook = task.webhook_url.is_some();
+            tracing::info!(task_id = %task.task_id, client_id = %client, run_at, webhook, "task received");
             app.events.record(TaskEvent::Created);
             (StatusCode::ACCEPTED, task)
         }
@@ -153,12 +176,14 @@ pub const BATCH_CONCURRENCY: usize = 8;
 
 /// `POST /tasks/batch`: each item as `POST /tasks` would take it alone, [`BATCH_CONCURRENCY`] at
 /// a time, answered in order. A request that is not a batch at all is refused whole (400).
-async fn submit_batch<S: TaskStore, K, B: BlobStore>(
-    app: &App<S, K, B>,
+async fn submit_batch<S: TaskStore, K, B: BlobStore, R: SecretRecords>(
+    app: &App<S, K, B, R>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let items = validation::parse_batch(request::json_body(request)?)?;
+    let items = validation::parse_batch(request::json_body(request)?, app.webhooks.rules())?;
+    // One look-up of the client's secret record for every item that names a webhook_url.
+    let secret = &SecretOnFile::new(&app.webhooks, client);
     // One trace for the whole batch if the client sent a valid one; else a trace per task.
     let shared = request::parent_trace(request);
     let now = Timestamp::now();
@@ -169,7 +194,7 @@ async fn submit_batch<S: TaskStore, K, B: BlobStore>(
                 let stored = match item {
                     Ok(item) => {
                         let key = item.idempotency_key.as_deref();
-                        submit_one(app, client, item.submission, key, trace, now).await.map(|(_, task)| task)
+                        submit_one(app, (client, secret), item.submission, key, trace, now).await.map(|(_, task)| task)
                     }
                     Err(invalid) => Err(ApiError::Invalid(invalid)),
                 };
@@ -186,8 +211,8 @@ async fn submit_batch<S: TaskStore, K, B: BlobStore>(
     Ok(response::json(StatusCode::OK, &json!({ "results": results })))
 }
 
-async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
-    app: &App<S, K, B>,
+async fn cancel<S: TaskStore, K: KeyAuthenticator, B, R>(
+    app: &App<S, K, B, R>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -210,8 +235,8 @@ async fn cancel<S: TaskStore, K: KeyAuthenticator, B>(
     }
 }
 
-async fn replay<S: TaskStore, K: KeyAuthenticator, B>(
-    app: &App<S, K, B>,
+async fn replay<S: TaskStore, K: KeyAuthenticator, B, R>(
+    app: &App<S, K, B, R>,
     client: &ClientId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {

@@ -10,7 +10,7 @@ use tracing::Instrument;
 async fn main() -> Result<(), Error> {
     taskfleet_adapters::logging::init();
     let sdk = taskfleet_adapters::config::aws().await;
-    let app = &App::from_env(&sdk)?;
+    let app = &App::from_env(&sdk).await?;
     lambda_http::run(service_fn(move |request| async move {
         let answer = taskfleet_api::error::within(taskfleet_api::error::REQUEST_DEADLINE, handle(app, request));
         Ok::<_, Infallible>(answer.instrument(invocation::span()).await)

@@ -1,11 +1,14 @@
 use super::*;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use taskfleet_core::auth::fixed::FixedKeys;
 use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
+use taskfleet_core::completion::client_secret::{DEFAULT_GRACE, MasterKey};
+use taskfleet_core::completion::destination::Rules;
 use taskfleet_core::lifecycle::{CANCELLED, MAX_REPLAYS, Outcome, Transition};
 use taskfleet_core::memory::{MemoryStore, RecordedEvents};
 use taskfleet_core::memory_blobs::MemoryBlobs;
@@ -59,7 +62,19 @@ const POST_TASKS_EVENT: &str = r#"{
     "isBase64Encoded": false
 }"#;
 
-type TestApp = App<MemoryStore, FixedKeys, MemoryBlobs>;
+type TestApp = App<MemoryStore, FixedKeys, MemoryBlobs, MemoryStore>;
+
+/// The master key of the tests' clients' webhook secrets.
+const MASTER_KEY: &str = "whsec_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+fn master() -> MasterKey {
+    MasterKey::parse(MASTER_KEY).unwrap()
+}
+
+/// The webhook side with `records`, as in local runs (loopback receivers allowed).
+fn webhooks_over<R>(records: R) -> Webhooks<R> {
+    Webhooks::new(records, master(), Rules { allow_loopback: true }, DEFAULT_GRACE)
+}
 
 fn app() -> (TestApp, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
@@ -69,6 +84,7 @@ fn app() -> (TestApp, Arc<RecordedEvents>) {
         blobs: Blobs::new(MemoryBlobs::new(), DEFAULT_INLINE_MAX_BYTES),
         ttl: TtlPolicy::new(TASK_TTL, RETENTION),
         events: events.clone(),
+        webhooks: webhooks_over(MemoryStore::new()),
     };
     (app, events)
 }
@@ -284,6 +300,7 @@ fn view_of(task: &Task) -> Value {
 }
 
 mod features;
+mod webhooks;
 
 // ---------------------------------------------------------------------------------------------
 // POST /tasks
@@ -449,7 +466,7 @@ async fn an_unknown_or_missing_field_is_refused_with_400() {
     let unknown = handle(&app, json_post(r#"{"payload": {}, "priority": 1}"#)).await;
     let message = assert_error(&unknown, 400, "invalid_request");
     // Which fields belong, not what was sent: an error message never echoes the input.
-    assert!(message.contains("unknown field, expected `payload`") && !message.contains("priority"), "{message}");
+    assert!(message.contains("unknown field, expected one of `payload`") && !message.contains("priority"), "{message}");
 
     let missing = handle(&app, json_post(r#"{"data": {}}"#)).await;
     assert_error(&missing, 400, "invalid_request");

@@ -12,6 +12,7 @@ use crate::ports::{DueTask, TaskStore};
 use crate::retry::RetryPolicy;
 
 mod chaos;
+mod notifying;
 mod scheduled;
 
 const BASE: &str = "https://fleet.example/";

@@ -12,7 +12,7 @@ fn post_with(headers: &[(&str, &str)], body: &str) -> Request {
 }
 
 /// `POST /tasks/batch` with `body` as `api_key`, and more headers.
-fn batch(api_key: Option<&str>, headers: &[(&str, &str)], body: &str) -> Request {
+pub(super) fn batch(api_key: Option<&str>, headers: &[(&str, &str)], body: &str) -> Request {
     let mut event: Value = serde_json::from_str(POST_TASKS_EVENT).unwrap();
     event["routeKey"] = json!("POST /tasks/batch");
     event["requestContext"]["routeKey"] = json!("POST /tasks/batch");
@@ -35,7 +35,7 @@ fn task_id_of(body: &Value) -> TaskId {
 }
 
 /// The `results` of a batch answer, checked to be a 200 with only that.
-fn results(response: &Response<Body>) -> Vec<Value> {
+pub(super) fn results(response: &Response<Body>) -> Vec<Value> {
     assert_eq!(response.status().as_u16(), 200, "{}", body_json(response));
     assert_eq!(header(response, "content-type"), Some("application/json"));
     let body = body_json(response);
@@ -43,7 +43,7 @@ fn results(response: &Response<Body>) -> Vec<Value> {
     body["results"].as_array().unwrap().clone()
 }
 
-fn item_error(result: &Value) -> &str {
+pub(super) fn item_error(result: &Value) -> &str {
     assert_eq!(result.as_object().unwrap().len(), 1, "only `error`: {result}");
     assert!(result["error"]["message"].is_string(), "{result}");
     result["error"]["code"].as_str().unwrap()

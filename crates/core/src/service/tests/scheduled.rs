@@ -24,7 +24,7 @@ impl Interceptor for Recording {
 }
 
 fn scheduled(payload: Value, run_at: Timestamp) -> NewTask {
-    NewTask { payload, run_at: Some(run_at), trace_id: None }
+    NewTask { payload, run_at: Some(run_at), trace_id: None, webhook_url: None }
 }
 
 async fn created(store: &impl TaskStore, new: NewTask, key: Option<&str>, now: Timestamp) -> Task {
@@ -159,7 +159,7 @@ impl ExternalService for Traced {
 async fn every_job_carries_the_tasks_trace_id_in_a_new_span() {
     let store = MemoryStore::new();
     let trace = TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
-    let new = NewTask { payload: json!({}), run_at: None, trace_id: Some(trace.clone()) };
+    let new = NewTask { payload: json!({}), run_at: None, trace_id: Some(trace.clone()), webhook_url: None };
     let task = created(&store, new, None, at(1_000)).await;
     assert_eq!(task.trace_id.as_ref(), Some(&trace));
     assert_eq!(store.get(&task.task_id).await.unwrap().unwrap().trace_id, Some(trace.clone()));
@@ -199,7 +199,12 @@ async fn every_job_carries_the_tasks_trace_id_in_a_new_span() {
 async fn an_idempotent_repeat_answers_the_first_submissions_trace() {
     let store = MemoryStore::new();
     let first_trace = TraceId::generate();
-    let traced = |trace: &TraceId| NewTask { payload: json!({"n": 1}), run_at: None, trace_id: Some(trace.clone()) };
+    let traced = |trace: &TraceId| NewTask {
+        payload: json!({"n": 1}),
+        run_at: None,
+        trace_id: Some(trace.clone()),
+        webhook_url: None,
+    };
     let first = created(&store, traced(&first_trace), Some("k"), at(1_000)).await;
     let again = submit_task(
         &store,
