@@ -29,7 +29,6 @@ struct Drill {
     http: reqwest::Client,
     service: String,
     _service_task: tokio::task::JoinHandle<()>,
-    sdk: taskfleet_adapters::SdkConfig,
     /// Where the drill's completion webhooks go (a receiver that answers 200).
     webhook_url: String,
     _receiver: Arc<taskfleet_e2e::webhooks::Receiver>,
@@ -75,14 +74,14 @@ impl Drill {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fleet = Fleet::start_with(&sdk, settings, listener, ops).await.unwrap();
-        taskfleet_e2e::webhooks::secret_of(&sdk, &fleet.resources.table, "drill").await;
+        let http = reqwest::Client::new();
+        taskfleet_e2e::webhooks::issue_secret(&http, &format!("http://{}", fleet.addr), KEY).await;
         let (webhook_url, receiver) = taskfleet_e2e::webhooks::receiver(vec![200]).await;
         Self {
             fleet,
-            http: reqwest::Client::new(),
+            http,
             service: format!("http://{service_addr}"),
             _service_task: service_task,
-            sdk,
             webhook_url,
             _receiver: receiver,
         }
@@ -147,7 +146,7 @@ fn in_alarm(states: &BTreeMap<String, String>) -> Vec<&str> {
 /// `TaskFailureRateAlarm` fires too (README, operations: the drill).
 fn load(drill: &Drill, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let (http, base) = (drill.http.clone(), drill.url(""));
-    let (sdk, table, webhook_url) = (drill.sdk.clone(), drill.fleet.resources.table.clone(), drill.webhook_url.clone());
+    let webhook_url = drill.webhook_url.clone();
     tokio::spawn(async move {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -165,7 +164,7 @@ fn load(drill: &Drill, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
                 let _ = http.get(format!("{base}/tasks/{id}")).header("x-api-key", KEY).send().await;
             }
             if n.is_multiple_of(5) {
-                taskfleet_e2e::webhooks::submit_notifying(&sdk, &table, "drill", &webhook_url).await;
+                taskfleet_e2e::webhooks::submit_notifying(&http, &base, KEY, &webhook_url).await;
             }
             if n.is_multiple_of(7) {
                 let _ = http.post(format!("{base}/tasks")).header("x-api-key", KEY).body("not json").send().await;

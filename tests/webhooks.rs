@@ -3,26 +3,26 @@
 //! deliveries queue the dispatcher fills; a receiver that fails gets the attempt again after the
 //! schedule's wait, and never holds another client's delivery.
 //!
-//! The tasks are written to the fleet's table as ingest writes them (with their `webhook_url`),
-//! then run their whole course: start timer, the example service, its callback, the delivery.
+//! Everything goes through the API: `POST /webhook-secret`, `POST /tasks` with a `webhook_url`,
+//! then the task's whole course: start timer, the example service, its callback, the delivery.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use taskfleet_core::Timestamp;
-use taskfleet_e2e::webhooks::{receiver, secret_of, submit_notifying};
+use taskfleet_e2e::webhooks::{issue_secret, receiver, submit_notifying};
 use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet};
 
 #[tokio::test]
 async fn an_ended_task_is_delivered_signed_and_a_broken_receiver_is_retried_without_delaying_others() {
     let fleet = TestFleet::start(Scenario::calm(Duration::from_millis(50))).await;
-    let alpha_secret = secret_of(&fleet.sdk, &fleet.names.table, "alpha").await;
-    let beta_secret = secret_of(&fleet.sdk, &fleet.names.table, "beta").await;
+    let alpha_secret = issue_secret(&fleet.http, &fleet.url(""), KEY_ALPHA).await;
+    let beta_secret = issue_secret(&fleet.http, &fleet.url(""), KEY_BETA).await;
     // beta's receiver fails its first attempt; alpha's answers at once.
     let (broken_url, broken) = receiver(vec![500, 204]).await;
     let (healthy_url, healthy) = receiver(vec![200]).await;
-    let beta_task = submit_notifying(&fleet.sdk, &fleet.names.table, "beta", &broken_url).await;
-    let alpha_task = submit_notifying(&fleet.sdk, &fleet.names.table, "alpha", &healthy_url).await;
+    let beta_task = submit_notifying(&fleet.http, &fleet.url(""), KEY_BETA, &broken_url).await;
+    let alpha_task = submit_notifying(&fleet.http, &fleet.url(""), KEY_ALPHA, &healthy_url).await;
 
     let got = healthy.wait_for(1, Duration::from_secs(30)).await;
     let (_, signed, bytes) = &got[0];

@@ -1,21 +1,12 @@
 //! Completion webhooks in the end-to-end tests: a receiver on 127.0.0.1, a client's webhook
-//! secret, and tasks with a `webhook_url` (written to the fleet's table as ingest writes them).
+//! secret and tasks with a `webhook_url`, both through the API.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::json;
-use taskfleet_adapters::table::Layout;
-use taskfleet_adapters::{DynamoSecretRecords, DynamoStore, SdkConfig};
-use taskfleet_core::blob::Content;
-use taskfleet_core::completion::client_secret::MasterKey;
-use taskfleet_core::completion::rotation;
-use taskfleet_core::ports::TaskStore;
+use serde_json::{Value, json};
 use taskfleet_core::signing::{self, Signed, SigningSecrets};
-use taskfleet_core::{ClientId, Task, Timestamp, TtlPolicy};
-
-use crate::MASTER_KEY;
 
 /// One request a receiver got: when, its Standard Webhooks headers, its body as sent.
 pub type Got = (Instant, Signed, Vec<u8>);
@@ -72,25 +63,20 @@ pub async fn receiver(answers: Vec<u16>) -> (String, Arc<Receiver>) {
     (format!("http://{address}/hook?token=t"), receiver)
 }
 
-/// `client`'s webhook secret in `table`, created as `POST /webhook-secret` creates it with the
-/// tests' master key.
-pub async fn secret_of(sdk: &SdkConfig, table: &str, client: &str) -> SigningSecrets {
-    let records = DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), table);
-    let master = MasterKey::parse(MASTER_KEY).unwrap();
-    let client = ClientId::parse(client).unwrap();
-    let issued =
-        rotation::rotate(&records, &master, &client, Timestamp::now(), Duration::from_secs(3_600)).await.unwrap();
-    SigningSecrets::parse(&issued.secret).unwrap()
+/// `POST /webhook-secret` as `key`: the client's new secret, as it is shown once.
+pub async fn issue_secret(http: &reqwest::Client, base: &str, key: &str) -> SigningSecrets {
+    let answer = http.post(format!("{base}/webhook-secret")).header("x-api-key", key).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200, "POST /webhook-secret");
+    let body: Value = answer.json().await.unwrap();
+    SigningSecrets::parse(body["secret"].as_str().expect("the secret")).unwrap()
 }
 
-/// A task of `client`'s notifying `url`, stored in `table` as ingest stores it; its id. The
-/// fleet runs it like any other: start timer, the external service, its callback, the delivery.
-pub async fn submit_notifying(sdk: &SdkConfig, table: &str, client: &str, url: &str) -> String {
-    let store = DynamoStore::with_layout(aws_sdk_dynamodb::Client::new(sdk), table, Layout { status_shards: 1 });
-    let ttl = TtlPolicy::new(3_600, 86_400);
-    let now = Timestamp::now();
-    let task =
-        Task::received(ClientId::parse(client).unwrap(), now, ttl.new_task_expiry(now)).notifying(Some(url.into()));
-    store.insert(&task, &Content::Inline(json!({"job": "resize"})), ttl.payload_expiry(now)).await.unwrap();
-    task.task_id.to_string()
+/// `POST /tasks` as `key` with a `webhook_url`; the task's id.
+pub async fn submit_notifying(http: &reqwest::Client, base: &str, key: &str, url: &str) -> String {
+    let task = json!({"payload": {"job": "resize"}, "webhook_url": url});
+    let answer = http.post(format!("{base}/tasks")).header("x-api-key", key).json(&task).send().await.unwrap();
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 202, "POST /tasks with a webhook_url: {body}");
+    body["task_id"].as_str().expect("a task id").to_owned()
 }
