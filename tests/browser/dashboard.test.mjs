@@ -15,6 +15,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.TASKFLEET_URL;
@@ -30,13 +31,27 @@ const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 const definition = JSON.parse(readFileSync(new URL("../../deploy/dashboard.json", import.meta.url)));
 const alarmDefinitions = JSON.parse(readFileSync(new URL("../../deploy/alarms.json", import.meta.url)));
 
-async function submit(payload) {
+async function submit(payload, webhook_url) {
   const answer = await fetch(`${BASE}/tasks`, {
     method: "POST",
     headers: { "x-api-key": KEY, "content-type": "application/json" },
-    body: JSON.stringify({ payload }),
+    body: JSON.stringify(webhook_url ? { payload, webhook_url } : { payload }),
   });
   assert.equal(answer.status, 202, await answer.text());
+}
+
+/** A completion-webhook receiver on 127.0.0.1 (make dev allows loopback receivers) that answers
+ *  204, after the client's webhook secret is created (POST /webhook-secret); its URL. */
+async function webhookReceiver() {
+  const answer = await fetch(`${BASE}/webhook-secret`, { method: "POST", headers: { "x-api-key": KEY } });
+  assert.equal(answer.status, 200, await answer.text());
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => { response.statusCode = 204; response.end(); });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  server.unref();
+  return `http://127.0.0.1:${server.address().port}/hook`;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -75,13 +90,18 @@ function missing(points) {
   for (const label of ["completed (DONE)", "failed"]) {
     if (!(points["Tasks per minute"] || {})[label]) gaps.push(`"${label}" in "Tasks per minute"`);
   }
+  if (!(points["Completion webhooks per minute"] || {})["delivered"]) {
+    gaps.push(`"delivered" in "Completion webhooks per minute"`);
+  }
   return gaps;
 }
 
 test("the local dashboard draws the deployed dashboard's widgets with data and the alarms' states", { timeout: 360_000 }, async () => {
   assert.ok(BASE && KEY && SERVICE, "TASKFLEET_URL, TASKFLEET_DEV_KEY and EXAMPLE_SERVICE_URL must be set (scripts/check-dashboard.sh)");
-  // Tasks in flight: some finish, some fail, some are still waiting for their callback.
-  for (let n = 0; n < 12; n++) await submit(n % 4 === 3 ? { fail: "no capacity" } : { n });
+  // Tasks in flight: some finish, some fail, some are still waiting for their callback; some
+  // have a completion webhook.
+  const hook = await webhookReceiver();
+  for (let n = 0; n < 12; n++) await submit(n % 4 === 3 ? { fail: "no capacity" } : { n }, n % 3 === 0 ? hook : undefined);
 
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
   try {
@@ -101,7 +121,7 @@ test("the local dashboard draws the deployed dashboard's widgets with data and t
     while (Date.now() < deadline) {
       points = await drawn(page);
       if (!missing(points).length) break;
-      await submit({ more: true });
+      await submit({ more: true }, hook);
       await submit({ fail: "still no capacity" });
       await sleep(2_000);
       await reload(page);
