@@ -12,18 +12,12 @@ use serde_json::{Value, json};
 use taskfleet_core::Timestamp;
 use taskfleet_core::completion::schedule::DeliverySchedule;
 use taskfleet_core::signing::{self, Signed, SigningSecrets};
-use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet, completion_settings};
+use taskfleet_e2e::{KEY_ALPHA, KEY_BETA, Scenario, TestFleet, completion_settings, webhooks};
 use taskfleet_testkit::receiver::{Behaviour, Received, WebhookReceiver};
 
 /// `POST /webhook-secret` as `key`: the new secret.
 async fn make_secret(fleet: &TestFleet, key: &str) -> String {
-    let answer = fleet.http.post(fleet.url("/webhook-secret")).header("x-api-key", key).send().await.unwrap();
-    let status = answer.status().as_u16();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 200, "POST /webhook-secret: {body}");
-    let secret = body["secret"].as_str().expect("a secret").to_owned();
-    assert!(secret.starts_with("whsec_"), "{secret}");
-    secret
+    webhooks::issue_secret(&fleet.http, &fleet.url(""), key).await
 }
 
 /// `POST /tasks` as `key` with `body`: (status, answer).
@@ -35,9 +29,7 @@ async fn post_task(fleet: &TestFleet, key: &str, body: Value) -> (u16, Value) {
 
 /// Submits a task whose completion goes to `url`; its id.
 async fn submit_notifying(fleet: &TestFleet, key: &str, payload: Value, url: &str) -> String {
-    let (status, body) = post_task(fleet, key, json!({"payload": payload, "webhook_url": url})).await;
-    assert_eq!(status, 202, "POST /tasks: {body}");
-    body["task_id"].as_str().expect("a task id").to_owned()
+    webhooks::submit_notifying(&fleet.http, &fleet.url(""), key, payload, url).await
 }
 
 fn signed(received: &Received) -> Signed {
@@ -161,14 +153,20 @@ async fn a_receiver_answering_500_gets_the_retry_schedule_then_the_delivery_is_g
     let receiver = WebhookReceiver::start(Behaviour::always(500)).await;
     let secret = make_secret(&fleet, KEY_ALPHA).await;
 
-    let task_id = submit_notifying(&fleet, KEY_ALPHA, json!({"n": 1}), &receiver.url("/hook")).await;
+    // A URL with a query, as clients give (a token of their own): kept, and never in the history.
+    let task_id = submit_notifying(&fleet, KEY_ALPHA, json!({"n": 1}), &receiver.url("/hook?token=t0ken")).await;
     let view = until_webhook(&fleet, KEY_ALPHA, &task_id, Duration::from_secs(60), state("failed")).await;
+    assert!(!view["history"].to_string().contains("t0ken"), "{view}");
     assert_eq!(view["webhook"], json!({"state": "failed", "attempts": 4}), "{view}");
     assert_eq!(view["status"], "DONE", "a failed delivery leaves the task as it ended");
     // No attempt after the last.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let attempts = receiver.received();
     assert_eq!(attempts.len(), 4, "four attempts, no more");
+    // Each attempt carries the task as it is then: the attempts made so far.
+    for (made, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt.json()["data"]["webhook"], json!({"state": "pending", "attempts": made}));
+    }
     for attempt in &attempts {
         assert_eq!(attempt.header(signing::ID), Some(format!("msg_{task_id}").as_str()), "one webhook-id");
         assert!(verifies(&secret, attempt));

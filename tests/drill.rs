@@ -18,6 +18,7 @@ use taskfleet_core::ClientId;
 use taskfleet_core::policy::Policies;
 use taskfleet_localfleet::queue::EventSource;
 use taskfleet_localfleet::{DeliveryChaos, Fleet, FleetSettings, Names, OpsSettings};
+use taskfleet_testkit::receiver::{Behaviour, WebhookReceiver};
 
 const KEY: &str = "tfk_drill001_ddddddddddddddddddddddddddddddddddddddddddd";
 /// Every alarm's period here.
@@ -31,7 +32,7 @@ struct Drill {
     _service_task: tokio::task::JoinHandle<()>,
     /// Where the drill's completion webhooks go (a receiver that answers 200).
     webhook_url: String,
-    _receiver: Arc<taskfleet_e2e::webhooks::Receiver>,
+    _receiver: WebhookReceiver,
 }
 
 impl Drill {
@@ -76,7 +77,8 @@ impl Drill {
         let fleet = Fleet::start_with(&sdk, settings, listener, ops).await.unwrap();
         let http = reqwest::Client::new();
         taskfleet_e2e::webhooks::issue_secret(&http, &format!("http://{}", fleet.addr), KEY).await;
-        let (webhook_url, receiver) = taskfleet_e2e::webhooks::receiver(vec![200]).await;
+        let receiver = WebhookReceiver::start(Behaviour::always(200)).await;
+        let webhook_url = receiver.url("/hook");
         Self {
             fleet,
             http,
@@ -164,7 +166,7 @@ fn load(drill: &Drill, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
                 let _ = http.get(format!("{base}/tasks/{id}")).header("x-api-key", KEY).send().await;
             }
             if n.is_multiple_of(5) {
-                taskfleet_e2e::webhooks::submit_notifying(&http, &base, KEY, &webhook_url).await;
+                taskfleet_e2e::webhooks::submit_notifying(&http, &base, KEY, json!({"n": n}), &webhook_url).await;
             }
             if n.is_multiple_of(7) {
                 let _ = http.post(format!("{base}/tasks")).header("x-api-key", KEY).body("not json").send().await;
