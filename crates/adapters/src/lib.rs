@@ -18,6 +18,7 @@ pub mod secret_records;
 pub mod secrets;
 pub mod sqs;
 pub mod table;
+pub mod timer_queue;
 
 pub use aws_config::SdkConfig;
 pub use blobs::S3Blobs;

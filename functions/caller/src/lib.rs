@@ -17,14 +17,14 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures_util::StreamExt;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
+use taskfleet_adapters::timer_queue;
 use taskfleet_adapters::{
     ConfigError, DynamoStore, EmfSink, HttpExternalService, S3Blobs, SdkConfig, SqsPublisher, config,
 };
 use taskfleet_core::blob::{BlobStore, Blobs};
-use taskfleet_core::dispatch::{Dispatch, DispatchMessage, Step, Timer, When};
+use taskfleet_core::dispatch::{Step, Timer, When};
 use taskfleet_core::hold::{self, HoldGate};
 use taskfleet_core::policy::Policies;
 use taskfleet_core::ports::{EventSink, ExternalService, HoldStore, Publisher, TaskEvent, TaskStore};
@@ -33,7 +33,6 @@ use taskfleet_core::service::{self, HandOver, HandOverError};
 use taskfleet_core::time::SystemClock;
 use taskfleet_core::{PublishError, StoreError, TaskStatus, Timestamp, trace};
 use thiserror::Error;
-use tracing::Instrument;
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S, E, B = S3Blobs, Q = SqsPublisher, H = DynamoStore> {
@@ -104,27 +103,12 @@ where
     Q: Publisher,
     H: HoldStore,
 {
-    let failures: Vec<BatchItemFailure> = futures_util::stream::iter(event.payload.records)
-        .map(|message| {
-            async move {
-                let message_id = message.message_id.clone().unwrap_or_default();
-                fire(app, &message).await.err().map(|error| {
-                    tracing::error!(%message_id, %error, "timer not handled; the message will come back");
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = message_id;
-                    failure
-                })
-            }
-            // Each timer's lines carry its task's id, and its trace once the task is read.
-            .instrument(trace::task_span(None))
-        })
-        .buffer_unordered(app.concurrency.max(1))
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    let mut answer = SqsBatchResponse::default();
-    answer.batch_item_failures = failures;
-    answer
+    timer_queue::handle_batch(
+        event.payload.records,
+        app.concurrency,
+        |message| async move { fire(app, &message).await },
+    )
+    .await
 }
 
 /// Handles one message.
@@ -136,22 +120,9 @@ where
     Q: Publisher,
     H: HoldStore,
 {
-    let body = message.body.as_deref().unwrap_or_default();
-    let timer = match DispatchMessage::parse(body) {
-        Ok(timer) => timer,
-        Err(error) => {
-            // Retrying cannot fix a message that does not parse: drop it, loudly.
-            tracing::error!(message_id = ?message.message_id, %error, "unreadable timer dropped");
-            return Ok(());
-        }
-    };
-    if timer.step.is_delivery() {
-        // Deliveries have a queue and a function of their own; retrying here cannot help.
-        tracing::error!(message_id = ?message.message_id, task_id = %timer.task_id, "a delivery timer on the jobs queue dropped");
-        return Ok(());
-    }
-    trace::note_id(&timer.task_id);
-    let group = message.attributes.get("MessageGroupId").map_or("", String::as_str);
+    // Deliveries have a queue and a function of their own.
+    let Some(timer) = timer_queue::timer_of(message, "jobs", |step| !step.is_delivery()) else { return Ok(()) };
+    let group = timer_queue::group(message);
     let mut now = Timestamp::now();
     match timer.when(now) {
         When::Now => {}
@@ -186,11 +157,7 @@ async fn send_on<S, E, B, Q: Publisher, H>(
     group: &str,
     now: Timestamp,
 ) -> Result<(), CallerError> {
-    let dispatch = Dispatch::new(timer.message(due_at), group, now);
-    for outcome in app.queue.publish(std::slice::from_ref(&dispatch)).await {
-        outcome?;
-    }
-    Ok(())
+    Ok(timer_queue::send_on(&app.queue, timer, due_at, group, now).await?)
 }
 
 async fn time_out<S: TaskStore, E, B, Q, H>(

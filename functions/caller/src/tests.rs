@@ -1,4 +1,5 @@
 use super::*;
+use taskfleet_core::dispatch::DispatchMessage;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

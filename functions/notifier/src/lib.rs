@@ -18,10 +18,10 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures_util::StreamExt;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use taskfleet_adapters::completion::ClientBuildError;
+use taskfleet_adapters::timer_queue;
 use taskfleet_adapters::{
     CompletionSender, ConfigError, DynamoSecretRecords, DynamoStore, EmfSink, S3Blobs, SdkConfig, SqsPublisher, config,
 };
@@ -30,11 +30,10 @@ use taskfleet_core::blob::BlobStore;
 use taskfleet_core::completion::attempt::{self, Attempted, Settings};
 use taskfleet_core::completion::client_secret::MasterKey;
 use taskfleet_core::completion::schedule::DeliverySchedule;
-use taskfleet_core::dispatch::{Dispatch, DispatchMessage, Timer, When};
+use taskfleet_core::dispatch::{Step, Timer, When};
 use taskfleet_core::ports::{EventSink, Publisher, SecretRecords, TaskEvent, TaskStore, WebhookSender};
 use taskfleet_core::{PublishError, StoreError, Timestamp, TtlPolicy, trace};
 use thiserror::Error;
-use tracing::Instrument;
 
 /// Everything the function needs, built once per cold start.
 pub struct App<S, R, W, B = S3Blobs, Q = SqsPublisher> {
@@ -106,27 +105,12 @@ where
     B: BlobStore,
     Q: Publisher,
 {
-    let failures: Vec<BatchItemFailure> = futures_util::stream::iter(event.payload.records)
-        .map(|message| {
-            async move {
-                let message_id = message.message_id.clone().unwrap_or_default();
-                fire(app, &message).await.err().map(|error| {
-                    tracing::error!(%message_id, %error, "delivery timer not handled; the message will come back");
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = message_id;
-                    failure
-                })
-            }
-            // Each timer's lines carry its task's id, and its trace once the task is read.
-            .instrument(trace::task_span(None))
-        })
-        .buffer_unordered(app.concurrency.max(1))
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    let mut answer = SqsBatchResponse::default();
-    answer.batch_item_failures = failures;
-    answer
+    timer_queue::handle_batch(
+        event.payload.records,
+        app.concurrency,
+        |message| async move { fire(app, &message).await },
+    )
+    .await
 }
 
 /// Handles one message.
@@ -138,21 +122,8 @@ where
     B: BlobStore,
     Q: Publisher,
 {
-    let body = message.body.as_deref().unwrap_or_default();
-    let timer = match DispatchMessage::parse(body) {
-        Ok(timer) => timer,
-        Err(error) => {
-            // Retrying cannot fix a message that does not parse: drop it, loudly.
-            tracing::error!(message_id = ?message.message_id, %error, "unreadable timer dropped");
-            return Ok(());
-        }
-    };
-    if !timer.step.is_delivery() {
-        // Jobs have a queue and a function of their own; retrying here cannot help.
-        tracing::error!(message_id = ?message.message_id, task_id = %timer.task_id, step = ?timer.step, "a job timer on the deliveries queue dropped");
-        return Ok(());
-    }
-    trace::note_id(&timer.task_id);
+    // Jobs have a queue and a function of their own.
+    let Some(timer) = timer_queue::timer_of(message, "deliveries", Step::is_delivery) else { return Ok(()) };
     let mut now = Timestamp::now();
     match timer.when(now) {
         When::Now => {}
@@ -161,24 +132,10 @@ where
             now = Timestamp::now();
         }
         When::SendOn => {
-            let group = message.attributes.get("MessageGroupId").map_or("", String::as_str);
-            return send_on(app, &timer, group, now).await;
+            return Ok(timer_queue::send_on(&app.queue, &timer, timer.due_at, timer_queue::group(message), now).await?);
         }
     }
     deliver(app, &timer, now).await
-}
-
-async fn send_on<S, R, W, B, Q: Publisher>(
-    app: &App<S, R, W, B, Q>,
-    timer: &Timer,
-    group: &str,
-    now: Timestamp,
-) -> Result<(), NotifierError> {
-    let dispatch = Dispatch::new(timer.message(timer.due_at), group, now);
-    for outcome in app.queue.publish(std::slice::from_ref(&dispatch)).await {
-        outcome?;
-    }
-    Ok(())
 }
 
 /// Makes the attempt `timer` asks for, if it is still due, and records it.

@@ -18,7 +18,7 @@ use taskfleet_core::blob::Content;
 use taskfleet_core::completion::delivery::DeliveryState;
 use taskfleet_core::completion::destination::Rules;
 use taskfleet_core::completion::rotation;
-use taskfleet_core::dispatch::Step;
+use taskfleet_core::dispatch::DispatchMessage;
 use taskfleet_core::lifecycle::{Outcome as Reported, Transition};
 use taskfleet_core::memory::{MemoryQueue, RecordedEvents};
 use taskfleet_core::memory_blobs::MemoryBlobs;
