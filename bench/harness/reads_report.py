@@ -78,6 +78,12 @@ def reads_section(results, root=None):
         money = extra(runs[mode], none)[1]
         detail.append(f"| {label} | " + " | ".join(f"${v:,.2f}" for v in money.values()) + " |")
     cheapest = min(totals, key=totals.get)
+    # A delivery alone: its own dispatcher and notifier invocations and its own queue message.
+    webhook = runs["webhook"]
+    alone = dict(webhook, stream_batches_per_task=none["stream_batches_per_task"] + 1,
+                 queue_batches_per_task=none["queue_batches_per_task"] + 1,
+                 sqs_sends_per_task=none["sqs_sends_per_task"] + 1)
+    alone_money = sum(extra(alone, none)[1].values())
     return "\n".join([
         READS_HEADING,
         "",
@@ -99,6 +105,9 @@ def reads_section(results, root=None):
         "",
         "\n".join(detail),
         "",
+        f"Tasks that end together share stream batches, queue messages and invocations (here {data['tasks']} "
+        f"at once); a delivery alone — its own dispatcher and notifier invocation and its own queue message — "
+        f"is ${alone_money:,.2f} per million. "
         f"Cheapest: {dict(MODES)[cheapest]}. Polling pays per read, at every poll of the task's life; `?wait` "
         "makes one or two requests but is billed for the Lambda waiting in them; a webhook costs one delivery "
         "(an invocation, the task read and the attempt written, a queue message) whatever the task's length.",
