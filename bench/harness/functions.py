@@ -92,6 +92,9 @@ FUNCTIONS = {
     "metrics": Function("metrics", _backlog, lambda t, c, res: events.scheduled(), lambda answer: answer is None),
 }
 
+# The completion-webhook master key the functions are given (a fixed one: nothing here is secret).
+WEBHOOK_MASTER_KEY = "whsec_YmVuY2gtbWFzdGVyLWtleS1vZi10YXNrZmxlZXQtMDE="
+
 ORDER = ["ingest", "status", "webhook", "dispatcher", "caller", "metrics"]
 # Functions of the Rust fleet with no Python counterpart to measure against: only their size is
 # reported (the sweeper, issue 10; the notifier of completion webhooks, issue 12).
@@ -104,6 +107,9 @@ def configuration(resources):
     return {
         "TASKS_TABLE": resources["table"],
         "JOBS_QUEUE_URL": resources["queue_url"],
+        # The dispatcher's queue of delivery timers: no task of these benchmarks has a webhook_url,
+        # so none is ever sent there (§11 runs the whole local fleet, which has its own).
+        "DELIVERIES_QUEUE_URL": resources["queue_url"],
         "CALLER_CONCURRENCY": str(CALLER_CONCURRENCY),
         # Read only by the Python baseline's dispatcher (the design before the jobs queue).
         "DISPATCH_TOPIC_ARN": resources["topic_arn"],
@@ -112,6 +118,9 @@ def configuration(resources):
         "EXTERNAL_SERVICE_URL": resources["service_url"],
         "CALLBACK_BASE_URL": CALLBACK_BASE,
         "METRICS_NAMESPACE": "TaskFleetBench",
+        # Ingest and the notifier derive clients' webhook secrets from it (in AWS they read it from
+        # Secrets Manager, WEBHOOK_MASTER_KEY_ARN).
+        "WEBHOOK_MASTER_KEY": WEBHOOK_MASTER_KEY,
         # Read only by the Python baseline's metrics (bench/python/handlers/metrics.py).
         "STATUS_INDEX_RANGE_KEY": resources.get("status_range_key", "updated_at"),
         "STATUS_INDEX_HASH_KEY": resources.get("status_hash_key", "status"),
