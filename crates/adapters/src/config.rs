@@ -90,7 +90,8 @@ pub const DEFAULT_NOTIFIER_CONCURRENCY: u64 = 10;
 pub const MAX_NOTIFIER_CONCURRENCY: u64 = 100;
 /// The Secrets Manager secret (ARN or name) holding the master key (`whsec_…`) from which every
 /// client's completion-webhook secret is derived (`taskfleet_core::completion::client_secret`).
-/// Read once per cold start by ingest (`POST /webhook-secret`) and the notifier. Changing it
+/// Read by the notifier at cold start, by ingest when `POST /webhook-secret` first needs it
+/// ([`MasterKeySource`]). Changing it
 /// changes every client's secret: it is created once per stage and never rotated.
 pub const WEBHOOK_MASTER_KEY_ARN: &str = "WEBHOOK_MASTER_KEY_ARN";
 /// The master key given as the variable's value: local runs and tests only.
@@ -221,29 +222,59 @@ pub async fn signing(sdk: &aws_config::SdkConfig) -> Result<Option<Arc<dyn Secre
     }
 }
 
-/// The completion-webhook master key: the Secrets Manager secret `WEBHOOK_MASTER_KEY_ARN` names
-/// (read now: a secret that cannot be read or is not a `whsec_` key fails the cold start), or the
-/// fixed `WEBHOOK_MASTER_KEY` (local runs). One of the two is required.
-pub async fn master_key(sdk: &aws_config::SdkConfig) -> Result<MasterKey, ConfigError> {
-    let set = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
-    let invalid = |name, e: taskfleet_core::signing::SecretError| ConfigError::Secret { name, reason: e.to_string() };
-    match (set(WEBHOOK_MASTER_KEY_ARN), set(WEBHOOK_MASTER_KEY)) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid {
-            name: WEBHOOK_MASTER_KEY,
-            reason: format!("set either {WEBHOOK_MASTER_KEY_ARN} or {WEBHOOK_MASTER_KEY}, not both"),
-        }),
-        (Some(secret_id), None) => {
-            use taskfleet_core::secrets::SecretStore;
-            let store = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk), secret_id.trim());
-            let text = store
-                .read()
-                .await
-                .map_err(|e| ConfigError::Secret { name: WEBHOOK_MASTER_KEY_ARN, reason: e.to_string() })?;
-            MasterKey::parse(&text).map_err(|e| invalid(WEBHOOK_MASTER_KEY_ARN, e))
+/// Where the completion-webhook master key is: the Secrets Manager secret
+/// `WEBHOOK_MASTER_KEY_ARN` names, or the fixed `WEBHOOK_MASTER_KEY` (local runs). Read when
+/// first needed and kept ([`MasterKeySource::get`]): ingest needs it for `POST /webhook-secret`
+/// only, so its cold start makes no Secrets Manager call, and a key that cannot be read fails
+/// that route alone (503), never task intake.
+#[derive(Debug)]
+pub enum MasterKeySource {
+    Fixed(MasterKey),
+    Secret { store: SecretsManagerStore, key: tokio::sync::OnceCell<MasterKey> },
+}
+
+impl MasterKeySource {
+    /// From the environment: one of the two variables is required (a fixed key is parsed now).
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let set = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        match (set(WEBHOOK_MASTER_KEY_ARN), set(WEBHOOK_MASTER_KEY)) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: WEBHOOK_MASTER_KEY,
+                reason: format!("set either {WEBHOOK_MASTER_KEY_ARN} or {WEBHOOK_MASTER_KEY}, not both"),
+            }),
+            (Some(secret_id), None) => Ok(Self::Secret {
+                store: SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk), secret_id.trim()),
+                key: tokio::sync::OnceCell::new(),
+            }),
+            (None, Some(key)) => MasterKey::parse(&key)
+                .map(Self::Fixed)
+                .map_err(|e| ConfigError::Secret { name: WEBHOOK_MASTER_KEY, reason: e.to_string() }),
+            (None, None) => Err(ConfigError::Missing(WEBHOOK_MASTER_KEY_ARN)),
         }
-        (None, Some(key)) => MasterKey::parse(&key).map_err(|e| invalid(WEBHOOK_MASTER_KEY, e)),
-        (None, None) => Err(ConfigError::Missing(WEBHOOK_MASTER_KEY_ARN)),
     }
+
+    /// The key: read from Secrets Manager on the first call that needs it (a failed read is
+    /// tried again by the next call), then kept for the instance's life.
+    pub async fn get(&self) -> Result<&MasterKey, ConfigError> {
+        match self {
+            Self::Fixed(key) => Ok(key),
+            Self::Secret { store, key } => {
+                use taskfleet_core::secrets::SecretStore;
+                let read = || async {
+                    let secret = |reason: String| ConfigError::Secret { name: WEBHOOK_MASTER_KEY_ARN, reason };
+                    let text = store.read().await.map_err(|e| secret(e.to_string()))?;
+                    MasterKey::parse(&text).map_err(|e| secret(e.to_string()))
+                };
+                key.get_or_try_init(read).await
+            }
+        }
+    }
+}
+
+/// The completion-webhook master key, read now ([`MasterKeySource`]): the notifier signs with it
+/// on every delivery, so a key that cannot be read fails its cold start.
+pub async fn master_key(sdk: &aws_config::SdkConfig) -> Result<MasterKey, ConfigError> {
+    MasterKeySource::from_env(sdk)?.get().await.cloned()
 }
 
 /// The completion webhooks' retry schedule (`WEBHOOK_SCHEDULE`, default Svix's).

@@ -192,3 +192,29 @@ async fn config_reads_the_secret_the_arn_variable_names_and_refuses_both_variabl
     unsafe { std::env::remove_var(config::WEBHOOK_SIGNING_SECRET_ARN) };
     assert!(config::signing(&sdk).await.expect("no signing").is_none());
 }
+
+// ---- the completion-webhook master key (issue 12) ---------------------------------------------
+
+#[tokio::test]
+async fn the_master_key_is_read_when_first_needed_retried_after_a_failed_read_and_then_kept() {
+    use taskfleet_adapters::config::MasterKeySource;
+    let client = client().await;
+    let name = taskfleet_testkit::unique_name("taskfleet/test/webhook-master-key");
+    let source = MasterKeySource::Secret {
+        store: SecretsManagerStore::new(client.clone(), &name),
+        key: tokio::sync::OnceCell::new(),
+    };
+    // Not there yet: the call that needs it fails (ingest answers that route 503) ...
+    assert!(matches!(source.get().await, Err(ConfigError::Secret { .. })));
+    // ... and the next one reads it again.
+    client.create_secret().name(&name).secret_string(V1).send().await.expect("CreateSecret");
+    let first = format!("{:?}", source.get().await.expect("the key"));
+    assert!(!first.contains("MfKQ"), "the key is never printed: {first}");
+    // Kept for the instance's life: a later value is not read (the key is never rotated).
+    put(&client, &name, "not a key").await;
+    assert!(source.get().await.is_ok());
+    // A value that is not a whsec_ key fails, naming the variable, not the value.
+    let bad = MasterKeySource::Secret { store: SecretsManagerStore::new(client, &name), key: Default::default() };
+    let error = bad.get().await.expect_err("not a key").to_string();
+    assert!(error.contains("WEBHOOK_MASTER_KEY_ARN") && !error.contains("not a key"), "{error}");
+}

@@ -151,7 +151,7 @@ impl Functions {
                 events: events(),
                 webhooks: taskfleet_ingest::webhooks::Webhooks::new(
                     DynamoSecretRecords::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
-                    settings.completion.master.clone(),
+                    taskfleet_adapters::config::MasterKeySource::Fixed(settings.completion.master.clone()),
                     settings.completion.rules,
                     settings.completion.grace,
                 ),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
+use taskfleet_adapters::config::MasterKeySource;
 use taskfleet_core::auth::fixed::FixedKeys;
 use taskfleet_core::blob::{Content, DEFAULT_INLINE_MAX_BYTES};
 use taskfleet_core::completion::client_secret::{DEFAULT_GRACE, MasterKey};
@@ -73,7 +74,7 @@ fn master() -> MasterKey {
 
 /// The webhook side with `records`, as in local runs (loopback receivers allowed).
 fn webhooks_over<R>(records: R) -> Webhooks<R> {
-    Webhooks::new(records, master(), Rules { allow_loopback: true }, DEFAULT_GRACE)
+    Webhooks::new(records, MasterKeySource::Fixed(master()), Rules { allow_loopback: true }, DEFAULT_GRACE)
 }
 
 fn app() -> (TestApp, Arc<RecordedEvents>) {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use lambda_http::http::header::CACHE_CONTROL;
 use lambda_http::http::{HeaderValue, StatusCode};
 use taskfleet_adapters::completion::{SubmitCheck, SubmitCheckError};
+use taskfleet_adapters::config::MasterKeySource;
 use taskfleet_adapters::{ConfigError, DynamoSecretRecords, SdkConfig, config};
 use taskfleet_api::view::SecretView;
 use taskfleet_api::{ApiError, Body, Response, response};
-use taskfleet_core::completion::client_secret::MasterKey;
 use taskfleet_core::completion::destination::Rules;
 use taskfleet_core::completion::rotation;
 use taskfleet_core::ports::SecretRecords;
@@ -27,8 +27,9 @@ pub struct Webhooks<R = DynamoSecretRecords> {
     pub checker: SubmitCheck,
     /// The clients' secret records (a version and a salt each; never a secret).
     pub records: R,
-    /// The key every client's secret is derived from.
-    pub master: MasterKey,
+    /// The key every client's secret is derived from, read when `POST /webhook-secret` first
+    /// needs it.
+    pub master: MasterKeySource,
     /// How long a rotated-out secret keeps signing beside the new one.
     pub grace: Duration,
 }
@@ -39,14 +40,14 @@ impl Webhooks {
     /// records in `TASKS_TABLE`.
     pub async fn from_env(sdk: &SdkConfig) -> Result<Self, ConfigError> {
         let records = DynamoSecretRecords::from_env(sdk)?;
-        let master = config::master_key(sdk).await?;
+        let master = MasterKeySource::from_env(sdk)?;
         Ok(Self::new(records, master, config::destination_rules()?, config::secret_grace()?))
     }
 }
 
 impl<R> Webhooks<R> {
     /// The webhook side over `records`, checking URLs against `rules`.
-    pub fn new(records: R, master: MasterKey, rules: Rules, grace: Duration) -> Self {
+    pub fn new(records: R, master: MasterKeySource, rules: Rules, grace: Duration) -> Self {
         Self { checker: SubmitCheck::new(rules), records, master, grace }
     }
 
@@ -103,8 +104,11 @@ pub async fn issue_secret<R: SecretRecords>(
     webhooks: &Webhooks<R>,
     client: &ClientId,
 ) -> Result<Response<Body>, ApiError> {
-    let issued =
-        rotation::rotate(&webhooks.records, &webhooks.master, client, Timestamp::now(), webhooks.grace).await?;
+    let master = webhooks.master.get().await.map_err(|error| {
+        tracing::error!(%error, "the webhook master key cannot be read");
+        ApiError::Store(StoreError::Unavailable("the webhook signing key cannot be read now".into()))
+    })?;
+    let issued = rotation::rotate(&webhooks.records, master, client, Timestamp::now(), webhooks.grace).await?;
     tracing::info!(client_id = %client, version = issued.version, "webhook secret issued");
     let mut answer = response::json(StatusCode::OK, &SecretView::from(issued));
     answer.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
